@@ -1,0 +1,216 @@
+"""CHGNet 0.3.0 (Deng et al., Nat. Mach. Intell. 2023) as a Flax module, and its energy/forces/stress.
+
+The layers follow ``chgnet.model`` 0.3.0 one to one; parameter names follow its state_dict
+(``atom_conv_layers_0`` for ``atom_conv_layers.0``) so that layer groups can be frozen by
+name. Bond features live on undirected bonds (the half edges of :mod:`lycb_jax.graph`).
+
+Units: positions and cells in Angstrom, energies in eV, forces in eV/A, stress in GPa with
+ASE's sign (positive = tensile), magnetic moments in Bohr magnetons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lycb_jax.graph import ATOM_CUTOFF, BOND_CUTOFF, Graph
+
+EV_A3_TO_GPA = 160.21766208  # 1 eV/A^3 in GPa (the constant CHGNet uses)
+N_ELEMENTS = 94  # H .. Pu
+
+
+@dataclasses.dataclass(frozen=True)
+class CHGNetConfig:
+    """Architecture hyperparameters (CHGNet 0.3.0 defaults)."""
+
+    feature_dim: int = 64
+    num_radial: int = 31
+    num_angular: int = 31
+    n_conv: int = 4
+    hidden_dim: int = 64
+    readout_hidden: tuple[int, ...] = (64, 64, 64)
+    cutoff_coeff: int = 8
+    atom_cutoff: float = ATOM_CUTOFF
+    bond_cutoff: float = BOND_CUTOFF
+
+
+def _polynomial_envelope(r_scaled: jax.Array, p: int) -> jax.Array:
+    a = -(p + 1) * (p + 2) / 2
+    b = p * (p + 2)
+    c = -p * (p + 1) / 2
+    env = 1 + a * r_scaled**p + b * r_scaled ** (p + 1) + c * r_scaled ** (p + 2)
+    return jnp.where(r_scaled < 1, env, 0.0)
+
+
+class RadialBessel(nn.Module):
+    """Smooth radial Bessel basis sqrt(2/rc) sin(f r/rc)/r * envelope, learnable frequencies f."""
+
+    num_radial: int
+    cutoff: float
+    cutoff_coeff: int
+
+    @nn.compact
+    def __call__(self, r: jax.Array) -> jax.Array:
+        freq = self.param("frequencies", lambda _: jnp.pi * jnp.arange(1, self.num_radial + 1, dtype=jnp.float32))
+        r = r[:, None]
+        out = (2.0 / self.cutoff) ** 0.5 * jnp.sin(freq * (r / self.cutoff)) / r
+        return _polynomial_envelope(r / self.cutoff, self.cutoff_coeff) * out
+
+
+class Fourier(nn.Module):
+    """Fourier angle basis [1/sqrt2, sin(f theta), cos(f theta)] / sqrt(pi), learnable f."""
+
+    order: int
+
+    @nn.compact
+    def __call__(self, theta: jax.Array) -> jax.Array:
+        freq = self.param("frequencies", lambda _: jnp.arange(1, self.order + 1, dtype=jnp.float32))
+        t = theta[:, None] * freq
+        const = jnp.full((theta.shape[0], 1), 1 / np.sqrt(2.0), theta.dtype)
+        return jnp.concatenate([const, jnp.sin(t), jnp.cos(t)], axis=1) / np.sqrt(np.pi)
+
+
+def _layer_norm(name: str) -> nn.LayerNorm:
+    # torch.nn.LayerNorm: eps 1e-5, two-pass variance
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+
+
+class GatedMLP(nn.Module):
+    """silu(LN(core(x))) * sigmoid(LN(gate(x))); core/gate are Linear-SiLU-Linear or one Linear."""
+
+    out_dim: int
+    hidden_dim: int
+
+    def _mlp(self, x, name):
+        if self.hidden_dim:
+            x = nn.Dense(self.hidden_dim, name=f"{name}_0")(x)
+            return nn.Dense(self.out_dim, name=f"{name}_1")(nn.silu(x))
+        return nn.Dense(self.out_dim, name=f"{name}_0")(x)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        core = nn.silu(_layer_norm("bn1")(self._mlp(x, "mlp_core")))
+        gate = nn.sigmoid(_layer_norm("bn2")(self._mlp(x, "mlp_gate")))
+        return core * gate
+
+
+class CHGNet(nn.Module):
+    """CHGNet body: per-atom energies (eV, without the composition reference) and magmoms.
+
+    ``__call__`` takes species (atomic numbers, 0 for padding) and edge vectors that the
+    caller computed from positions and cells, so derivatives flow through the vectors.
+    """
+
+    config: CHGNetConfig = CHGNetConfig()
+
+    @nn.compact
+    def __call__(self, species: jax.Array, edge_vec: jax.Array, graph: Graph) -> tuple[jax.Array, jax.Array]:
+        cfg = self.config
+        dim = cfg.feature_dim
+        n_atoms = species.shape[0]
+        n_half = graph.edge_src.shape[0]
+        mask = graph.edge_mask
+
+        # ---- geometry (NaN-safe for padded edges: double where)
+        d2 = jnp.sum(edge_vec * edge_vec, axis=-1)
+        r = jnp.sqrt(jnp.where(mask, d2, 1.0))
+        rbf_ag = RadialBessel(cfg.num_radial, cfg.atom_cutoff, cfg.cutoff_coeff, name="rbf_ag")(r)
+        rbf_bg = RadialBessel(cfg.num_radial, cfg.bond_cutoff, cfg.cutoff_coeff, name="rbf_bg")(r)
+        rbf_ag = jnp.where(mask[:, None], rbf_ag, 0.0)
+        rbf_bg = jnp.where(mask[:, None], rbf_bg, 0.0)
+
+        unit = edge_vec / r[:, None]
+        unit_dir = jnp.concatenate([unit, -unit])  # directed edges: half, then reversed half
+        amask = graph.angle_mask
+        cos = jnp.sum(unit_dir[graph.angle_e1] * unit_dir[graph.angle_e2], axis=-1) * (1 - 1e-6)
+        theta = jnp.arccos(jnp.where(amask, cos, 0.0))
+        angle_basis = Fourier((cfg.num_angular - 1) // 2, name="fourier")(theta)
+
+        # ---- embeddings
+        h = nn.Embed(N_ELEMENTS, dim, name="atom_embedding")(jnp.clip(species - 1, 0, N_ELEMENTS - 1))
+        b = nn.Dense(dim, use_bias=False, name="bond_embedding")(rbf_ag)
+        w_ag = nn.Dense(dim, use_bias=False, name="bond_weights_ag")(rbf_ag)
+        w_bg = nn.Dense(dim, use_bias=False, name="bond_weights_bg")(rbf_bg)
+        a = nn.Dense(dim, use_bias=False, name="angle_embedding")(angle_basis)
+
+        centre = jnp.concatenate([graph.edge_src, graph.edge_dst])  # directed edge -> centre atom
+        nbr = jnp.concatenate([graph.edge_dst, graph.edge_src])
+        und = jnp.concatenate([jnp.arange(n_half), jnp.arange(n_half)])  # directed -> undirected
+        u1, u2 = und[graph.angle_e1], und[graph.angle_e2]
+        a_centre = centre[graph.angle_e1]
+        w_angle = w_bg[u1] * w_bg[u2] * amask[:, None]
+
+        def atom_conv(i, h, b):
+            msg = GatedMLP(dim, cfg.hidden_dim, name=f"atom_conv_layers_{i}_twoBody_atom")(
+                jnp.concatenate([h[centre], b[und], h[nbr]], axis=1))
+            msg = msg * w_ag[und]
+            agg = jax.ops.segment_sum(msg, centre, num_segments=n_atoms)
+            return h + nn.Dense(dim, use_bias=False, name=f"atom_conv_layers_{i}_mlp_out")(agg)
+
+        magmom = None
+        for i in range(cfg.n_conv - 1):
+            h = atom_conv(i, h, b)
+            x = jnp.concatenate([b[u1], b[u2], a, h[a_centre]], axis=1)
+            msg = GatedMLP(dim, cfg.hidden_dim, name=f"bond_conv_layers_{i}_twoBody_bond")(x) * w_angle
+            agg = jax.ops.segment_sum(msg, u1, num_segments=n_half)
+            b = b + nn.Dense(dim, use_bias=False, name=f"bond_conv_layers_{i}_mlp_out")(agg)
+            x = jnp.concatenate([b[u1], b[u2], a, h[a_centre]], axis=1)
+            a = a + GatedMLP(dim, 0, name=f"angle_layers_{i}_twoBody_bond")(x)
+            if i == cfg.n_conv - 2:
+                magmom = jnp.abs(nn.Dense(1, name="site_wise")(h))[:, 0]
+        h = atom_conv(cfg.n_conv - 1, h, b)
+        h = _layer_norm("readout_norm")(h)
+        for k, width in enumerate(cfg.readout_hidden):
+            h = nn.silu(nn.Dense(width, name=f"mlp_{k}")(h))
+        atom_energy = nn.Dense(1, name=f"mlp_{len(cfg.readout_hidden)}")(h)[:, 0]
+        return atom_energy, magmom
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A CHGNet network with its parameters.
+
+    ``params`` is a pytree: ``{"chgnet": <flax params>, "atom_ref": [94] eV per element}``.
+    ``atom_ref`` is CHGNet's composition model (AtomRef): energy per atom of an isolated
+    element reference, added to the network energy.
+    """
+
+    module: CHGNet
+    params: Any
+    name: str = "chgnet"
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+
+def edge_vectors(positions: jax.Array, cell: jax.Array, graph: Graph) -> jax.Array:
+    """Half-edge vectors x_j + shift @ cell - x_i (Angstrom), [H, 3]."""
+    return positions[graph.edge_dst] + graph.edge_shift @ cell - positions[graph.edge_src]
+
+
+def potential(module: CHGNet, params, species, positions, cell, atom_mask, graph):
+    """Total energy (eV, composition reference included) and magmoms [N] (muB) of one system."""
+    vec = edge_vectors(positions, cell, graph)
+    atom_e, magmom = module.apply({"params": params["chgnet"]}, species, vec, graph)
+    ref = params["atom_ref"][jnp.clip(species - 1, 0, N_ELEMENTS - 1)]
+    return jnp.sum(jnp.where(atom_mask, atom_e + ref, 0.0)), jnp.where(atom_mask, magmom, 0.0)
+
+
+def energy_forces_stress(module: CHGNet, params, species, positions, cell, atom_mask, graph):
+    """Energy (eV), forces (eV/A) [N, 3], stress (GPa, ASE sign) [3, 3] and magmoms [N] of one system.
+
+    Forces are -dE/dx and stress (1/V) dE/d(strain) at zero strain, both by autodiff, with
+    positions and cell deformed together as x (I + strain), cell (I + strain). V is |det cell|
+    (CHGNet uses the signed volume, which flips the stress of left-handed cells).
+    """
+    def total(pos, strain):
+        deform = jnp.eye(3, dtype=pos.dtype) + strain
+        return potential(module, params, species, pos @ deform, cell @ deform, atom_mask, graph)
+
+    strain0 = jnp.zeros((3, 3), positions.dtype)
+    (energy, magmom), (de_dx, de_ds) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(positions, strain0)
+    stress = de_ds / jnp.abs(jnp.linalg.det(cell)) * EV_A3_TO_GPA
+    return energy, -de_dx * atom_mask[:, None], stress, magmom
