@@ -38,9 +38,10 @@ import csv
 import json
 import math
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -82,19 +83,11 @@ def _msd_core(x):
     return (s1 - 2.0 * s2) / ((t - m) * n)
 
 
-class MSD(tuple):
-    """(tracer, collective) MSD arrays [..., T] in A^2; collective = |sum_i dr_i|^2 / N."""
+class MSD(NamedTuple):
+    """Tracer and collective MSD [..., T] (A^2); collective = |sum_i dr_i|^2 / N_mobile."""
 
-    __slots__ = ()
-
-    def __new__(cls, tracer, collective):
-        return super().__new__(cls, (tracer, collective))
-
-    tracer = property(lambda self: self[0])
-    collective = property(lambda self: self[1])
-
-
-jax.tree_util.register_pytree_node(MSD, lambda m: (tuple(m), None), lambda _, c: MSD(*c))
+    tracer: jax.Array
+    collective: jax.Array
 
 
 def _select(positions, mobile=None, framework=None, masses=None, dtype=jnp.float32):
@@ -298,7 +291,8 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
 
     dt_fs: time between frames (fs).  Window and error rules: module docstring.  ``window_fs``
     = (t0, t1) fixes the window (ValueError if it does not fit in a block of T // n_blocks frames).
-    With ``temperature`` (K) and ``volume_A3`` the Nernst-Einstein conductivity (mS/cm) is added.
+    With ``temperature`` (K) and ``volume_A3`` the Nernst-Einstein conductivity (mS/cm) is added
+    (scalars, or one value per replica).
     Warns when fewer than ``min_hops`` hops of ``hop_distance`` (A) per ion happened in the window.
     Returns a ``Diffusion`` (or a list of them for a leading replica axis R, vmapped).
     """
@@ -322,19 +316,20 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
             raise ValueError(
                 f"trajectory too short: {n_frames} frames gives a fit window of {i1} lags "
                 f"(end_fraction={end_fraction} of blocks of {length} frames); need >= 20, i.e. >= "
-                f"{math.ceil(21 / end_fraction + 1) * n_blocks} frames"
+                f"{math.ceil(20 / end_fraction + 1) * n_blocks} frames"
             )
     x = _select(pos, mobile, framework, masses)
     run = partial(_analyze, dt_fs=float(dt_fs), i0_fixed=i0, n_blocks=n_blocks, i1=i1, tol=tol,
                   fallback_start=fallback_start, fixed=window_fs is not None)
-    out = jax.vmap(lambda y: run(y))(x) if x.ndim == 4 else run(x)
+    out = jax.vmap(run)(x) if x.ndim == 4 else run(x)
     out = jax.tree_util.tree_map(np.asarray, out)
     if x.ndim == 4:
         rows = [jax.tree_util.tree_map(lambda v, r=r: v[r], out) for r in range(x.shape[0])]
     else:
         rows = [out]
-    res = [_result(o, i1, dt_fs, x.shape[-2], n_frames, hop_distance, min_hops, temperature, volume_A3,
-                   charge) for o in rows]
+    per = lambda v, r: v[r] if np.ndim(v) else v  # noqa: E731  (per-replica T / volume allowed)
+    res = [_result(o, i1, dt_fs, x.shape[-2], n_frames, hop_distance, min_hops, per(temperature, r),
+                   per(volume_A3, r), charge) for r, o in enumerate(rows)]
     return res if x.ndim == 4 else res[0]
 
 
@@ -376,24 +371,19 @@ def nernst_einstein(D, n_ions, volume_A3, temperature, charge=1.0):
     return 1e3 * n_per_cm3 * (charge * E_C) ** 2 * D / (KB_J * temperature)
 
 
-class Arrhenius(tuple):
-    """Arrhenius fit D = D0 exp(-Ea / kB T): fields Ea, Ea_err (eV), D0, D0_err (cm^2/s),
-    cov (2x2 covariance of (ln D0, Ea)), chi2_red, and the internal centred parameters."""
+class Arrhenius(NamedTuple):
+    """Arrhenius fit D = D0 exp(-Ea / kB T) (a pytree, so vmap-able)."""
 
-    __slots__ = ()
-    _fields = ("Ea", "Ea_err", "D0", "D0_err", "cov", "chi2_red", "x_mean", "y_mean", "var_y_mean", "var_slope")
-
-    def __new__(cls, *vals):
-        return super().__new__(cls, vals)
-
-    def __getattr__(self, name):
-        return self[self._fields.index(name)]
-
-    def asdict(self):
-        return {k: np.asarray(v).tolist() for k, v in zip(self._fields, self)}
-
-
-jax.tree_util.register_pytree_node(Arrhenius, lambda a: (tuple(a), None), lambda _, c: Arrhenius(*c))
+    Ea: jax.Array  # eV
+    Ea_err: jax.Array
+    D0: jax.Array  # cm^2/s
+    D0_err: jax.Array
+    cov: jax.Array  # 2x2 covariance of (ln D0, Ea)
+    chi2_red: jax.Array
+    x_mean: jax.Array  # weighted mean of 1000/T (1/K); centred parameters used by ``extrapolate``
+    y_mean: jax.Array  # weighted mean of ln D
+    var_y_mean: jax.Array
+    var_slope: jax.Array  # variance of d lnD / d(1000/T)
 
 
 def arrhenius_fit(temperatures, D, D_err):

@@ -1,0 +1,102 @@
+"""Benchmark: MSD of N Li atoms x T frames x R temperatures, lycb_jax vs pymatgen DiffusionAnalyzer.
+
+CPU default: 100 Li x 10,000 frames x 8 temperatures.  ``--full``: 100 Li x 100,000 frames x 8
+temperatures (the GPU target of issue 4).  Random-walk data (float32), 4 framework atoms added
+so that both codes remove the framework drift.  lycb_jax times: compile (``lower().compile()``)
+reported separately from the run (median of ``--repeat`` runs, ``block_until_ready``).
+DiffusionAnalyzer (CPU, float64, smoothed='max', which computes the all-origin MSD by FFT and
+fits D) runs on ``--da-temps`` of the temperatures (default: all on CPU sizes, 1 with --full);
+its total is extrapolated linearly to all temperatures when a subset is used (said in the output).
+
+    python benchmarks/bench_msd.py            # CPU size
+    python benchmarks/bench_msd.py --full     # GPU size
+"""
+
+import argparse
+import statistics
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lycb_jax import analysis as A
+
+
+def timed(fn, *args, repeat=3):
+    compiled_start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    t_compile = time.perf_counter() - compiled_start
+    runs = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        runs.append(time.perf_counter() - t)
+    return t_compile, statistics.median(runs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="100 Li x 100,000 frames x 8 T (GPU size)")
+    ap.add_argument("--atoms", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=None, help="default 10,000 (100,000 with --full)")
+    ap.add_argument("--temps", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--da-temps", type=int, default=None, help="temperatures run with DiffusionAnalyzer")
+    ap.add_argument("--no-da", action="store_true", help="skip DiffusionAnalyzer")
+    args = ap.parse_args()
+    frames = args.frames or (100_000 if args.full else 10_000)
+    n_fw = 4
+    n = args.atoms + n_fw
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); "
+          f"{args.atoms} Li + {n_fw} framework atoms x {frames} frames x {args.temps} temperatures")
+
+    key = jax.random.PRNGKey(0)
+    steps = 0.05 * jax.random.normal(key, (args.temps, frames, n, 3), jnp.float32)
+    pos = jax.block_until_ready(jnp.cumsum(steps, axis=1))
+    del steps
+    mobile = np.arange(n) < args.atoms
+
+    rows = []
+    msd = jax.vmap(partial(A.msd_fft, mobile=mobile, framework=~mobile))
+    c, r = timed(msd, pos, repeat=args.repeat)
+    rows.append(("lycb_jax msd_fft (tracer + collective)", args.temps, c, r))
+
+    i1 = A.window_end(frames)
+
+    def full(p):  # MSD + window + Einstein fit + 5-block error, as in diffusion_coefficient
+        x = A._select(p, mobile, ~mobile)
+        return jax.vmap(lambda y: A._analyze(y, 1.0, 0, n_blocks=5, i1=i1, tol=0.1, fallback_start=0.2,
+                                             fixed=False))(x)
+
+    c, r = timed(full, pos, repeat=args.repeat)
+    rows.append(("lycb_jax full D analysis (+5 blocks)", args.temps, c, r))
+
+    if not args.no_da:
+        from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
+        from pymatgen.core import Lattice, Structure
+
+        n_da = args.da_temps or (1 if args.full else args.temps)
+        n_da = min(n_da, args.temps)
+        box = 20.0
+        p0 = np.asarray(pos[0, 0], np.float64) % box
+        structure = Structure(Lattice.cubic(box), ["Li"] * args.atoms + ["Cl"] * n_fw, p0,
+                              coords_are_cartesian=True)
+        times = []
+        for k in range(n_da):
+            disp = np.transpose(np.asarray(pos[k], np.float64) - np.asarray(pos[k, :1], np.float64), (1, 0, 2))
+            t = time.perf_counter()
+            DiffusionAnalyzer(structure, disp, "Li", 600.0, 1, 1, smoothed="max")
+            times.append(time.perf_counter() - t)
+        total = sum(times) / n_da * args.temps
+        note = "" if n_da == args.temps else f" [ran {n_da} of {args.temps} T, total extrapolated]"
+        rows.append(("pymatgen DiffusionAnalyzer (CPU, max)" + note, args.temps, 0.0, total))
+
+    print(f"\n{'method':<72} {'T':>3} {'compile s':>10} {'run s':>10} {'per T s':>9}")
+    for name, nt, c, r in rows:
+        print(f"{name:<72} {nt:>3} {c:>10.3f} {r:>10.4f} {r / nt:>9.4f}")
+
+
+if __name__ == "__main__":
+    main()
