@@ -559,14 +559,14 @@ def plot_msd(results, outdir, stem="msd"):
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in results:
         t = r.time_fs[1:] / 1000.0
-        (line,) = ax.loglog(t, r.msd[1:], lw=1, label=f"{r.temperature:g} K" if r.temperature else None)
-        t0, t1 = r.window_fs
-        tw = np.linspace(t0, t1, 50)
-        ax.loglog(tw / 1000.0, 6 * r.D / A2_PER_FS_TO_CM2_PER_S * tw + r.intercept, "--", color=line.get_color())
-        ax.axvspan(t0 / 1000.0, t1 / 1000.0, color=line.get_color(), alpha=0.08)
+        (line,) = ax.loglog(t, r.msd[1:], lw=0.8, label=f"{r.temperature:g} K" if r.temperature else None)
+        i0, i1 = (int(round(v / r.dt_fs)) for v in r.window_fs)
+        ax.loglog(t[i0 - 1 : i1], r.msd[i0 : i1 + 1], lw=4, alpha=0.35, color=line.get_color())
+        tw = np.geomspace(max(r.window_fs[0], r.dt_fs), r.window_fs[1], 50)
+        ax.loglog(tw / 1000.0, 6 * r.D / A2_PER_FS_TO_CM2_PER_S * tw + r.intercept, "--", lw=1, color="k")
     ax.set_xlabel("t (ps)")
     ax.set_ylabel(r"MSD ($\AA^2$)")
-    ax.set_title("Li MSD; shaded: fit window, dashed: Einstein fit")
+    ax.set_title("MSD; thick: fit window, dashed: Einstein fit", fontsize=9)
     if any(r.temperature for r in results):
         ax.legend(fontsize=7)
     paths = _save(fig, outdir, stem)
@@ -586,10 +586,10 @@ def plot_arrhenius(summary, outdir, stem="arrhenius"):
     x = np.array([1000.0 / r["T"] for r in rows])
     d, de = np.array([r["D"] for r in rows]), np.array([r["D_err"] for r in rows])
     tx = summary["T_extrapolate"]
-    xs = np.linspace(min(x.min(), 1000.0 / tx), x.max(), 100)
+    xs = np.linspace(min(x.min(), 1000.0 / tx), max(x.max(), 1000.0 / tx), 100)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.errorbar(x, d, yerr=de, fmt="o", label="MD")
-    ax.semilogy(xs, summary["D0"] * np.exp(-summary["Ea"] / (KB_EV * 1000.0) * xs), "-",
+    ax.semilogy(xs, summary["D0"] * np.exp(-summary["Ea"] / (KB_EV * 1000.0) * xs), "--",
                 label=f"Ea = {summary['Ea']:.3f} $\\pm$ {summary['Ea_err']:.3f} eV")
     ax.errorbar([1000.0 / tx], [summary["D_extrapolated"]], yerr=[summary["D_extrapolated_err"]], fmt="s",
                 label=f"{tx:g} K: $\\sigma$ = {summary['sigma_extrapolated']:.3g} $\\pm$ "
