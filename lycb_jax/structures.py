@@ -25,6 +25,9 @@ import numpy as np
 import spglib
 from pymatgen.core import Lattice, Structure
 
+from lycb_jax.model import EV_A3_TO_GPA
+from lycb_jax.predict import System, pack, single_point, to_system
+
 PARENTS = {"LYC": "Li3YCl6_P-3m1_Schlem2021.cif", "LYB": "Li3YBr6_C2m_Schlem2021.cif"}
 HALIDES = ("Cl", "Br")
 VACANCY = "X"
@@ -331,3 +334,219 @@ def _sample_labelings(model: SiteModel, n: int, seed: int, max_tries: int = 50) 
             if len(seen) == n:
                 return [[alphabet[i] for i in lab] for lab in seen.values()]
     return [[alphabet[i] for i in lab] for lab in seen.values()]
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Batched FIRE relaxation of positions and cell (ASE FIRE + FrechetCellFilter, on device)
+
+# ASE's FIRE defaults (ase/optimize/fire.py; maxstep from Optimizer.defaults).
+FIRE = dict(dt=0.1, maxstep=0.2, dtmax=1.0, nmin=5, finc=1.1, fdec=0.5, astart=0.1, fa=0.99)
+
+
+@dataclasses.dataclass
+class Relaxed:
+    """One relaxed candidate: structure, energy (eV), energy_per_atom (eV/atom), fmax (eV/A, the ASE
+    FrechetCellFilter criterion incl. cell rows), converged (fmax < target), steps (FIRE steps)."""
+
+    structure: Structure
+    energy: float
+    energy_per_atom: float
+    fmax: float
+    converged: bool
+    steps: int
+
+
+def _frechet_forces(module, params, species, mask, n, x, ref_cell, capacity):
+    """Energy (eV), generalised forces [N+3, 3] and overflow of one system at FrechetCellFilter DOFs x.
+
+    x[:N] are positions in the reference cell frame (A), x[N:] = n * logm(F) with F the deformation
+    gradient (cell = ref_cell @ F.T); the cell rows are -dE/dx[N:] (eV), as in ase.filters.
+    """
+    n_pad = species.shape[0]
+    f_def = jax.scipy.linalg.expm(x[n_pad:] / n)
+    cell = ref_cell @ f_def.T
+    e, f, s, _, ovf = single_point(module, params, species, x[:n_pad] @ f_def.T, cell, mask, capacity)
+    virial = -jnp.abs(jnp.linalg.det(cell)) * s / EV_A3_TO_GPA  # eV
+    ucf_grad = virial @ jnp.linalg.inv(f_def.T)
+    _, vjp = jax.vjp(jax.scipy.linalg.expm, x[n_pad:] / n)  # Frechet derivative of expm, transposed
+    return e, jnp.concatenate([f @ f_def, vjp(ucf_grad)[0] / n]), ovf
+
+
+def _fire_update(x, v, g, dt, a, nsteps, first, maxstep, p=FIRE):
+    """One ase.optimize.FIRE step on one system's DOF array x with forces g."""
+    vf, g2, v2 = jnp.vdot(g, v), jnp.vdot(g, g), jnp.vdot(v, v)
+    up = vf > 0.0
+    grow = up & (nsteps > p["nmin"])
+    mixed = (1.0 - a) * v + a * g / jnp.sqrt(jnp.maximum(g2, 1e-30)) * jnp.sqrt(v2)
+    v_n = jnp.where(up, mixed, 0.0)
+    dt_n = jnp.where(up, jnp.where(grow, jnp.minimum(dt * p["finc"], p["dtmax"]), dt), dt * p["fdec"])
+    a_n = jnp.where(up, jnp.where(grow, a * p["fa"], a), p["astart"])
+    ns_n = jnp.where(up, nsteps + 1, 0)
+    # ASE's first step starts from zero velocity without the mixing branch
+    v_n, dt_n, a_n, ns_n = (jnp.where(first, o, nw) for o, nw in ((v, v_n), (dt, dt_n), (a, a_n), (nsteps, ns_n)))
+    v_n = v_n + dt_n * g
+    dr = dt_n * v_n
+    norm = jnp.sqrt(jnp.vdot(dr, dr))
+    dr = jnp.where(norm > maxstep, dr * maxstep / jnp.maximum(norm, 1e-30), dr)
+    return x + dr, v_n, dt_n, a_n, ns_n
+
+
+def _fnorm(g):
+    return jnp.max(jnp.linalg.norm(g, axis=-1), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "capacity"))
+def _evaluate(module, params, st, capacity):
+    e, g, ovf = jax.vmap(_frechet_forces, in_axes=(None, None, 0, 0, 0, 0, 0, None))(
+        module, params, st["species"], st["mask"], st["n"], st["x"], st["ref_cell"], capacity)
+    return dict(st, e=e, g=g, overflow=ovf, done=_fnorm(g) < st["fmax"])
+
+
+@functools.partial(jax.jit, static_argnames=("module", "capacity"))
+def _fire_loop(module, params, st, max_steps, min_active, capacity):
+    """FIRE steps inside one while_loop until fewer than min_active systems are still running,
+    or a graph overflowed (the caller grows the capacity and re-evaluates)."""
+    force_fn = jax.vmap(_frechet_forces, in_axes=(None, None, 0, 0, 0, 0, 0, None))
+
+    def running(s):
+        return ~s["done"] & ~s["idle"] & (s["step"] < max_steps)
+
+    def cond(s):
+        return (jnp.sum(running(s)) >= min_active) & ~jnp.any(s["overflow"])
+
+    def body(s):
+        act = running(s)
+        x, v, dt, a, ns = jax.vmap(_fire_update, in_axes=(0, 0, 0, 0, 0, 0, 0, None))(
+            s["x"], s["v"], s["g"], s["dt"], s["a"], s["ns"], s["first"], FIRE["maxstep"])
+        e, g, ovf = force_fn(module, params, s["species"], s["mask"], s["n"], x, s["ref_cell"], capacity)
+        keep = lambda new, old: jnp.where(act.reshape(act.shape + (1,) * (new.ndim - 1)), new, old)
+        out = dict(s, x=keep(x, s["x"]), v=keep(v, s["v"]), dt=keep(dt, s["dt"]), a=keep(a, s["a"]),
+                   ns=keep(ns, s["ns"]), e=keep(e, s["e"]), g=keep(g, s["g"]))
+        out["first"] = s["first"] & ~act
+        out["step"] = s["step"] + act
+        out["done"] = jnp.where(act, _fnorm(g) < s["fmax"], s["done"])
+        out["overflow"] = ovf & act
+        return out
+
+    return jax.lax.while_loop(cond, body, st)
+
+
+def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000, batch_size: int = 32,
+          refill_fraction: float = 0.25, progress: bool = True) -> list[Relaxed]:
+    """Relax positions and cell of many structures with FIRE (ASE parameters) on device.
+
+    Equivalent to ``FIRE(FrechetCellFilter(atoms)).run(fmax, max_steps)`` per structure. Structures
+    of one padded size share a jit-compiled, vmapped while_loop over ``batch_size`` slots; finished
+    slots are refilled with new candidates when ``refill_fraction`` of them are done. Graph capacity
+    overflow is detected, the capacity grown and the step redone. Unconverged results are returned
+    with ``converged=False`` and a warning.
+    """
+    from tqdm.auto import tqdm
+
+    from lycb_jax.predict import _bucket
+
+    systems = [to_system(s) for s in structures]
+    results: list[Relaxed | None] = [None] * len(systems)
+    by_size: dict[int, list[int]] = {}
+    for i, s in enumerate(systems):
+        by_size.setdefault(_bucket(len(s)), []).append(i)
+    bar = tqdm(total=len(systems), desc="relax", unit="cand", disable=not progress)
+    for n_pad, idx in sorted(by_size.items()):
+        _relax_group(model, [systems[i] for i in idx], idx, results, n_pad, fmax, max_steps,
+                     batch_size, refill_fraction, bar)
+    bar.close()
+    bad = sum(not r.converged for r in results)
+    if bad:
+        warnings.warn(f"{bad} of {len(results)} relaxations did not reach fmax < {fmax} eV/A in {max_steps} steps")
+    return results  # type: ignore[return-value]
+
+
+def _relax_group(model, systems, idx, results, n_pad, fmax, max_steps, batch_size, refill_fraction, bar):
+    n_slots = min(batch_size, len(systems))
+    allb = pack(systems, n_atoms=n_pad, n_systems=len(systems))
+    capacity = allb.capacity
+    queue = list(range(len(systems)))
+    slot_of = [-1] * n_slots
+    x0 = np.zeros((n_slots, n_pad + 3, 3), np.float32)
+    st = dict(species=np.zeros((n_slots, n_pad), np.int32), mask=np.zeros((n_slots, n_pad), bool),
+              n=np.ones(n_slots, np.float32), x=x0, ref_cell=np.tile(allb.cells[:1], (n_slots, 1, 1)),
+              v=np.zeros_like(x0), dt=np.full(n_slots, FIRE["dt"], np.float32),
+              a=np.full(n_slots, FIRE["astart"], np.float32), ns=np.zeros(n_slots, np.int32),
+              first=np.ones(n_slots, bool), step=np.zeros(n_slots, np.int32), idle=np.zeros(n_slots, bool),
+              fmax=np.float32(fmax))
+
+    def load(slot, k):
+        for key in ("v", "x"):
+            st[key][slot] = 0.0
+        st["species"][slot] = allb.species[k]
+        st["mask"][slot] = allb.atom_mask[k]
+        st["n"][slot] = allb.counts[k]
+        st["x"][slot, :n_pad] = allb.positions[k]
+        st["ref_cell"][slot] = allb.cells[k]
+        st["dt"][slot], st["a"][slot], st["ns"][slot] = FIRE["dt"], FIRE["astart"], 0
+        st["first"][slot], st["step"][slot] = True, 0
+        slot_of[slot] = k
+
+    for slot in range(n_slots):
+        load(slot, queue.pop(0))
+    st = _evaluate(model.module, model.params, {k: jnp.asarray(v) for k, v in st.items()}, capacity)
+    while True:
+        if bool(jnp.any(st["overflow"])):
+            capacity = _grow(capacity, st, n_pad)
+            st = _evaluate(model.module, model.params, st, capacity)
+            continue
+        min_active = max(1, math.ceil(n_slots * (1 - refill_fraction))) if queue else 1
+        st = _fire_loop(model.module, model.params, st, max_steps, min_active, capacity)
+        if bool(jnp.any(st["overflow"])):
+            continue
+        host = {k: np.array(v) for k, v in st.items()}
+        finished = [s for s in range(n_slots) if not host["idle"][s] and (host["done"][s] or host["step"][s] >= max_steps)]
+        for s in finished:
+            k = slot_of[s]
+            results[idx[k]] = _result(host, s, systems[k], n_pad, fmax)
+            slot_of[s] = -1
+            bar.update(1)
+        if not queue and all(k < 0 for k in slot_of):
+            return
+        st = host
+        for s in finished:
+            if queue:
+                load(s, queue.pop(0))
+            else:  # no candidates left: the slot idles (frozen)
+                st["idle"][s] = True
+        st = _evaluate(model.module, model.params, {k: jnp.asarray(v) for k, v in st.items()}, capacity)
+
+
+def _grow(capacity, st, n_pad):
+    """Capacity for the current geometries (host neighbour count, 30% headroom), never smaller."""
+    from lycb_jax.graph import Capacity
+
+    x, n = np.asarray(st["x"], np.float64), np.asarray(st["n"])
+    sys_now = []
+    for s in range(len(n)):
+        f_def = _expm(x[s, n_pad:] / n[s])
+        k = int(n[s])
+        sys_now.append(System(np.asarray(st["species"][s][:k]), x[s, :k] @ f_def.T,
+                              np.asarray(st["ref_cell"][s], np.float64) @ f_def.T))
+    new = pack(sys_now, headroom=1.3, n_atoms=n_pad).capacity
+    return Capacity(max(new.edges, capacity.edges), max(new.angles, capacity.angles),
+                    max(new.short_per_atom, capacity.short_per_atom),
+                    tuple(max(a, b) for a, b in zip(new.images, capacity.images)))
+
+
+def _expm(a):
+    from scipy.linalg import expm
+
+    return expm(a)
+
+
+def _result(host, s, system, n_pad, fmax) -> Relaxed:
+    n = len(system)
+    x = host["x"][s].astype(np.float64)
+    f_def = _expm(x[n_pad:] / n)
+    cell = host["ref_cell"][s].astype(np.float64) @ f_def.T
+    pos = x[:n] @ f_def.T
+    struct = Structure(Lattice(cell), [int(z) for z in system.numbers], pos, coords_are_cartesian=True)
+    fm = float(np.max(np.linalg.norm(host["g"][s][np.r_[0:n, n_pad:n_pad + 3]], axis=-1)))
+    e = float(host["e"][s])
+    return Relaxed(struct, e, e / n, fm, bool(fm < fmax), int(host["step"][s]))
