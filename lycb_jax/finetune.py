@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import hashlib
 import json
 import math
@@ -421,11 +422,23 @@ def _make_steps(module, tx, labels, cfg: FinetuneConfig):
         new = jax.tree.map(lambda lab, old, nw: old if lab == "frozen" else nw, labels, params, new)
         return new, opt_state, loss, stats, overflow
 
-    def eval_step(params, batch, capacity):
-        return batch_loss(module, params, batch, capacity, cfg)
+    donate = (0, 1) if jax.default_backend() != "cpu" else ()  # CPU cannot donate buffers
+    return jax.jit(train_step, static_argnums=3, donate_argnums=donate), _eval_step(module, _loss_key(cfg))
 
-    return (jax.jit(train_step, static_argnums=3, donate_argnums=(0, 1)),
-            jax.jit(eval_step, static_argnums=2))
+
+LOSS_FIELDS = ("criterion", "huber_delta", "energy_weight", "force_weight", "stress_weight", "magmom_weight")
+
+
+def _loss_key(cfg: FinetuneConfig) -> tuple:
+    return tuple((k, getattr(cfg, k)) for k in LOSS_FIELDS)
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_step(module, loss_key: tuple):
+    """Jitted (loss, stats, overflow) of a batch, cached per module and loss settings."""
+    cfg = FinetuneConfig(**dict(loss_key))
+    return jax.jit(lambda params, batch, capacity: batch_loss(module, params, batch, capacity, cfg),
+                   static_argnums=2)
 
 
 def _check_overflow(overflow, capacity):
@@ -466,8 +479,7 @@ def evaluate_packed(eval_step, params, packed: list[PackedBucket], batch_size: i
 def evaluate(model: Model, ds: Dataset, config: FinetuneConfig | None = None) -> dict:
     """Loss and MAE/RMSE (meV/atom, meV/A, GPa, muB) of ``model`` on a dataset."""
     cfg = config or FinetuneConfig()
-    labels = param_labels(model.params, cfg.freeze)
-    _, eval_step = _make_steps(model.module, optax.set_to_zero(), labels, cfg)
+    eval_step = _eval_step(model.module, _loss_key(cfg))
     packed = pack_dataset(ds, choose_buckets([len(s) for s in ds.systems], cfg.max_buckets))
     return evaluate_packed(eval_step, model.params, packed, cfg.batch_size)
 
@@ -640,20 +652,18 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--list-groups", action="store_true", help="print layer groups, aliases and sizes, then exit")
     p.add_argument("--save-config", help="write the resolved config to this file and exit")
     p.add_argument("--quiet", action="store_true")
+    defaults = FinetuneConfig()
     for f in dataclasses.fields(FinetuneConfig):
         if f.name == "freeze":
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = FinetuneConfig().__getattribute__(f.name)
+        flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
         if isinstance(default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
         else:
-            kind = {int: int, float: float}.get(type(default), str)
-            if f.name in ("patience",):
-                kind = int
-            if f.name in ("weight_decay",):
-                kind = float
-            p.add_argument(flag, type=kind, default=None, help=f"default {default}")
+            kind = {"patience": int, "weight_decay": float}.get(f.name, type(default))
+            choices = {"optimizer": ["adam", "adamw"], "scheduler": ["cos", "constant"],
+                       "criterion": ["mse", "huber", "mae"]}.get(f.name)
+            p.add_argument(flag, type=kind, default=None, choices=choices, help=f"default {default}")
     p.set_defaults(func=_cli_main)
     return p
 

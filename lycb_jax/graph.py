@@ -42,6 +42,7 @@ class Graph:
       angle_mask: [A] True for real angles.
       n_edges, n_angles: true counts (may exceed capacity, then ``overflow`` is True).
       max_short_per_atom: largest number of < 3 A directed edges at one atom.
+      images_needed: [3] periodic images each side needed for the current cell.
       overflow: True if any capacity was exceeded; the graph must then be rebuilt.
     """
 
@@ -55,6 +56,7 @@ class Graph:
     n_edges: jax.Array
     n_angles: jax.Array
     max_short_per_atom: jax.Array
+    images_needed: jax.Array
     overflow: jax.Array
 
 
@@ -75,11 +77,12 @@ class Capacity:
         ne = int(np.max(np.asarray(graph.n_edges)))
         na = int(np.max(np.asarray(graph.n_angles)))
         ns = int(np.max(np.asarray(graph.max_short_per_atom)))
+        need = np.asarray(graph.images_needed).reshape(-1, 3).max(0)
         return Capacity(
             edges=max(self.edges, _round_up(ne * factor)),
             angles=max(self.angles, _round_up(na * factor)),
             short_per_atom=max(self.short_per_atom, ns + 4),
-            images=self.images,
+            images=tuple(int(max(a, b)) for a, b in zip(self.images, need)),
         )
 
 
@@ -189,6 +192,7 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
         n_edges=n_edges,
         n_angles=n_angles,
         max_short_per_atom=max_short,
+        images_needed=needed,
         overflow=overflow,
     )
 

@@ -40,11 +40,13 @@ class CHGNetConfig:
 
 
 def _polynomial_envelope(r_scaled: jax.Array, p: int) -> jax.Array:
-    a = -(p + 1) * (p + 2) / 2
-    b = p * (p + 2)
-    c = -p * (p + 1) / 2
-    env = 1 + a * r_scaled**p + b * r_scaled ** (p + 1) + c * r_scaled ** (p + 2)
-    return jnp.where(r_scaled < 1, env, 0.0)
+    """GemNet envelope 1 + a x^p + b x^(p+1) + c x^(p+2) (zero for x >= 1), evaluated as
+    (1 - x)^3 q(x) with q = sum_k C(k+2, 2) x^k: the same polynomial, but its value and
+    derivative near x = 1 have no cancellation of terms of size ~100 in float32."""
+    q = 0.0
+    for k in reversed(range(p)):  # Horner
+        q = q * r_scaled + (k + 1) * (k + 2) / 2
+    return jnp.where(r_scaled < 1, (1 - r_scaled) ** 3 * q, 0.0)
 
 
 class RadialBessel(nn.Module):

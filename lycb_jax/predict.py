@@ -126,8 +126,8 @@ def pack(systems: Sequence[System], headroom: float = 1.15, n_atoms: int | None 
     n_pad = n_atoms or _bucket(max(len(s) for s in systems))
     b_pad = n_systems or (_bucket(len(systems)) if len(systems) > 1 else 1)
     species = np.zeros((b_pad, n_pad), np.int32)
-    positions = np.zeros((b_pad, n_pad, 3), np.float32)
-    cells = np.tile(np.asarray(systems[0].cell, np.float32), (b_pad, 1, 1))
+    positions = np.zeros((b_pad, n_pad, 3), np.float64)
+    cells = np.tile(np.asarray(systems[0].cell, np.float64), (b_pad, 1, 1))
     edges = angles = short = 0
     images = [1, 1, 1]
     for k, s in enumerate(systems):
@@ -180,9 +180,10 @@ def predict(model: Model, structures: Iterable, max_atoms_per_batch: int = 8192)
 
 def predict_batch(model: Model, batch: Batch) -> list[Prediction]:
     """Evaluate one padded batch; raises if a graph capacity was exceeded (never truncates)."""
+    dtype = jax.tree.leaves(model.params)[0].dtype  # float32, or float64 for x64 checks
     e, f, s, m, overflow = _predict_batched(
-        model.module, model.params, jnp.asarray(batch.species), jnp.asarray(batch.positions),
-        jnp.asarray(batch.cells), jnp.asarray(batch.atom_mask), batch.capacity)
+        model.module, model.params, jnp.asarray(batch.species), jnp.asarray(batch.positions, dtype),
+        jnp.asarray(batch.cells, dtype), jnp.asarray(batch.atom_mask), batch.capacity)
     if bool(np.any(np.asarray(overflow)[:len(batch.counts)])):
         raise RuntimeError(f"neighbour-list overflow with capacity {batch.capacity}: the host-side count "
                            "disagrees with the device graph; please report this structure")

@@ -550,3 +550,160 @@ def _result(host, s, system, n_pad, fmax) -> Relaxed:
     fm = float(np.max(np.linalg.norm(host["g"][s][np.r_[0:n, n_pad:n_pad + 3]], axis=-1)))
     e = float(host["e"][s])
     return Relaxed(struct, e, e / n, fm, bool(fm < fmax), int(host["step"][s]))
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Ranking
+
+
+def spacegroup(structure: Structure, symprec: float = 0.1) -> str:
+    """Space-group symbol and number, e.g. 'P-3c1 (165)', by spglib via pymatgen (symprec in A)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    sga = SpacegroupAnalyzer(structure, symprec=symprec)
+    return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})"
+
+
+def rank(model, structures: Sequence, top: int = 5, out: str | Path | None = None, prefix: str = "model",
+         symprec: float = 0.1, **relax_kw) -> list[dict]:
+    """Relax every candidate, rank by energy per atom (converged first) and return one row per candidate.
+
+    Rows: rank, index (input order), energy_per_atom (eV/atom), de_meV_atom (above the lowest),
+    volume_per_atom (A^3/atom), spacegroup (the ``top`` lowest only), converged, steps, fmax (eV/A),
+    and ``structure`` (relaxed). With ``out``, writes ``{prefix}_{rank}.cif`` for the top models and
+    ``{prefix}_ranking.csv`` for all.
+    """
+    relaxed = relax(model, structures, **relax_kw)
+    order = sorted(range(len(relaxed)), key=lambda i: (not relaxed[i].converged, relaxed[i].energy_per_atom))
+    e0 = relaxed[order[0]].energy_per_atom
+    rows = []
+    for r, i in enumerate(order):
+        res = relaxed[i]
+        rows.append(dict(rank=r, index=i, energy_per_atom=res.energy_per_atom,
+                         de_meV_atom=1000 * (res.energy_per_atom - e0),
+                         volume_per_atom=res.structure.volume / len(res.structure),
+                         spacegroup=spacegroup(res.structure, symprec) if r < top else "",
+                         converged=res.converged, steps=res.steps, fmax=res.fmax, structure=res.structure))
+    if out is not None:
+        write_ranking(rows, out, prefix, top)
+    return rows
+
+
+def write_ranking(rows: list[dict], out: str | Path, prefix: str, top: int) -> None:
+    """CIF files of the ``top`` rows and a CSV table of all rows (without structures)."""
+    import csv
+
+    from pymatgen.io.cif import CifWriter
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for row in rows[:top]:
+        CifWriter(row["structure"]).write_file(out / f"{prefix}_{row['rank']}.cif")
+    keys = [k for k in rows[0] if k != "structure"]
+    with open(out / f"{prefix}_ranking.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, keys)
+        w.writeheader()
+        w.writerows({k: row[k] for k in keys} for row in rows)
+
+
+def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), top: int = 5, max_candidates: int | None = 1000,
+                 min_occupancy: float = 0.15, seed: int = 0, out=None, **relax_kw) -> list[dict]:
+    """Enumerate the orderings of a disordered parent in a supercell, relax and rank them (see ``rank``)."""
+    site_model = parent_site_model(parent, supercell, min_occupancy)
+    cands, _ = enumerate_orderings(site_model, max_structures=max_candidates, seed=seed)
+    return rank(model, cands, top=top, out=out, prefix=parent.upper(), **relax_kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The Li3YCl6-xBrx series
+
+
+def halide_series(model, ordered: Structure, xs=tuple(np.arange(0, 6.01, 0.5)), label: str = "LYC",
+                  max_candidates: int = 50, seed: int = 0, out=None, **relax_kw) -> list[dict]:
+    """Cl/Br orderings of an ordered Li3YX6 model for each x in Li3YCl(6-x)Brx, relaxed and ranked.
+
+    Any halides of ``ordered`` are first set to Cl; returns one row per x with the lowest model:
+    x, n_br, n_candidates, exhaustive, energy_per_atom (eV/atom), volume_per_atom (A^3/atom),
+    spacegroup, converged, structure. With ``out``, writes {label}_x{x}.cif and {label}_series.csv.
+    """
+    base = ordered.copy()
+    base.replace_species({el: "Cl" for el in base.composition.elements if el.symbol == "Br"})
+    n_hal = sum(s.specie.symbol == "Cl" for s in base)
+    rows = []
+    for x in xs:
+        n_br = x * n_hal / 6
+        if abs(n_br - round(n_br)) > 1e-6:
+            raise ValueError(f"x = {x} needs {n_br:g} Br of {n_hal} halide sites: use a larger cell")
+        cands, exhaustive = enumerate_orderings(halide_site_model(base, int(round(n_br))),
+                                                max_structures=max_candidates, seed=seed)
+        best = rank(model, cands, top=1, progress=False, **relax_kw)[0]
+        rows.append(dict(x=float(x), n_br=int(round(n_br)), n_candidates=len(cands), exhaustive=exhaustive,
+                         energy_per_atom=best["energy_per_atom"], volume_per_atom=best["volume_per_atom"],
+                         spacegroup=best["spacegroup"], converged=best["converged"], structure=best["structure"]))
+    if out is not None:
+        out = Path(out)
+        write_ranking([dict(r, rank=f"x{r['x']:.1f}") for r in rows], out, f"{label}", len(rows))
+        (out / f"{label}_ranking.csv").rename(out / f"{label}_series.csv")
+    return rows
+
+
+def plot_series(series: dict[str, list[dict]], path: str | Path) -> None:
+    """Relaxed volume per atom (A^3/atom) vs x for each parent label, saved with matplotlib (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, rows in series.items():
+        ax.plot([r["x"] for r in rows], [r["volume_per_atom"] for r in rows], "o-", label=label)
+    ax.set_xlabel("x in Li$_3$YCl$_{6-x}$Br$_x$")
+    ax.set_ylabel("relaxed volume per atom (Å$^3$)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Command line
+
+
+def add_cli(subparsers) -> None:
+    """Add the ``structures`` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser("structures", help="ordered LYC/LYB models: enumerate, relax (FIRE), rank",
+                              description=__doc__)
+    p.add_argument("--parent", choices=sorted(PARENTS), default="LYC")
+    p.add_argument("--supercell", type=int, nargs=3, default=(1, 1, 2), metavar=("NA", "NB", "NC"))
+    p.add_argument("--top", type=int, default=5, help="keep the N lowest models as CIF")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", default="chgnet-0.3.0")
+    p.add_argument("--max-candidates", type=int, default=1000, help="cap on candidates (random subset)")
+    p.add_argument("--min-occupancy", type=float, default=0.15, help="drop species below this occupancy")
+    p.add_argument("--fmax", type=float, default=0.01, help="eV/A")
+    p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--series", action="store_true", help="also the Cl/Br series x = 0..6 from the lowest model")
+    p.add_argument("--series-candidates", type=int, default=50)
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> None:
+    from lycb_jax.checkpoint import load_model
+
+    model = load_model(args.model)
+    kw = dict(fmax=args.fmax, max_steps=args.max_steps, batch_size=args.batch_size)
+    rows = order_parent(model, args.parent, tuple(args.supercell), top=args.top, max_candidates=args.max_candidates,
+                        min_occupancy=args.min_occupancy, seed=args.seed, out=args.out, **kw)
+    for r in rows[:args.top]:
+        print(f"{r['rank']:3d}  {r['energy_per_atom']:.5f} eV/atom  +{r['de_meV_atom']:.2f} meV/atom  "
+              f"{r['spacegroup']:14s} V/atom {r['volume_per_atom']:.3f} A^3  converged={r['converged']}")
+    if args.series:
+        best = rows[0]["structure"].get_primitive_structure(tolerance=0.1)
+        series = halide_series(model, best, label=args.parent, max_candidates=args.series_candidates,
+                               seed=args.seed, out=args.out, **kw)
+        plot_series({args.parent: series}, Path(args.out) / f"{args.parent}_series_volume.png")
+        for r in series:
+            print(f"x={r['x']:.1f}  {r['energy_per_atom']:.5f} eV/atom  V/atom {r['volume_per_atom']:.3f} A^3  "
+                  f"{r['spacegroup']}  ({r['n_candidates']} candidates)")

@@ -1,0 +1,37 @@
+"""ASE calculator backed by a lycb_jax model."""
+
+from __future__ import annotations
+
+from ase.calculators.calculator import Calculator as _AseCalculator
+from ase.calculators.calculator import all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from lycb_jax.checkpoint import load_model
+from lycb_jax.model import EV_A3_TO_GPA, Model
+from lycb_jax.predict import predict
+
+
+class Calculator(_AseCalculator):
+    """``atoms.calc = lycb_jax.Calculator()``: energy (eV), forces (eV/A), stress (eV/A^3, ASE
+    convention: Voigt order xx yy zz yz xz xy, positive = tensile), magmoms (muB).
+
+    Args:
+      model: a checkpoint name or folder, or a loaded :class:`lycb_jax.model.Model`.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "magmoms"]
+
+    def __init__(self, model: str | Model = "chgnet-0.3.0", **kwargs):
+        super().__init__(**kwargs)
+        self.model = load_model(model) if not isinstance(model, Model) else model
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        pred = predict(self.model, [self.atoms])[0]
+        self.results = {
+            "energy": pred.energy,
+            "free_energy": pred.energy,
+            "forces": pred.forces,
+            "stress": full_3x3_to_voigt_6_stress(pred.stress / EV_A3_TO_GPA),
+            "magmoms": pred.magmoms,
+        }

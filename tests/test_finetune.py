@@ -1,0 +1,148 @@
+"""Fine-tuning: data conventions, layer groups, loss gradient, overfitting, freezing, DFT adaptation."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import ase.io
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ase.calculators.singlepoint import SinglePointCalculator
+from flax import traverse_util
+
+import lycb_jax
+from lycb_jax import finetune as ft
+from lycb_jax.model import EV_A3_TO_GPA
+
+DATA = Path(__file__).parent / "data" / "lycb_gpaw.extxyz"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lycb_jax.load_model("chgnet-0.3.0")
+
+
+@pytest.fixture(scope="module")
+def gpaw_set():
+    return ft.read_dataset(DATA)
+
+
+def test_layer_groups_and_default_freeze(model):
+    sizes = ft.group_sizes(model.params)
+    assert sum(sizes.values()) == sum(np.size(x) for x in jax.tree.leaves(model.params))
+    frozen = set(ft.resolve_groups(ft.DEFAULT_FREEZE))
+    # CHGNet's fine_tuning notebook leaves 54,082 trainable parameters
+    assert sum(n for g, n in sizes.items() if g not in frozen) == 54_082
+    assert ft.resolve_groups(["interaction_1"]) == ["angle_layer_1", "atom_conv_1", "bond_conv_1"]
+    with pytest.raises(ValueError, match="unknown layer group"):
+        ft.resolve_groups(["decoder"])
+
+
+def test_dataset_units_masks_split_hash(tmp_path, gpaw_set):
+    atoms = ase.io.read(DATA, ":4")
+    stress_ev = np.array([0.01, -0.02, 0.03, 0.001, 0.002, -0.003])
+    atoms[0].calc = SinglePointCalculator(atoms[0], energy=-30.0, forces=np.ones((len(atoms[0]), 3)),
+                                          stress=stress_ev, magmoms=-np.ones(len(atoms[0])))
+    atoms[1].calc = SinglePointCalculator(atoms[1], energy=-31.0, forces=np.zeros((len(atoms[1]), 3)))
+    ds = ft.Dataset.from_atoms(atoms)
+    assert ds.energy[0] == -30.0
+    np.testing.assert_allclose(ds.stress[0][0, 0], 0.01 * EV_A3_TO_GPA)  # eV/A^3 -> GPa, ASE sign kept
+    np.testing.assert_allclose(ds.stress[0][1, 2], 0.001 * EV_A3_TO_GPA)
+    assert np.all(np.isnan(ds.stress[1])) and ds.magmoms[1] is None and np.all(ds.magmoms[0] == 1.0)
+    packed = ft.pack_dataset(ds, [16])[0]
+    assert packed.arrays["s_mask"].tolist() == [True, False, True, True]
+    np.testing.assert_allclose(packed.arrays["energy"][0], -30.0 / len(atoms[0]), rtol=1e-6)  # eV/atom
+    # same content through an ASE database -> same hash; splits reproducible by seed
+    ase.io.write(tmp_path / "a.extxyz", atoms)
+    ase.io.write(tmp_path / "a.db", atoms)
+    assert ft.read_dataset(tmp_path / "a.extxyz").sha256() == ft.read_dataset(tmp_path / "a.db").sha256()
+    s1, s2 = gpaw_set.split(0.2, 0.2, seed=3)[3], gpaw_set.split(0.2, 0.2, seed=3)[3]
+    assert s1 == s2 and s1 != gpaw_set.split(0.2, 0.2, seed=4)[3]
+    assert sorted(sum(s1.values(), [])) == list(range(len(gpaw_set)))
+    buckets = ft.choose_buckets(range(10, 201), 3)  # a few padded shapes -> a few jit compilations
+    assert len(buckets) == 3 and max(buckets) >= 200
+
+
+def test_config_file_roundtrip(tmp_path):
+    cfg = ft.FinetuneConfig(epochs=7, freeze=["embeddings"], criterion="huber")
+    for name in ("c.json", "c.yaml"):
+        cfg.save(tmp_path / name)
+        assert ft.FinetuneConfig.from_file(tmp_path / name) == cfg
+
+
+def test_loss_gradient_matches_finite_differences(model, gpaw_set):
+    """d loss / d params by autodiff (second order through the forces) vs central differences, float64."""
+    cfg = ft.FinetuneConfig(stress_weight=0.1, criterion="mse")
+    packed = ft.pack_dataset(gpaw_set.subset([0, 1]), [16])
+    cap, batch = next(ft.iter_batches(packed, 2))
+    picks = [("chgnet", "mlp_3", "bias", (0,)), ("chgnet", "atom_conv_layers_3_mlp_out", "kernel", (3, 5)),
+             ("chgnet", "readout_norm", "scale", (7,)), ("chgnet", "bond_weights_ag", "kernel", (4, 2)),
+             ("chgnet", "atom_conv_layers_1_twoBody_atom", "mlp_core_0", "kernel", (10, 3)),
+             ("chgnet", "rbf_bg", "frequencies", (2,))]
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), model.params)
+        b64 = {k: jnp.asarray(v, jnp.float64) if v.dtype == np.float32 else jnp.asarray(v) for k, v in batch.items()}
+        loss = jax.jit(lambda p: ft.batch_loss(model.module, p, b64, cap, cfg)[0])
+        grad = jax.jit(jax.grad(lambda p: ft.batch_loss(model.module, p, b64, cap, cfg)[0]))(p64)
+        flat_g = traverse_util.flatten_dict(grad)
+        for pick in picks:
+            path, idx = pick[:-1], pick[-1]
+            h = 1e-4 * max(1.0, abs(float(traverse_util.flatten_dict(p64)[path][idx])))
+
+            def shifted(d):
+                flat = dict(traverse_util.flatten_dict(p64))
+                flat[path] = flat[path].at[idx].add(d)
+                return float(loss(traverse_util.unflatten_dict(flat)))
+
+            fd = (shifted(h) - shifted(-h)) / (2 * h)
+            g = float(flat_g[path][idx])
+            assert abs(g - fd) <= 1e-5 * max(abs(fd), 1e-3), (path, idx, g, fd)
+
+
+def test_overfit_tiny_set_and_frozen_groups_bit_identical(model, gpaw_set):
+    tiny = gpaw_set.subset([0, 1, 2, 3])
+    freeze = ["embeddings", "basis_expansions", "interaction_0", "composition_model"]
+    cfg = ft.FinetuneConfig(epochs=60, batch_size=4, learning_rate=2e-3, freeze=freeze, val_fraction=0.0,
+                            test_fraction=0.0, refit_composition=True, restore_best=False)
+    res = ft.finetune(tiny, cfg, out=False, verbose=False)
+    first, last = res.history[0], res.history[-1]
+    end = ft.evaluate(res.model, tiny, cfg)
+    assert end["loss"] < 2e-3 * first["train_loss"] and end["loss"] < 5e-5, (first, last, end)
+    assert end["force_mae_meV/A"] < 5.0 and end["energy_mae_meV/atom"] < 2.0
+    # frozen groups unchanged bit for bit, trainable groups changed
+    before, after = traverse_util.flatten_dict(model.params), traverse_util.flatten_dict(res.model.params)
+    frozen = set(ft.resolve_groups(freeze)) - {"composition_model"}  # atom_ref was refit before training
+    for k in before:
+        same = np.asarray(before[k]).tobytes() == np.asarray(after[k]).tobytes()
+        assert same == (ft._group_of(k) in frozen) or ft._group_of(k) == "composition_model", k
+
+
+def test_dft_adaptation_cli_and_checkpoint(tmp_path, model, gpaw_set):
+    """GPAW-PBE labels (not CHGNet 0.3.0): fine-tuning through the CLI lowers held-out E and F MAE."""
+    cfg = ft.FinetuneConfig(epochs=12, learning_rate=3e-3, refit_composition=True, val_fraction=0.15,
+                            test_fraction=0.25, patience=4)
+    cfg.save(tmp_path / "cfg.yaml")
+    parser = argparse.ArgumentParser()
+    ft.add_cli(parser.add_subparsers())
+    out = tmp_path / "ckpt"
+    args = parser.parse_args(["finetune", str(DATA), "--config", str(tmp_path / "cfg.yaml"), "--out", str(out),
+                              "--quiet"])
+    assert args.func(args) == 0
+    tuned = lycb_jax.load_model(out)
+    meta = tuned.metadata["finetune"]
+    assert meta["dataset_sha256"] == gpaw_set.sha256() and tuned.metadata["parent_model"] == "chgnet-0.3.0"
+    assert meta["hyperparameters"]["epochs"] == 12 and "atom_conv_0" in meta["frozen_groups"]
+    test = gpaw_set.subset(ft.Dataset.split(gpaw_set, 0.15, 0.25, 0)[3]["test"])
+    before, after = ft.evaluate(model, test), ft.evaluate(tuned, test)
+    print("held-out before", before, "\nafter", after)
+    assert after["energy_mae_meV/atom"] < 0.5 * before["energy_mae_meV/atom"]
+    assert after["force_mae_meV/A"] < 0.9 * before["force_mae_meV/A"]
+    np.testing.assert_allclose(after["force_mae_meV/A"], meta["test_metrics"]["force_mae_meV/A"], rtol=1e-4)
+    # usable like the pretrained model
+    pred = lycb_jax.predict(tuned, ase.io.read(DATA, ":1"))[0]
+    assert np.isfinite(pred.energy) and pred.forces.shape == (10, 3)

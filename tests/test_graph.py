@@ -1,0 +1,112 @@
+"""Graph edge sets against ASE's neighbour list (an independent implementation)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ase.neighborlist import primitive_neighbor_list
+
+from lycb_jax.graph import ATOM_CUTOFF, BOND_CUTOFF, Capacity, build_graph, estimate_capacity
+from structures import lyc_like, lyc_trigonal, parity_set, rattled, skewed
+
+CASES = ["LYC_trig_30", "LYC_trig_skewed", "LYC_skewed", "LYB_skewed", "MgO", "NiAl_skewed", "LYC_rs_111",
+         "LYC_strained_0.08", "LYCB_skewed_rattled", "Fe_bcc"]
+
+
+def directed_edges(g, n_half):
+    src, dst = np.asarray(g.edge_src), np.asarray(g.edge_dst)
+    shift = np.rint(np.asarray(g.edge_shift)).astype(int)
+    m = np.asarray(g.edge_mask)
+    out = set()
+    for i, j, s in zip(src[m], dst[m], shift[m]):
+        out.add((int(i), int(j), *s))
+        out.add((int(j), int(i), *(-s)))
+    return out
+
+
+def ase_edges(pos, cell, cutoff):
+    i, j, d, S = primitive_neighbor_list("ijdS", (True,) * 3, cell, pos, cutoff)
+    keep = d < cutoff
+    return {(int(a), int(b), *s) for a, b, s in zip(i[keep], j[keep], S[keep])}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_edges_and_angles_match_ase(name):
+    s = parity_set()[name]
+    pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
+    # unwrap some atoms by whole cells: the graph must not depend on wrapping
+    pos = pos + np.outer(np.arange(len(pos)) % 3 - 1, cell[0] + cell[2])
+    cap = estimate_capacity(pos, cell)
+    g = jax.jit(build_graph, static_argnums=3)(jnp.asarray(pos, jnp.float32), jnp.asarray(cell, jnp.float32),
+                                               jnp.ones(len(pos), bool), cap)
+    assert not bool(g.overflow)
+    ours = directed_edges(g, cap.edges)
+    ref = ase_edges(pos, cell, ATOM_CUTOFF)
+    assert ours == ref
+    # angles: ordered pairs of distinct short directed edges with the same centre
+    short_ref = ase_edges(pos, cell, BOND_CUTOFF)
+    by_centre = {}
+    for e in short_ref:
+        by_centre.setdefault(e[0], []).append(e)
+    ref_angles = {(a, b) for es in by_centre.values() for a in es for b in es if a != b}
+    src, dst = np.asarray(g.edge_src), np.asarray(g.edge_dst)
+    shift = np.rint(np.asarray(g.edge_shift)).astype(int)
+    dir_edges = [(int(i), int(j), *sh) for i, j, sh in zip(src, dst, shift)]
+    dir_edges += [(int(j), int(i), *(-sh)) for i, j, sh in zip(src, dst, shift)]
+    am = np.asarray(g.angle_mask)
+    ours_angles = {(dir_edges[a], dir_edges[b]) for a, b in zip(np.asarray(g.angle_e1)[am], np.asarray(g.angle_e2)[am])}
+    assert int(g.n_angles) == len(ref_angles)
+    assert ours_angles == ref_angles
+
+
+def test_overflow_is_flagged_not_silent():
+    s = lyc_trigonal(0)
+    pos, cell = jnp.asarray(s.cart_coords, jnp.float32), jnp.asarray(s.lattice.matrix, jnp.float32)
+    cap = estimate_capacity(s.cart_coords, s.lattice.matrix)
+    mask = jnp.ones(len(s), bool)
+    for small in (Capacity(64, cap.angles, cap.short_per_atom, cap.images),
+                  Capacity(cap.edges, 64, cap.short_per_atom, cap.images),
+                  Capacity(cap.edges, cap.angles, 2, cap.images),
+                  Capacity(cap.edges, cap.angles, cap.short_per_atom, (1, 1, 0))):
+        g = build_graph(pos, cell, mask, small)
+        assert bool(g.overflow), small
+        grown = small.grown(g)
+        g2 = build_graph(pos, cell, mask, grown)
+        assert not bool(g2.overflow)
+        assert int(g2.n_edges) == int(build_graph(pos, cell, mask, cap).n_edges)
+
+
+def test_shrinking_cell_beyond_image_range_overflows():
+    s = lyc_trigonal(0)
+    cap = estimate_capacity(s.cart_coords, s.lattice.matrix)
+    cell = np.asarray(s.lattice.matrix) * np.array([[1.0], [1.0], [0.55]])  # c: 6.05 -> 3.3 A
+    pos = s.frac_coords @ cell
+    g = build_graph(jnp.asarray(pos, jnp.float32), jnp.asarray(cell, jnp.float32), jnp.ones(len(s), bool), cap)
+    assert bool(g.overflow)
+
+
+def test_vmap_over_systems_equals_single():
+    a, b = rattled(lyc_like((2, 1, 1), seed=1), 0.2, 1), rattled(lyc_like((2, 1, 1), seed=2), 0.2, 2)
+    cap = estimate_capacity(a.cart_coords, a.lattice.matrix)
+    cap = Capacity(cap.edges + 128, cap.angles + 256, cap.short_per_atom + 4, cap.images)
+    pos = jnp.asarray(np.stack([a.cart_coords, b.cart_coords]), jnp.float32)
+    cell = jnp.asarray(np.stack([a.lattice.matrix, b.lattice.matrix]), jnp.float32)
+    mask = jnp.ones((2, len(a)), bool)
+    gv = jax.vmap(build_graph, in_axes=(0, 0, 0, None))(pos, cell, mask, cap)
+    for k in range(2):
+        g1 = build_graph(pos[k], cell[k], mask[k], cap)
+        assert int(gv.n_edges[k]) == int(g1.n_edges)
+        np.testing.assert_array_equal(np.asarray(gv.edge_src[k]), np.asarray(g1.edge_src))
+        np.testing.assert_array_equal(np.asarray(gv.angle_e2[k]), np.asarray(g1.angle_e2))
+
+
+def test_padding_atoms_get_no_edges():
+    s = lyc_like((1, 1, 1), seed=3)
+    n = len(s)
+    pos = np.concatenate([s.cart_coords, np.repeat(s.cart_coords[:1], 5, 0)])
+    mask = np.arange(n + 5) < n
+    cap = estimate_capacity(s.cart_coords, s.lattice.matrix)
+    g = build_graph(jnp.asarray(pos, jnp.float32), jnp.asarray(s.lattice.matrix, jnp.float32), jnp.asarray(mask), cap)
+    m = np.asarray(g.edge_mask)
+    assert np.asarray(g.edge_src)[m].max() < n and np.asarray(g.edge_dst)[m].max() < n
+    assert directed_edges(g, cap.edges) == ase_edges(s.cart_coords, s.lattice.matrix, ATOM_CUTOFF)
