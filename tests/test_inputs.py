@@ -1,0 +1,45 @@
+"""Bad input is refused with a message that names the problem."""
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import bulk
+
+import lycb_jax
+
+
+def _nacl():
+    return bulk("NaCl", "rocksalt", 5.6, cubic=True)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Atoms(numbers=[95, 17], positions=[[0, 0, 0], [2.5, 2.5, 2.5]], cell=np.eye(3) * 5, pbc=True),
+     "unknown element"),
+    (lambda: Atoms(cell=np.eye(3) * 5, pbc=True), "empty structure"),
+    (lambda: Atoms("LiCl", positions=[[0, 0, 0], [0.1, 0, 0]], cell=np.eye(3) * 5, pbc=True), "overlapping atoms"),
+    (lambda: Atoms("LiCl", positions=[[0, 0, 0], [np.nan, 0, 0]], cell=np.eye(3) * 5, pbc=True), "NaN"),
+    (lambda: Atoms("LiCl", positions=[[0, 0, 0], [1, 1, 0]], cell=[[5, 0, 0], [0, 5, 0], [5, 5, 0]], pbc=True),
+     "singular cell"),
+    (lambda: Atoms("LiCl", positions=[[0, 0, 0], [2, 2, 2]], cell=np.eye(3) * 5, pbc=False), "periodic"),
+])
+def test_bad_input_is_refused(model, make, message):
+    with pytest.raises(ValueError, match=message):
+        lycb_jax.predict(model, [make()])
+
+
+def test_partial_occupancy_is_refused(model):
+    from pymatgen.core import Lattice, Structure
+
+    s = Structure(Lattice.cubic(5), [{"Li": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with pytest.raises(ValueError, match="partial occupancies"):
+        lycb_jax.predict(model, [s])
+
+
+def test_unknown_checkpoint_is_named():
+    with pytest.raises(FileNotFoundError, match="no checkpoint 'chgnet-9.9'"):
+        lycb_jax.load_model("chgnet-9.9")
+
+
+def test_good_input_passes(model):
+    p = lycb_jax.predict(model, [_nacl()])[0]
+    assert np.isfinite(p.energy) and p.forces.shape == (8, 3)
