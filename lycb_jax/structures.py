@@ -518,7 +518,7 @@ def _relax_group(model, systems, idx, results, n_pad, fmax, max_steps, batch_siz
 
 
 def _grow(capacity, st, n_pad):
-    """Capacity for the current geometries (host neighbour count, 30% headroom), never smaller."""
+    """Capacity for the current geometries (host neighbour count, 30% headroom), at least 1.5x the old."""
     from lycb_jax.graph import Capacity
 
     x, n = np.asarray(st["x"], np.float64), np.asarray(st["n"])
@@ -529,7 +529,7 @@ def _grow(capacity, st, n_pad):
         sys_now.append(System(np.asarray(st["species"][s][:k]), x[s, :k] @ f_def.T,
                               np.asarray(st["ref_cell"][s], np.float64) @ f_def.T))
     new = pack(sys_now, headroom=1.3, n_atoms=n_pad).capacity
-    return Capacity(max(new.edges, capacity.edges), max(new.angles, capacity.angles),
+    return Capacity(max(new.edges, int(1.5 * capacity.edges)), max(new.angles, int(1.5 * capacity.angles)),
                     max(new.short_per_atom, capacity.short_per_atom),
                     tuple(max(a, b) for a, b in zip(new.images, capacity.images)))
 
