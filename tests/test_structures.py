@@ -1,8 +1,6 @@
 """Ordered structure models: parents, enumeration counts, batched FIRE vs ASE, ranking, errors."""
 
 import argparse
-import warnings
-
 import numpy as np
 import pytest
 from pymatgen.core import Composition
@@ -50,21 +48,17 @@ def test_ordered_models_keep_composition_and_framework():
     model = S.parent_site_model(parent, (1, 1, 2))
     cands, exhaustive = S.enumerate_orderings(model, max_structures=30, seed=3)
     assert not exhaustive and len(cands) == 30
-    canon = S._canonical(np.array([[s.specie.Z for s in c] for c in cands]), np.arange(1)[None] * 0)  # noqa
     sup = parent.copy()
     sup.make_supercell((1, 1, 2))
     hal = np.array([s.frac_coords for s in sup if s.species_string == "Cl"])
     cat = np.array([s.frac_coords for s in sup if s.species_string != "Cl"])
-    keys = set()
     for c in cands:
         assert c.composition.reduced_formula == "Li3YCl6" and len(c) == 60
         cl = np.array([s.frac_coords for s in c if s.specie.symbol == "Cl"])
         assert np.allclose(np.sort(cl, axis=0), np.sort(hal, axis=0), atol=1e-6)
-        for s in c:  # every cation on a parent cation site
+        for s in (s for s in c if s.specie.symbol != "Cl"):  # every cation on a parent cation site
             d = cat - s.frac_coords
             assert np.min(np.linalg.norm(d - np.round(d), axis=1)) < 1e-6
-        keys.add(tuple(S._canonical(np.array([[model.choices.index(ch) for ch in model.choices]]),
-                                    model.permutations)[0]))
     # sampled orderings are symmetry-distinct
     labels = []
     for c in cands:
@@ -77,7 +71,7 @@ def test_ordered_models_keep_composition_and_framework():
     assert len(np.unique(canon, axis=0)) == len(cands)
 
 
-def test_batched_fire_matches_ase(model):
+def test_batched_fire_matches_ase(model, tmp_path):
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
@@ -85,30 +79,41 @@ def test_batched_fire_matches_ase(model):
     from lycb_jax.calculator import Calculator
 
     cell = _c2_lyc_cell()
-    rattled = cell.copy()
-    rattled.perturb(0.05, min_distance=0.0)
-    expanded = cell.copy()
-    expanded.scale_lattice(cell.volume * 1.25)  # the cell shrinks while relaxing: graph grows
-    # three candidates in two slots: exercises vmap, slot refill and capacity regrowth
-    res = S.relax(model, [cell, rattled, expanded], fmax=0.01, max_steps=1500, batch_size=2, progress=False)
-    for r in res:
-        assert r.converged and r.fmax <= 0.01 and r.steps > 0
+    rattled = [cell.copy() for _ in range(2)]
+    for k, r in enumerate(rattled):
+        r.perturb(0.05 * (k + 1), min_distance=0.0)
+    # three candidates in two vmapped slots (slot refill), ranked, with CIF and CSV outputs
+    rows = S.rank(model, [cell] + rattled, top=1, out=tmp_path, prefix="T", fmax=0.01, max_steps=1500,
+                  batch_size=2, progress=False)
+    for r in rows:
+        assert r["converged"] and r["fmax"] <= 0.01 and r["steps"] > 0
+    assert rows[0]["spacegroup"] != "" and (tmp_path / "T_0.cif").exists() and (tmp_path / "T_ranking.csv").exists()
+    mine = next(r for r in rows if r["index"] == 0)
     atoms = AseAtomsAdaptor.get_atoms(cell)
     atoms.calc = Calculator(model)
     opt = FIRE(FrechetCellFilter(atoms), logfile=None)
     assert opt.run(fmax=0.01, steps=1500)
-    e_ase = atoms.get_potential_energy() / len(atoms)
-    assert abs(res[0].energy_per_atom - e_ase) < 1e-3
-    assert abs(res[0].structure.volume - atoms.get_volume()) / atoms.get_volume() < 5e-3
-    # ranking of the three (same composition, nearly the same minimum) and its outputs
-    assert abs(res[2].energy_per_atom - res[0].energy_per_atom) < 0.02
+    assert abs(mine["energy_per_atom"] - atoms.get_potential_energy() / len(atoms)) < 1e-3  # eV/atom
+    assert abs(mine["volume_per_atom"] * len(atoms) - atoms.get_volume()) / atoms.get_volume() < 5e-3
 
 
-def test_rank_writes_outputs(model, tmp_path):
-    cell = _c2_lyc_cell()
-    rows = S.rank(model, [cell], top=1, out=tmp_path, prefix="T", progress=False)
-    assert rows[0]["converged"] and rows[0]["spacegroup"].startswith("C2")
-    assert (tmp_path / "T_0.cif").exists() and (tmp_path / "T_ranking.csv").exists()
+@pytest.mark.slow
+def test_capacity_overflow_regrows(model, monkeypatch):
+    """A graph capacity that is too small is detected on device, grown on the host, and the run goes on."""
+    from lycb_jax.graph import Capacity
+
+    real_pack = S.pack
+
+    def small_pack(*a, **k):
+        b = real_pack(*a, **k)
+        c = b.capacity
+        return dataclasses.replace(b, capacity=Capacity(c.edges // 2, c.angles // 2, c.short_per_atom, c.images))
+
+    import dataclasses
+
+    monkeypatch.setattr(S, "pack", small_pack)
+    res = S.relax(model, [_c2_lyc_cell()], batch_size=1, progress=False)
+    assert res[0].converged and res[0].fmax < 0.01
 
 
 def test_bad_input():
