@@ -124,7 +124,7 @@ def pack(systems: Sequence[System], headroom: float = 1.15, n_atoms: int | None 
     Padding systems are copies of the first one with every atom masked out.
     """
     n_pad = n_atoms or _bucket(max(len(s) for s in systems))
-    b_pad = n_systems or (_bucket(len(systems)) if len(systems) > 1 else 1)
+    b_pad = n_systems or 1 << (len(systems) - 1).bit_length()  # batch sizes 1, 2, 4, 8, ...
     species = np.zeros((b_pad, n_pad), np.int32)
     positions = np.zeros((b_pad, n_pad, 3), np.float64)
     cells = np.tile(np.asarray(systems[0].cell, np.float64), (b_pad, 1, 1))
