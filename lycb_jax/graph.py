@@ -62,18 +62,21 @@ class Graph:
 
 @dataclasses.dataclass(frozen=True)
 class Capacity:
-    """Static sizes of a graph: half edges, angles, short bonds per atom, image range."""
+    """Static sizes of a graph: half edges, angles, short bonds per atom, image range, and a skin
+    (Angstrom) added to both cutoffs so that the graph stays a superset while atoms move less than
+    skin/2 (edges beyond the cutoffs contribute exactly zero to CHGNet)."""
 
     edges: int
     angles: int
     short_per_atom: int = 16
     images: tuple[int, int, int] = (1, 1, 1)
+    skin: float = 0.0
 
     def grown(self, graph: Graph | None = None, factor: float = 1.25) -> "Capacity":
         """Capacities large enough for ``graph``'s true counts (host side), with headroom."""
         if graph is None:
             return Capacity(_round_up(self.edges * 2), _round_up(self.angles * 2),
-                            self.short_per_atom * 2, self.images)
+                            self.short_per_atom * 2, self.images, self.skin)
         ne = int(np.max(np.asarray(graph.n_edges)))
         na = int(np.max(np.asarray(graph.n_angles)))
         ns = int(np.max(np.asarray(graph.max_short_per_atom)))
@@ -83,6 +86,7 @@ class Capacity:
             angles=max(self.angles, _round_up(na * factor)),
             short_per_atom=max(self.short_per_atom, ns + 4),
             images=tuple(int(max(a, b)) for a, b in zip(self.images, need)),
+            skin=self.skin,
         )
 
 
@@ -101,9 +105,9 @@ def image_range(cell: np.ndarray, cutoff: float = ATOM_CUTOFF + 0.5) -> tuple[in
     return tuple(int(math.floor(cutoff * np.linalg.norm(recip[k]))) + 1 for k in range(3))
 
 
-def _images_needed(cell: jax.Array) -> jax.Array:
+def _images_needed(cell: jax.Array, cutoff: float) -> jax.Array:
     recip = jnp.linalg.inv(cell).T
-    return jnp.floor(ATOM_CUTOFF * jnp.linalg.norm(recip, axis=1)).astype(jnp.int32) + 1
+    return jnp.floor(cutoff * jnp.linalg.norm(recip, axis=1)).astype(jnp.int32) + 1
 
 
 def _shifts(images: tuple[int, int, int]) -> np.ndarray:
@@ -130,7 +134,8 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
     frac = positions @ jnp.linalg.inv(cell)
     wrapped_shift = jnp.floor(frac)  # position = wrapped + wrapped_shift @ cell
     pos_w = (frac - wrapped_shift) @ cell
-    needed = _images_needed(cell)
+    atom_cut, bond_cut = ATOM_CUTOFF + capacity.skin, BOND_CUTOFF + capacity.skin
+    needed = _images_needed(cell, atom_cut)
     images_ok = jnp.all(needed <= jnp.asarray(capacity.images))
 
     i_idx, j_idx = jnp.meshgrid(jnp.arange(n), jnp.arange(n), indexing="ij")
@@ -142,7 +147,7 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
     img_vec = shifts @ cell  # [M, 3]
     vec = pos_w[None, :, None, :] + img_vec[None, None, :, :] - pos_w[:, None, None, :]  # [N, N, M, 3]
     d2 = jnp.sum(vec * vec, axis=-1)
-    cand = pair_ok & same[:, :, None] & (d2 < ATOM_CUTOFF**2)
+    cand = pair_ok & same[:, :, None] & (d2 < atom_cut**2)
     flat = cand.reshape(-1)
     n_edges = jnp.sum(flat, dtype=jnp.int32)
     (sel,) = jnp.nonzero(flat, size=capacity.edges, fill_value=0)
@@ -158,7 +163,7 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
 
     # ---- bond graph: ordered pairs of short directed edges at the same centre
     d2_sel = d2.reshape(-1)[sel]
-    short_half = edge_mask & (d2_sel < BOND_CUTOFF**2)
+    short_half = edge_mask & (d2_sel < bond_cut**2)
     centre = jnp.concatenate([src, dst])  # directed edge d -> centre atom
     short = jnp.concatenate([short_half, short_half])
     n_dir = 2 * capacity.edges
@@ -197,19 +202,20 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
     )
 
 
-def estimate_capacity(positions: np.ndarray, cell: np.ndarray, headroom: float = 1.3) -> Capacity:
+def estimate_capacity(positions: np.ndarray, cell: np.ndarray, headroom: float = 1.3, skin: float = 0.0) -> Capacity:
     """Host-side capacity for one system: exact counts from ASE's neighbour list, plus headroom."""
-    ne, na, ns = count_edges(positions, cell)
+    ne, na, ns = count_edges(positions, cell, skin)
     return Capacity(_round_up(ne * headroom), _round_up(na * headroom), max(8, ns + 4),
-                    image_range(cell))
+                    image_range(cell, ATOM_CUTOFF + skin + 0.5), skin)
 
 
-def count_edges(positions: np.ndarray, cell: np.ndarray) -> tuple[int, int, int]:
+def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0) -> tuple[int, int, int]:
     """(half edges, angles, max short bonds per atom) of one system from ASE's neighbour list."""
     from ase.neighborlist import primitive_neighbor_list
 
+    cut, bond_cut = ATOM_CUTOFF + skin, BOND_CUTOFF + skin
     i, d = primitive_neighbor_list("id", (True, True, True), np.asarray(cell, float),
-                                   np.asarray(positions, float), ATOM_CUTOFF)
-    keep = d < ATOM_CUTOFF
-    short = np.bincount(i[keep & (d < BOND_CUTOFF)], minlength=len(positions))
+                                   np.asarray(positions, float), cut)
+    keep = d < cut
+    short = np.bincount(i[keep & (d < bond_cut)], minlength=len(positions))
     return int(keep.sum()) // 2, int(np.sum(short * (short - 1))), int(short.max(initial=0))

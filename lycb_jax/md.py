@@ -1,0 +1,493 @@
+"""Batched Nose-Hoover molecular dynamics with jax-md, driven by a lycb_jax model.
+
+R replicas (temperatures, seeds, or structures with equal atom counts) advance together in one
+jit-compiled program (``jax.vmap``); chunks of steps run inside ``lax.scan``. The periodic graph
+is rebuilt every step from the positions at the start of the step with a skin, and the step is
+checked afterwards: a capacity overflow, or atoms that moved more than skin/2 (so that the graph
+could have missed a pair), rejects the whole chunk, which is re-run with grown capacities. A
+replica whose temperature runs away or whose positions become non-finite is frozen and reported.
+
+Units: Angstrom, fs, eV, K, amu; pressure in bar. jax-md is unit-free: with eV, Angstrom and amu
+its time unit is Angstrom sqrt(amu/eV) = 10.18 fs (``ase.units.fs`` converts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase import units
+from ase.data import atomic_masses
+from jax_md import quantity, simulate, space
+
+from lycb_jax.graph import ATOM_CUTOFF, Capacity, Graph, build_graph, estimate_capacity
+from lycb_jax.model import EV_A3_TO_GPA, Model, energy_forces_stress, potential
+
+KB = units.kB  # eV/K
+
+
+class Frame(NamedTuple):
+    """Per-replica output at one saved step."""
+
+    positions: jax.Array  # [N, 3] unwrapped Cartesian, Angstrom
+    cell: jax.Array  # [3, 3] rows, Angstrom
+    temperature: jax.Array  # K
+    potential_energy: jax.Array  # eV
+    kinetic_energy: jax.Array  # eV
+    conserved: jax.Array  # eV, the integrator's invariant (NVT or NpT Nose-Hoover)
+    pressure: jax.Array  # bar, virial + kinetic
+    stress: jax.Array  # [3, 3] GPa, virial only (ASE sign: positive = tensile)
+    volume: jax.Array  # A^3
+
+
+@dataclasses.dataclass(frozen=True)
+class Integrator:
+    """Static settings of one integrator kind; hashable for jit."""
+
+    ensemble: str  # "nvt" or "npt"
+    dt_fs: float = 1.0
+    tau_t_fs: float = 100.0
+    tau_p_fs: float = 1000.0
+    pressure_bar: float = 1.0
+    chain_length: int = 3
+
+
+def _energy_fn(model: Model, species, atom_mask):
+    """jax-md energy function E(R, graph=..., box=None, perturbation=None) in eV.
+
+    NVT: R are Cartesian positions. NpT: R are fractional and ``box`` is the column matrix of
+    lattice vectors; ``space.transform`` makes gradients with respect to R real-space forces.
+    """
+
+    def energy(R, graph: Graph, box=None, perturbation=None, cell=None, **unused):
+        if box is None:
+            pos, cell_rows = R, cell
+        else:
+            b = box if perturbation is None else box * perturbation
+            pos, cell_rows = space.transform(b, R), b.T
+        e, _ = potential(model.module, model.params, species, pos, cell_rows, atom_mask, graph)
+        return e
+
+    return energy
+
+
+def _make_integrator(model: Model, species, atom_mask, integ: Integrator):
+    energy = _energy_fn(model, species, atom_mask)
+    dt = integ.dt_fs * units.fs
+    chain = dict(chain_length=integ.chain_length, chain_steps=2, sy_steps=3)
+    if integ.ensemble == "nvt":
+        _, shift = space.free()
+        init, apply = simulate.nvt_nose_hoover(energy, shift, dt, kT=1.0, tau=integ.tau_t_fs * units.fs, **chain)
+    elif integ.ensemble == "npt":
+        _, shift = space.periodic_general(jnp.eye(3), fractional_coordinates=True, wrapped=False)
+        init, apply = simulate.npt_nose_hoover(
+            energy, shift, dt, pressure=integ.pressure_bar * units.bar, kT=1.0,
+            barostat_kwargs=dict(tau=integ.tau_p_fs * units.fs, **chain),
+            thermostat_kwargs=dict(tau=integ.tau_t_fs * units.fs, **chain))
+    else:
+        raise ValueError(f"unknown ensemble {integ.ensemble!r}: use 'nvt' or 'npt'")
+    return energy, init, apply
+
+
+def real_positions(state, integ: Integrator):
+    if integ.ensemble == "npt":
+        return space.transform(simulate.npt_box(state), state.position)
+    return state.position
+
+
+def state_cell(state, integ: Integrator, cell):
+    return simulate.npt_box(state).T if integ.ensemble == "npt" else cell
+
+
+def init_replica(model: Model, species, positions, cell, masses, kT, key, integ: Integrator, capacity: Capacity,
+                 momenta=None):
+    """jax-md state of one replica (momenta drawn at kT with zero total momentum if not given)."""
+    energy, init, _ = _make_integrator(model, species, species > 0, integ)
+    graph = build_graph(positions, cell, species > 0, capacity)
+    if integ.ensemble == "npt":
+        frac = positions @ jnp.linalg.inv(cell)
+        return init(key, frac, cell.T, mass=masses, kT=kT, graph=graph, momenta=momenta), graph.overflow
+    return init(key, positions, mass=masses, kT=kT, graph=graph, cell=cell, momenta=momenta), graph.overflow
+
+
+def _frame(model, species, state, cell, kT, integ: Integrator, energy_fn, graph):
+    """Thermodynamic record of one replica at the current step."""
+    mask = species > 0
+    pos = real_positions(state, integ)
+    cell_now = state_cell(state, integ, cell)
+    e, _, stress, _ = energy_forces_stress(model.module, model.params, species, pos, cell_now, mask, graph)
+    ke = quantity.kinetic_energy(momentum=state.momentum, mass=state.mass)
+    n = pos.shape[0]
+    temp = 2 * ke / (3 * n * KB)
+    vol = jnp.abs(jnp.linalg.det(cell_now))
+    p_virial_gpa = -jnp.trace(stress) / 3
+    pressure_bar = p_virial_gpa * 1e4 + 2 * ke / (3 * vol) * EV_A3_TO_GPA * 1e4
+    if integ.ensemble == "npt":
+        inv = simulate.npt_nose_hoover_invariant(energy_fn, state, integ.pressure_bar * units.bar, kT, graph=graph)
+    else:
+        inv = simulate.nvt_nose_hoover_invariant(energy_fn, state, kT, graph=graph, cell=cell)
+    return Frame(pos, cell_now, temp, e, ke, inv, pressure_bar, stress, vol)
+
+
+@functools.partial(jax.jit, static_argnames=("model_module", "integ", "capacity", "n_frames", "stride"))
+def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+              integ: Integrator, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0):
+    """Advance R replicas by n_frames * stride steps; record a Frame every ``stride`` steps.
+
+    kT ramps linearly from kT_start to kT_end (eV, per replica) over ``total_steps`` steps counted
+    from ``step0`` of the stage. Returns (states, frames [R, F, ...], alive, graph_ok [R]).
+    ``graph_ok`` False means a capacity overflow or a step longer than skin/2: the caller must
+    discard the result and re-run the chunk with a larger capacity.
+    """
+    model = Model(model_module, params)
+
+    def one_replica(species_r, cell_r, state, kt0, kt1, alive_r):
+        energy_fn, _, apply = _make_integrator(model, species_r, species_r > 0, integ)
+
+        def step(carry, i):
+            st, ok, live = carry
+            k = step0 + i
+            kT = kt0 + (kt1 - kt0) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
+            pos0 = real_positions(st, integ)
+            cell0 = state_cell(st, integ, cell_r)
+            graph = build_graph(pos0, cell0, species_r > 0, capacity)
+            kwargs = {"graph": graph} if integ.ensemble == "npt" else {"graph": graph, "cell": cell_r}
+            new = apply(st, kT=kT, **kwargs)
+            pos1 = real_positions(new, integ)
+            cell1 = state_cell(new, integ, cell_r)
+            strain = jnp.linalg.norm(jnp.linalg.solve(cell0, cell1) - jnp.eye(3))
+            moved = jnp.max(jnp.linalg.norm(pos1 - pos0, axis=-1)) + (ATOM_CUTOFF + capacity.skin) * strain
+            finite = jnp.all(jnp.isfinite(pos1)) & jnp.all(jnp.isfinite(new.momentum))
+            ke = quantity.kinetic_energy(momentum=new.momentum, mass=new.mass)
+            hot = 2 * ke / (3 * pos1.shape[0]) > max_kT_factor * jnp.maximum(kT, kt1)
+            live_new = live & finite & ~hot
+            ok = ok & (~live_new | (~graph.overflow & (moved < capacity.skin / 2)))
+            st = jax.tree.map(lambda a, b: jnp.where(live_new, a, b), new, st)
+            return (st, ok, live_new), None
+
+        def frame(carry, f):
+            carry, _ = jax.lax.scan(step, carry, f * stride + jnp.arange(stride))
+            st = carry[0]
+            k = step0 + (f + 1) * stride
+            kT = kt0 + (kt1 - kt0) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
+            pos = real_positions(st, integ)
+            graph = build_graph(pos, state_cell(st, integ, cell_r), species_r > 0, capacity)
+            fr = _frame(model, species_r, st, cell_r, kT, integ, energy_fn, graph)
+            ok = carry[1] & (~carry[2] | ~graph.overflow)
+            return (st, ok, carry[2]), fr
+
+        (st, ok, live), frames = jax.lax.scan(frame, (state, jnp.bool_(True), alive_r), jnp.arange(n_frames))
+        return st, frames, live, ok
+
+    return jax.vmap(one_replica)(species, cell, states, kT_start, kT_end, alive)
+
+
+def masses_of(numbers) -> np.ndarray:
+    """Atomic masses (amu) of atomic numbers."""
+    return np.asarray(atomic_masses[np.asarray(numbers)], np.float32)
+
+
+def default_capacity(positions: np.ndarray, cell: np.ndarray, skin: float = 0.25, headroom: float = 1.35) -> Capacity:
+    """Graph capacity for MD: exact counts at the start (cutoffs + skin) plus headroom for fluctuations."""
+    return estimate_capacity(positions, cell, headroom=headroom, skin=skin)
+
+
+# ----------------------------------------------------------------------------------------------
+# The protocol driver: stages, output, checkpoints
+
+
+@dataclasses.dataclass
+class Protocol:
+    """The paper's MD protocol; every duration and setting can be changed (times in ps, T in K).
+
+    Maxwell-Boltzmann velocities at ``start_K``, linear heating to the target over ``heat_ps`` at
+    fixed cell (NVT), ``nvt_ps`` NVT equilibration, optionally ``npt_ps`` NpT at ``pressure_bar``
+    followed by rescaling the cell to its average over the last ``npt_average_ps``, then
+    ``production_ps`` of NVT production.
+    """
+
+    temperatures_K: tuple[float, ...] = (600.0, 700.0, 800.0)
+    dt_fs: float = 1.0
+    tau_t_fs: float = 100.0
+    tau_p_fs: float = 1000.0
+    pressure_bar: float = 1.0
+    start_K: float = 100.0
+    heat_ps: float = 2.0
+    nvt_ps: float = 50.0
+    npt_ps: float = 0.0
+    npt_average_ps: float = 112.0
+    production_ps: float = 2000.0
+    save_every_fs: float = 50.0
+    chunk_ps: float = 1.0
+    checkpoint_every_ps: float = 10.0
+    seed: int = 0
+    skin: float = 0.25
+    max_temperature_factor: float = 3.0
+
+    def validate(self) -> None:
+        t = np.asarray(self.temperatures_K, float)
+        if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
+            raise ValueError(f"temperatures must be positive (K), got {list(self.temperatures_K)}")
+        if self.start_K <= 0:
+            raise ValueError(f"start temperature must be positive, got {self.start_K} K")
+        if not 0 < self.dt_fs <= 10:
+            raise ValueError(f"time step {self.dt_fs} fs is outside (0, 10] fs")
+        if self.save_every_fs < self.dt_fs or self.chunk_ps * 1000 < self.save_every_fs:
+            raise ValueError("need dt_fs <= save_every_fs <= chunk_ps * 1000")
+        if self.npt_ps and self.npt_average_ps > self.npt_ps:
+            raise ValueError(f"npt_average_ps {self.npt_average_ps} exceeds npt_ps {self.npt_ps}")
+
+    def stages(self) -> list[tuple[str, str, int, bool]]:
+        """(name, ensemble, steps, heating?) of each stage with steps > 0."""
+        steps = lambda ps: int(round(ps * 1000 / self.dt_fs))  # noqa: E731
+        out = [("heat", "nvt", steps(self.heat_ps), True), ("nvt", "nvt", steps(self.nvt_ps), False)]
+        if self.npt_ps:
+            out.append(("npt", "npt", steps(self.npt_ps), False))
+        out.append(("production", "nvt", steps(self.production_ps), False))
+        return [s for s in out if s[2] > 0]
+
+
+FRAME_FIELDS = ("positions", "cell", "temperature", "potential_energy", "kinetic_energy", "conserved",
+                "pressure", "stress", "volume")
+FRAME_UNITS = {"positions": "Angstrom (unwrapped)", "cell": "Angstrom (rows)", "temperature": "K",
+               "potential_energy": "eV", "kinetic_energy": "eV", "conserved": "eV", "pressure": "bar",
+               "stress": "GPa (virial, ASE sign)", "volume": "Angstrom^3"}
+
+
+class Simulation:
+    """Run the protocol for R replicas into ``out_dir`` (``trajectory.h5`` + ``checkpoint.npz``).
+
+    The HDF5 file has one group per stage with datasets [R, F, ...] (see ``FRAME_UNITS``) and
+    ``time_fs`` [F]; root attributes hold atomic numbers, masses, temperatures and the protocol.
+    A checkpoint of the full state is written atomically every ``checkpoint_every_ps``; a run
+    restarted with ``resume=True`` truncates the file to the checkpoint and continues, producing
+    the same trajectory as an uninterrupted run.
+    """
+
+    def __init__(self, model: Model, structures, protocol: Protocol, out_dir, resume: bool = False,
+                 progress: bool = True):
+        import json
+        from pathlib import Path
+
+        from lycb_jax.predict import to_system
+
+        protocol.validate()
+        self.model, self.protocol, self.progress = model, protocol, progress
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        temps = np.asarray(protocol.temperatures_K, float)
+        systems = [to_system(s) for s in (structures if isinstance(structures, (list, tuple)) else [structures])]
+        if len(systems) == 1:
+            systems = systems * len(temps)
+        if len(systems) != len(temps):
+            raise ValueError(f"{len(systems)} structures for {len(temps)} temperatures: give one structure, or one per T")
+        if len({len(s) for s in systems}) != 1:
+            raise ValueError("all replicas need the same number of atoms (vmap); run different sizes separately")
+        self.systems, self.temps = systems, temps
+        self.n_rep, self.n_atoms = len(systems), len(systems[0])
+        self.species = np.stack([s.numbers for s in systems]).astype(np.int32)
+        self.masses = np.stack([masses_of(s.numbers) for s in systems])
+        self.stride = int(round(protocol.save_every_fs / protocol.dt_fs))
+        self.frames_per_chunk = max(1, int(round(protocol.chunk_ps * 1000 / protocol.save_every_fs)))
+        self.h5_path, self.ck_path = self.out / "trajectory.h5", self.out / "checkpoint.npz"
+        (self.out / "protocol.json").write_text(json.dumps(dataclasses.asdict(protocol), indent=1))
+        self.resume = resume and self.ck_path.exists()
+        if resume and not self.ck_path.exists():
+            print(f"no checkpoint in {self.out}; starting from the beginning")
+
+    # -- helpers
+    def _integ(self, ensemble: str) -> Integrator:
+        p = self.protocol
+        return Integrator(ensemble, p.dt_fs, p.tau_t_fs, p.tau_p_fs, p.pressure_bar)
+
+    def _kT(self, name: str):
+        target = self.temps * KB
+        start = np.full_like(target, self.protocol.start_K * KB) if name == "heat" else target
+        return jnp.asarray(start, jnp.float32), jnp.asarray(target, jnp.float32)
+
+    def _init_states(self, ensemble, positions, cells, momenta, key, capacity):
+        integ = self._integ(ensemble)
+        kT = self._kT("heat")[0] if momenta is None else self._kT("nvt")[1]
+        keys = jax.random.split(key, self.n_rep)
+        fn = jax.jit(jax.vmap(lambda sp, x, c, m, k, t, p: init_replica(self.model, sp, x, c, m, t, k, integ, capacity, p),
+                              in_axes=(0, 0, 0, 0, 0, 0, None if momenta is None else 0)), )
+        states, overflow = fn(jnp.asarray(self.species), jnp.asarray(positions, jnp.float32),
+                              jnp.asarray(cells, jnp.float32), jnp.asarray(self.masses), keys, kT,
+                              None if momenta is None else jnp.asarray(momenta, jnp.float32))
+        if bool(jnp.any(overflow)):
+            raise RuntimeError("initial graph overflow: capacity estimate too small (please report)")
+        return states
+
+    def _h5(self):
+        import h5py
+
+        f = h5py.File(self.h5_path, "a")
+        f.attrs["numbers"] = self.species[0]
+        f.attrs["masses_amu"] = self.masses[0]
+        f.attrs["temperatures_K"] = self.temps
+        f.attrs["format"] = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
+        return f
+
+    def _append(self, f, stage, frames: Frame, t0_fs):
+        grp = f.require_group(stage)
+        n_new = frames.temperature.shape[1]
+        for name in FRAME_FIELDS:
+            arr = np.asarray(getattr(frames, name), np.float32)
+            if name not in grp:
+                grp.create_dataset(name, shape=(arr.shape[0], 0) + arr.shape[2:], maxshape=(arr.shape[0], None) + arr.shape[2:],
+                                   chunks=(1, max(1, n_new)) + arr.shape[2:], dtype="f4")
+                grp[name].attrs["units"] = FRAME_UNITS[name]
+            ds = grp[name]
+            ds.resize(ds.shape[1] + n_new, axis=1)
+            ds[:, -n_new:] = arr
+        t = t0_fs + self.protocol.save_every_fs * np.arange(1, n_new + 1)
+        if "time_fs" not in grp:
+            grp.create_dataset("time_fs", shape=(0,), maxshape=(None,), dtype="f8")
+        grp["time_fs"].resize(grp["time_fs"].shape[0] + n_new, axis=0)
+        grp["time_fs"][-n_new:] = t
+
+    def _save_checkpoint(self, states, ck: dict):
+        import os
+
+        leaves = jax.tree.leaves(states)
+        tmp = self.ck_path.with_suffix(".tmp.npz")
+        np.savez(tmp, **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)},
+                 **{k: np.asarray(v) for k, v in ck.items()})
+        os.replace(tmp, self.ck_path)
+
+    def _switch(self, states, prev_stage, next_ensemble: str, cells, f, capacity):
+        """States for the next stage: same positions and momenta; after NpT the cell (and the
+        positions, affinely) are rescaled to the average cell of the last ``npt_average_ps``."""
+        prev_name, prev_ens = prev_stage[0], prev_stage[1]
+        integ = self._integ(prev_ens)
+        pos = np.asarray(jax.vmap(lambda st: real_positions(st, integ))(states))
+        mom = np.asarray(states.momentum)
+        if prev_ens == "npt":
+            cur = np.asarray(jax.vmap(lambda st: state_cell(st, integ, None))(states))
+            t = f[prev_name]["time_fs"][:]
+            sel = t > t[-1] - self.protocol.npt_average_ps * 1000
+            avg = f[prev_name]["cell"][:, sel].mean(axis=1)
+            frac = np.einsum("rni,rij->rnj", pos, np.linalg.inv(cur))
+            pos = np.einsum("rni,rij->rnj", frac, avg)
+            cells = avg
+            f[prev_name].attrs["average_cell"] = avg
+            f[prev_name].attrs["average_volume_A3"] = np.abs(np.linalg.det(avg))
+        key = jax.random.PRNGKey(self.protocol.seed + 1)
+        return self._init_states(next_ensemble, pos, cells, mom, key, capacity), cells
+
+    # -- main loop
+    def run(self) -> dict:
+        """Run (or resume) every stage; returns a summary dict. Raises RuntimeError if all replicas fail."""
+        import time
+
+        from tqdm import tqdm
+
+        p = self.protocol
+        stages = p.stages()
+        positions = np.stack([s.positions for s in self.systems])
+        cells = np.stack([s.cell for s in self.systems]).astype(np.float64)
+        capacity = default_capacity(positions[0], cells[0], skin=p.skin)
+        alive = np.ones(self.n_rep, bool)
+        si, step = 0, 0
+        f = self._h5()
+        if self.resume:
+            ck = np.load(self.ck_path)
+            si, step = int(ck["stage"]), int(ck["step"])
+            c = [int(x) for x in ck["capacity"]]
+            capacity = Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]))
+            alive, cells = ck["alive"].astype(bool), ck["cells"]
+            for name, *_ in stages:  # drop frames written after the checkpoint
+                if name in f:
+                    for ds in f[name].values():
+                        ds.resize(int(ck[f"frames_{name}"]), axis=1 if ds.ndim > 1 else 0)
+            template = self._init_states(stages[min(si, len(stages) - 1)][1], positions, cells, None,
+                                         jax.random.PRNGKey(0), capacity)
+            treedef = jax.tree.structure(template)
+            states = jax.tree.unflatten(treedef, [jnp.asarray(ck[f"leaf_{i}"]) for i in range(treedef.num_leaves)])
+            print(f"resuming {self.out} at stage {si} ({stages[min(si, len(stages) - 1)][0]}), step {step}")
+        else:
+            for name in list(f.keys()):
+                del f[name]
+            states = self._init_states("nvt", positions, cells, None, jax.random.PRNGKey(p.seed), capacity)
+        total_ps = sum(s[2] for s in stages) * p.dt_fs / 1000
+        done_ps = (sum(s[2] for s in stages[:si]) + step) * p.dt_fs / 1000
+        bar = tqdm(total=round(total_ps, 3), initial=round(done_ps, 3), unit="ps", disable=not self.progress,
+                   bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} ps [{elapsed}<{remaining}{postfix}]")
+        summary = {"failed": {}}
+        try:
+            while si < len(stages):
+                name, ensemble, n_steps, heating = stages[si]
+                integ = self._integ(ensemble)
+                kT0, kT1 = self._kT(name)
+                last_ck = step
+                while step < n_steps:
+                    n_frames = min(self.frames_per_chunk, (n_steps - step) // self.stride)
+                    stride = self.stride if n_frames else n_steps - step  # a tail shorter than one frame
+                    n_frames = max(n_frames, 1)
+                    t_wall = time.perf_counter()
+                    for _ in range(4):
+                        out = run_chunk(self.model.module, self.model.params, jnp.asarray(self.species),
+                                        jnp.asarray(cells, jnp.float32), states, kT0, kT1, jnp.asarray(alive), step,
+                                        n_steps if heating else 0, integ, capacity, n_frames, stride,
+                                        p.max_temperature_factor)
+                        ok = np.asarray(out[3])
+                        if ok.all():
+                            break
+                        capacity = _grow(capacity, cells)
+                    else:
+                        raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} "
+                                           f"(capacity {capacity}): atoms moved more than skin/2 = {capacity.skin / 2:.2f} A "
+                                           "in one step; the time step is too long or the run exploded")
+                    new_states, frames, new_alive = out[0], out[1], np.asarray(out[2])
+                    wall = time.perf_counter() - t_wall
+                    for r in np.where(alive & ~new_alive)[0]:
+                        msg = (f"replica {r} (T = {self.temps[r]:.0f} K) stopped in stage '{name}' before "
+                               f"{(step + n_frames * stride) * p.dt_fs / 1000:.2f} ps: temperature ran away or positions "
+                               "became non-finite (time step too long, or the model is unstable here); its state is "
+                               "frozen, the other replicas go on")
+                        print("WARNING:", msg)
+                        summary["failed"][int(r)] = msg
+                    states, alive = new_states, new_alive
+                    if stride == self.stride:
+                        self._append(f, name, frames, step * p.dt_fs)
+                    step += n_frames * stride
+                    bar.update(n_frames * stride * p.dt_fs / 1000)
+                    temps = np.asarray(frames.temperature[:, -1])
+                    ns_day = n_frames * stride * p.dt_fs * 1e-6 / wall * 86400
+                    bar.set_postfix_str(f"{name}, {ns_day:.2f} ns/day/replica, T = " + " ".join(f"{t:.0f}" for t in temps))
+                    if not alive.any():
+                        f.flush()
+                        raise RuntimeError(f"all replicas failed in stage '{name}'; the frames written so far are in "
+                                           f"{self.h5_path}")
+                    next_si, next_step = si, step
+                    if step >= n_steps:
+                        next_si, next_step = si + 1, 0
+                        if next_si < len(stages):
+                            states, cells = self._switch(states, stages[si], stages[next_si][1], cells, f, capacity)
+                    if next_si != si or (step - last_ck) * p.dt_fs >= p.checkpoint_every_ps * 1000:
+                        f.flush()
+                        self._save_checkpoint(states, {
+                            "stage": next_si, "step": next_step, "alive": alive, "cells": cells, "skin": capacity.skin,
+                            "capacity": np.array([capacity.edges, capacity.angles, capacity.short_per_atom,
+                                                  *capacity.images]),
+                            **{f"frames_{n}": (f[n]["temperature"].shape[1] if n in f else 0) for n, *_ in stages}})
+                        last_ck = step
+                si, step = si + 1, 0
+            summary.update(alive=alive.tolist(), temperatures_K=self.temps.tolist(), trajectory=str(self.h5_path))
+            return summary
+        finally:
+            bar.close()
+            f.close()
+
+
+def _grow(capacity: Capacity, cells) -> Capacity:
+    from lycb_jax.graph import image_range
+
+    images = np.max([image_range(c, ATOM_CUTOFF + capacity.skin * 1.5 + 0.5) for c in np.asarray(cells)], axis=0)
+    return Capacity(int(capacity.edges * 1.5) // 64 * 64 + 64, int(capacity.angles * 1.5) // 64 * 64 + 64,
+                    capacity.short_per_atom + 4, tuple(int(max(a, b)) for a, b in zip(capacity.images, images)),
+                    min(1.0, capacity.skin * 1.5))
