@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--test-fraction", type=float, default=0.25)
     ap.add_argument("--no-refit", action="store_true", help="keep CHGNet's AtomRef instead of refitting it")
     ap.add_argument("--device", default="cpu", help="torch device for chgnet (cpu/cuda)")
     ap.add_argument("--skip-chgnet", action="store_true")
@@ -130,6 +132,7 @@ def main() -> None:
                          else [str(gpu_scale_data(args.n, args.seed, args.device))])
     ds = read_dataset(data)
     cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+                         val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                          refit_composition=not args.no_refit, restore_best=False, evaluate_initial=False)
     train, val, test, _ = ds.split(cfg.val_fraction, cfg.test_fraction, cfg.seed)
     sizes = [len(s) for s in ds.systems]

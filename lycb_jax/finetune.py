@@ -290,7 +290,7 @@ def _groups() -> dict[str, tuple[str, ...]]:
         g[f"atom_conv_{i}"] = (f"atom_conv_layers_{i}_twoBody_atom", f"atom_conv_layers_{i}_mlp_out")
     for i in range(3):
         g[f"bond_conv_{i}"] = (f"bond_conv_layers_{i}_twoBody_bond", f"bond_conv_layers_{i}_mlp_out")
-        g[f"angle_layer_{i}"] = (f"angle_layers_{i}_twoBody_bond",)
+        g[f"angle_layer_{i}"] = (f"angle_layers_{i}_twoBody_bond",)  # angle_layer_2: output unused (as in CHGNet)
     g["site_wise"] = ("site_wise",)
     g["readout"] = ("readout_norm", "mlp_0", "mlp_1", "mlp_2", "mlp_3")
     g["composition_model"] = ("atom_ref",)
