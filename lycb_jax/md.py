@@ -48,7 +48,7 @@ class Frame(NamedTuple):
 class Integrator:
     """Static settings of one integrator kind; hashable for jit."""
 
-    ensemble: str  # "nvt" or "npt"
+    ensemble: str  # "nvt", "npt" or "nve"
     dt_fs: float = 1.0
     tau_t_fs: float = 100.0
     tau_p_fs: float = 1000.0
@@ -82,6 +82,9 @@ def _make_integrator(model: Model, species, atom_mask, integ: Integrator):
     if integ.ensemble == "nvt":
         _, shift = space.free()
         init, apply = simulate.nvt_nose_hoover(energy, shift, dt, kT=1.0, tau=integ.tau_t_fs * units.fs, **chain)
+    elif integ.ensemble == "nve":
+        _, shift = space.free()
+        init, apply = simulate.nve(energy, shift, dt)
     elif integ.ensemble == "npt":
         _, shift = space.periodic_general(jnp.eye(3), fractional_coordinates=True, wrapped=False)
         init, apply = simulate.npt_nose_hoover(
@@ -89,7 +92,7 @@ def _make_integrator(model: Model, species, atom_mask, integ: Integrator):
             barostat_kwargs=dict(tau=integ.tau_p_fs * units.fs, **chain),
             thermostat_kwargs=dict(tau=integ.tau_t_fs * units.fs, **chain))
     else:
-        raise ValueError(f"unknown ensemble {integ.ensemble!r}: use 'nvt' or 'npt'")
+        raise ValueError(f"unknown ensemble {integ.ensemble!r}: use 'nvt', 'npt' or 'nve'")
     return energy, init, apply
 
 
@@ -128,6 +131,8 @@ def _frame(model, species, state, cell, kT, integ: Integrator, energy_fn, graph)
     pressure_bar = p_virial_gpa * 1e4 + 2 * ke / (3 * vol) * EV_A3_TO_GPA * 1e4
     if integ.ensemble == "npt":
         inv = simulate.npt_nose_hoover_invariant(energy_fn, state, integ.pressure_bar * units.bar, kT, graph=graph)
+    elif integ.ensemble == "nve":
+        inv = e + ke
     else:
         inv = simulate.nvt_nose_hoover_invariant(energy_fn, state, kT, graph=graph, cell=cell)
     return Frame(pos, cell_now, temp, e, ke, inv, pressure_bar, stress, vol)

@@ -1,0 +1,184 @@
+"""Molecular dynamics: ensembles, batching, resume, bad input."""
+
+import dataclasses
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from ase import units
+
+import lycb_jax
+from lycb_jax.graph import Capacity
+from lycb_jax.md import Integrator, Protocol, Simulation, default_capacity, init_replica, masses_of, run_chunk
+from potentials import argon, lj_model
+from structures import lyc_trigonal
+
+
+def _states(model, atoms_list, temps, integ, capacity, seed=0):
+    species = jnp.asarray(np.stack([a.numbers for a in atoms_list]), jnp.int32)
+    pos = jnp.asarray(np.stack([a.positions for a in atoms_list]), jnp.float32)
+    cell = jnp.asarray(np.stack([a.cell[:] for a in atoms_list]), jnp.float32)
+    masses = jnp.asarray(np.stack([masses_of(a.numbers) for a in atoms_list]))
+    kT = jnp.asarray(np.asarray(temps) * units.kB, jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(atoms_list))
+    init = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, integ, capacity)[0])
+    return species, cell, init(species, pos, cell, masses, kT, keys), kT
+
+
+def _lj_capacity(atoms):
+    """Generous fixed capacity for LJ argon tests (the Simulation driver grows it; run_chunk does not)."""
+    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
+    return Capacity(cap.edges * 2, 8192, 32, cap.images, 0.5)
+
+
+def _run(model, species, cell, states, kT, integ, capacity, n_frames, stride):
+    alive = jnp.ones(species.shape[0], bool)
+    return run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, integ, capacity,
+                     n_frames, stride)
+
+
+def test_nve_energy_drift_with_chgnet(model):
+    """NVE with the CHGNet model at 1 fs: |drift| < 2 meV/atom/ps and fluctuations < 5 meV/atom.
+
+    Bound: velocity Verlet's energy error is O(dt^2) and bounded (symplectic); what remains is
+    float32 round-off of E (~1e-7 x 140 eV per step, a random walk: ~1e-4 eV after 1000 steps,
+    ~3e-6 eV/atom for 30 atoms). 2 meV/atom/ps leaves room for the O(dt^2) fluctuation at 600 K
+    and is 100x below what a wrong force (a missing neighbour, a force/energy mismatch) gives.
+    """
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(lyc_trigonal(0))
+    integ = Integrator("nve", dt_fs=1.0)
+    cap = default_capacity(atoms.positions, atoms.cell[:])
+    species, cell, states, kT = _states(model, [atoms], [600.0], integ, cap)
+    st, frames, alive, ok = _run(model, species, cell, states, kT, integ, cap, n_frames=30, stride=10)
+    assert bool(ok.all()) and bool(alive.all())
+    e = np.asarray(frames.conserved[0], np.float64) / len(atoms)
+    t = np.arange(len(e)) * 10e-3  # ps
+    slope = np.polyfit(t, e, 1)[0]
+    print(f"NVE drift {slope * 1e3:.3f} meV/atom/ps, spread {np.ptp(e) * 1e3:.3f} meV/atom, "
+          f"T {np.asarray(frames.temperature).mean():.0f} K")
+    assert abs(slope) < 2e-3
+    assert np.ptp(e) < 5e-3
+    assert np.asarray(frames.temperature).mean() > 100  # it really moved
+
+
+def test_nvt_kinetic_energy_is_canonical():
+    """Mean and variance of KE under the NH chain match <K> = (3N/2) kT, var = (3N/2) kT^2."""
+    model = lj_model()
+    atoms = argon(2)
+    integ = Integrator("nvt", dt_fs=4.0, tau_t_fs=200.0)
+    cap = _lj_capacity(atoms)
+    temps = [60.0] * 8
+    species, cell, states, kT = _states(model, [atoms] * 8, temps, integ, cap, seed=1)
+    st, fr, alive, ok = _run(model, species, cell, states, kT, integ, cap, n_frames=100, stride=10)  # 4 ps equilibrate
+    st, fr, alive, ok = _run(model, species, cell, st, kT, integ, cap, n_frames=1000, stride=5)  # 20 ps sample
+    assert bool(ok.all())
+    ke = np.asarray(fr.kinetic_energy, np.float64)  # [8 replicas, 1000 frames]
+    dof = 3 * len(atoms)
+    kt = 60.0 * units.kB
+    mean_ref, var_ref = dof / 2 * kt, dof / 2 * kt**2
+    # 8 independent replicas give the statistical error of the mean and of the variance
+    means, vars_ = ke.mean(1), ke.var(1)
+    print(f"<K>/ref = {means.mean() / mean_ref:.4f} +- {means.std(ddof=1) / np.sqrt(8) / mean_ref:.4f}; "
+          f"var/ref = {vars_.mean() / var_ref:.3f} +- {vars_.std(ddof=1) / np.sqrt(8) / var_ref:.3f}")
+    assert abs(means.mean() - mean_ref) < 4 * means.std(ddof=1) / np.sqrt(8) + 0.01 * mean_ref
+    assert abs(vars_.mean() - var_ref) < 4 * vars_.std(ddof=1) / np.sqrt(8) + 0.05 * var_ref
+
+
+def test_npt_holds_target_pressure():
+    model = lj_model()
+    atoms = argon(2, a=5.45)
+    target_bar = 500.0
+    integ = Integrator("npt", dt_fs=4.0, tau_t_fs=200.0, tau_p_fs=1000.0, pressure_bar=target_bar)
+    cap = _lj_capacity(atoms)
+    species, cell, states, kT = _states(model, [atoms] * 4, [60.0] * 4, integ, cap, seed=2)
+    st, fr, alive, ok = _run(model, species, cell, states, kT, integ, cap, n_frames=200, stride=10)  # 8 ps
+    st, fr, alive, ok = _run(model, species, cell, st, kT, integ, cap, n_frames=500, stride=10)  # 20 ps
+    assert bool(ok.all())
+    p = np.asarray(fr.pressure, np.float64)
+    v = np.asarray(fr.volume, np.float64)
+    blocks = p.reshape(4, 5, -1).mean(-1).ravel()  # 20 block means of 4 ps
+    err = blocks.std(ddof=1) / np.sqrt(blocks.size)
+    print(f"<P> = {p.mean():.0f} +- {err:.0f} bar (target {target_bar}); V from {atoms.get_volume():.0f} to {v.mean():.0f}")
+    assert abs(p.mean() - target_bar) < max(4 * err, 100.0)
+    assert v.std() > 0  # the cell really fluctuates
+
+
+def test_vmapped_temperatures_equal_separate_runs():
+    model = lj_model()
+    atoms = argon(2)
+    integ = Integrator("nvt", dt_fs=2.0)
+    cap = _lj_capacity(atoms)
+    temps = [40.0, 80.0, 120.0]
+    species, cell, states, kT = _states(model, [atoms] * 3, temps, integ, cap, seed=3)
+    _, batched, _, _ = _run(model, species, cell, states, kT, integ, cap, n_frames=5, stride=10)
+    for r in range(3):
+        one = jax.tree.map(lambda x: x[r:r + 1], (species, cell, states, kT))
+        _, single, _, _ = _run(model, *one, integ, cap, n_frames=5, stride=10)
+        np.testing.assert_allclose(np.asarray(single.positions[0]), np.asarray(batched.positions[r]), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(single.temperature[0]), np.asarray(batched.temperature[r]), rtol=1e-5)
+    assert np.asarray(batched.temperature)[:, -1].std() > 5  # the replicas really differ
+
+
+def _protocol(**kw):
+    base = dict(temperatures_K=(50.0, 80.0), dt_fs=4.0, heat_ps=0.4, nvt_ps=0.4, npt_ps=0.8, npt_average_ps=0.4,
+                production_ps=0.8, save_every_fs=40.0, chunk_ps=0.2, checkpoint_every_ps=0.2, start_K=20.0, skin=0.5)
+    base.update(kw)
+    return Protocol(**base)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
+    model = lj_model()
+    atoms = argon(2)
+    Simulation(model, atoms, _protocol(), tmp_path / "full", progress=False).run()
+
+    calls = {"n": 0}
+    real_append = Simulation._append
+
+    def dying_append(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 9:  # killed in the middle of the NpT stage, after some checkpoints
+            raise KeyboardInterrupt("killed")
+        return real_append(self, *args)
+
+    monkeypatch.setattr(Simulation, "_append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        Simulation(model, atoms, _protocol(), tmp_path / "cut", progress=False).run()
+    monkeypatch.setattr(Simulation, "_append", real_append)
+    Simulation(model, atoms, _protocol(), tmp_path / "cut", resume=True, progress=False).run()
+    with h5py.File(tmp_path / "full" / "trajectory.h5") as a, h5py.File(tmp_path / "cut" / "trajectory.h5") as b:
+        assert sorted(a) == sorted(b) == ["heat", "npt", "nvt", "production"]
+        for stage in a:
+            for name in a[stage]:
+                np.testing.assert_allclose(a[stage][name][:], b[stage][name][:], rtol=1e-6, atol=1e-5,
+                                           err_msg=f"{stage}/{name}")
+        assert a["production"]["positions"].shape == (2, 20, len(atoms), 3)
+        np.testing.assert_allclose(a["npt"].attrs["average_volume_A3"], b["npt"].attrs["average_volume_A3"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("temps", [(0.0,), (-300.0,), (300.0, float("nan"))])
+def test_bad_temperatures_are_refused(temps, tmp_path):
+    with pytest.raises(ValueError, match="temperatures must be positive"):
+        Simulation(lj_model(), argon(1), _protocol(temperatures_K=temps), tmp_path)
+
+
+def test_exploding_time_step_stops_with_message_and_keeps_data(tmp_path):
+    atoms = argon(2, a=3.3)  # strongly compressed: huge forces; 10 fs steps blow it up
+    proto = _protocol(dt_fs=10.0, heat_ps=2.0, save_every_fs=20.0, chunk_ps=0.2, temperatures_K=(300.0,),
+                      start_K=300.0, npt_ps=0.0)
+    with pytest.raises(RuntimeError, match="all replicas failed|could not be kept valid"):
+        Simulation(lj_model(), atoms, proto, tmp_path, progress=False).run()
+    with h5py.File(tmp_path / "trajectory.h5") as f:
+        assert "heat" in f and f["heat"]["positions"].shape[1] >= 1  # what was computed is kept
+
+
+def test_cli_md_unreadable_file(tmp_path):
+    from lycb_jax.cli import main
+
+    bad = tmp_path / "x.xyz"
+    bad.write_text("garbage\n")
+    with pytest.raises(SystemExit, match="cannot read structure file"):
+        main(["md", str(bad), "-T", "600"])
