@@ -73,7 +73,7 @@ def run_chgnet_trainer(train, val, atom_ref, args) -> tuple[dict, float]:
     from chgnet.trainer import Trainer
     from pymatgen.core import Lattice, Structure
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.torch_threads or os.cpu_count() or 1)
     torch.manual_seed(args.seed)
 
     def structure_data(ds):
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.25)
     ap.add_argument("--no-refit", action="store_true", help="keep CHGNet's AtomRef instead of refitting it")
     ap.add_argument("--device", default="cpu", help="torch device for chgnet (cpu/cuda)")
+    ap.add_argument("--torch-threads", type=int, help="torch CPU threads (default: all cores)")
     ap.add_argument("--skip-chgnet", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_finetune.json"))
     args = ap.parse_args()

@@ -582,15 +582,19 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
 
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
-        total, loss_sum = None, 0.0
+        outs = []  # kept on device: no host sync per step (jax dispatches ahead)
         bar = tqdm(iter_batches(packs["train"], cfg.batch_size, rng), total=steps_per_epoch,
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=not verbose, leave=False)
-        for cap, batch in bar:
+        for step, (cap, batch) in enumerate(bar):
             params, opt_state, loss, stats, overflow = train_step(params, opt_state, batch, cap)
+            outs.append((cap, loss, stats, overflow))
+            if verbose and step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4g}")
+        total, loss_sum = None, 0.0
+        for cap, loss, stats, overflow in outs:
             _check_overflow(overflow, cap)
             loss_sum += float(loss)
             total = _accumulate(total, stats)
-            bar.set_postfix(loss=f"{float(loss):.4g}")
         row = {"epoch": epoch, "time_s": time.perf_counter() - t0,
                **{f"train_{k}": v for k, v in _metrics(total, loss_sum, steps_per_epoch).items()}}
         if "val" in packs:
