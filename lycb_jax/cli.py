@@ -26,6 +26,11 @@ def _read_structures(paths):
     return out
 
 
+def read_structure(path):
+    """The last frame of a structure file."""
+    return _read_structures([path])[-1][1]
+
+
 def cmd_predict(args) -> int:
     import numpy as np
 
@@ -58,7 +63,7 @@ def cmd_convert(args) -> int:
     return 0
 
 
-SUBCOMMAND_MODULES = ("lycb_jax.structures", "lycb_jax.finetune")  # each defines add_cli(subparsers)
+SUBCOMMAND_MODULES = ("lycb_jax.md", "lycb_jax.study", "lycb_jax.structures", "lycb_jax.finetune")  # each defines add_cli(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -191,6 +191,24 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     return jax.vmap(one_replica)(species, cell, states, kT_start, kT_end, alive)
 
 
+def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, alive, step0, total_steps,
+                      integ: Integrator, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
+                      retries: int = 3):
+    """``run_chunk``, re-run with grown graph capacity (and skin) until every live replica's graph
+    stayed valid. Returns ((states, frames, alive, ok), capacity); raises RuntimeError if it never does."""
+    for _ in range(retries + 1):
+        out = run_chunk(model.module, model.params, jnp.asarray(species), jnp.asarray(cells, jnp.float32), states,
+                        kT_start, kT_end, jnp.asarray(alive), step0, total_steps, integ, capacity, n_frames, stride,
+                        max_kT_factor)
+        ok = np.asarray(out[3])
+        if ok.all():
+            return out, capacity
+        capacity = _grow(capacity, cells)
+    raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} (capacity {capacity}): "
+                       f"atoms moved more than skin/2 = {capacity.skin / 2:.2f} A in one step; the time step is too "
+                       "long or the run exploded")
+
+
 def masses_of(numbers) -> np.ndarray:
     """Atomic masses (amu) of atomic numbers."""
     return np.asarray(atomic_masses[np.asarray(numbers)], np.float32)
@@ -434,19 +452,9 @@ class Simulation:
                     stride = self.stride if n_frames else n_steps - step  # a tail shorter than one frame
                     n_frames = max(n_frames, 1)
                     t_wall = time.perf_counter()
-                    for _ in range(4):
-                        out = run_chunk(self.model.module, self.model.params, jnp.asarray(self.species),
-                                        jnp.asarray(cells, jnp.float32), states, kT0, kT1, jnp.asarray(alive), step,
-                                        n_steps if heating else 0, integ, capacity, n_frames, stride,
-                                        p.max_temperature_factor)
-                        ok = np.asarray(out[3])
-                        if ok.all():
-                            break
-                        capacity = _grow(capacity, cells)
-                    else:
-                        raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} "
-                                           f"(capacity {capacity}): atoms moved more than skin/2 = {capacity.skin / 2:.2f} A "
-                                           "in one step; the time step is too long or the run exploded")
+                    out, capacity = run_chunk_checked(
+                        self.model, self.species, cells, states, kT0, kT1, alive, step, n_steps if heating else 0,
+                        integ, capacity, n_frames, stride, p.max_temperature_factor)
                     new_states, frames, new_alive = out[0], out[1], np.asarray(out[2])
                     wall = time.perf_counter() - t_wall
                     for r in np.where(alive & ~new_alive)[0]:
@@ -496,3 +504,63 @@ def _grow(capacity: Capacity, cells) -> Capacity:
     return Capacity(int(capacity.edges * 1.5) // 64 * 64 + 64, int(capacity.angles * 1.5) // 64 * 64 + 64,
                     capacity.short_per_atom + 4, tuple(int(max(a, b)) for a, b in zip(capacity.images, images)),
                     min(1.0, capacity.skin * 1.5))
+
+
+def load_protocol(config: str | None, **overrides) -> Protocol:
+    """Protocol from a JSON or TOML file (keys = Protocol fields), then ``overrides`` (None ignored)."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    fields = {}
+    if config:
+        text = Path(config).read_text()
+        fields = tomllib.loads(text) if config.endswith(".toml") else json.loads(text)
+        fields = fields.get("md", fields)
+        unknown = set(fields) - {f.name for f in dataclasses.fields(Protocol)}
+        if unknown:
+            raise SystemExit(f"{config}: unknown protocol settings {sorted(unknown)}")
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    if "temperatures_K" in fields:
+        fields["temperatures_K"] = tuple(float(t) for t in fields["temperatures_K"])
+    return Protocol(**fields)
+
+
+def add_protocol_arguments(p) -> None:
+    p.add_argument("-T", "--temperatures", type=float, nargs="+", help="target temperatures, K (one replica each)")
+    p.add_argument("--config", help="JSON or TOML file with Protocol settings (durations in ps, dt_fs, pressure_bar, ...)")
+    p.add_argument("--model", default="chgnet-0.3.0", help="checkpoint name or folder")
+    p.add_argument("--out", default="md_out", help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--npt-ps", type=float, help="NpT stage length (0 = none)")
+    p.add_argument("--production-ps", type=float, help="NVT production length")
+    p.add_argument("--pressure-bar", type=float, help="NpT target pressure, bar (10 kbar = 10000)")
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("md", help="batched multi-temperature MD with the paper's protocol")
+    p.add_argument("structure", help="structure file (any format ASE or pymatgen reads)")
+    add_protocol_arguments(p)
+    p.set_defaults(func=_cli)
+
+
+def protocol_from_args(args) -> Protocol:
+    try:
+        return load_protocol(args.config, temperatures_K=args.temperatures, npt_ps=args.npt_ps,
+                             production_ps=args.production_ps, pressure_bar=args.pressure_bar)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"error: {err}")
+
+
+def _cli(args) -> int:
+    import lycb_jax
+    from lycb_jax.cli import read_structure
+
+    structure = read_structure(args.structure)
+    protocol = protocol_from_args(args)
+    try:
+        sim = Simulation(lycb_jax.load_model(args.model), structure, protocol, args.out, resume=args.resume)
+        print(sim.run())
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+    return 0

@@ -1,0 +1,102 @@
+"""Batched NVT MD speed: R temperatures of a ~430-atom LYC-like cell in one vmapped program.
+
+Reports atom-steps/s, ns/day per replica, s/atom/ps (the paper's unit), compile time, peak device
+memory, and where the time goes (graph build vs model energy+forces vs the whole step).
+Run torch_chgnet_baseline.py in the same device session for the side-by-side numbers.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ase import units
+
+sys.path.insert(0, os.path.dirname(__file__))
+import lycb_jax  # noqa: E402
+from common import lyc_like, time_call  # noqa: E402
+from lycb_jax.graph import build_graph  # noqa: E402
+from lycb_jax.md import Integrator, default_capacity, init_replica, masses_of, run_chunk, run_chunk_checked  # noqa: E402
+from lycb_jax.model import energy_forces_stress  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=4, help="supercell of the baseline's LYC-like cell (4: 427 atoms)")
+    ap.add_argument("--replicas", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=500, help="steps per timed chunk")
+    ap.add_argument("--stride", type=int, default=50, help="steps between recorded frames")
+    ap.add_argument("--skin", type=float, default=0.25)
+    args = ap.parse_args()
+    model = lycb_jax.load_model()
+    s = lyc_like(args.n)
+    n = len(s)
+    temps = np.linspace(500, 1200, args.replicas)
+    integ = Integrator("nvt", dt_fs=1.0)
+    cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=args.skin)
+    species = jnp.asarray(np.tile(np.array([x.specie.Z for x in s]), (args.replicas, 1)), jnp.int32)
+    pos = jnp.asarray(np.tile(s.cart_coords, (args.replicas, 1, 1)), jnp.float32)
+    cell = jnp.asarray(np.tile(s.lattice.matrix, (args.replicas, 1, 1)), jnp.float32)
+    masses = jnp.asarray(np.tile(masses_of(species[0]), (args.replicas, 1)))
+    kT = jnp.asarray(temps * units.kB, jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), args.replicas)
+    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, integ, cap)[0])(
+        species, pos, cell, masses, kT, keys)
+    alive = jnp.ones(args.replicas, bool)
+    n_frames = args.steps // args.stride
+
+    t0 = time.perf_counter()  # first chunk: compilation, and capacity growth if the graph overflows
+    out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, args.stride)
+    first = time.perf_counter() - t0
+    states = out[0]
+
+    def chunk(st):
+        return run_chunk(model.module, model.params, species, cell, st, kT, kT, alive, 0, 0, integ, cap, n_frames,
+                         args.stride)
+
+    walls = []
+    for _ in range(3):
+        t = time.perf_counter()
+        out = jax.block_until_ready(chunk(states))
+        walls.append(time.perf_counter() - t)
+        assert bool(out[3].all()), "graph invalid"
+        states = out[0]
+    wall = float(np.median(walls))
+    steps = n_frames * args.stride
+    atom_steps = args.replicas * n * steps / wall
+    res = {"device": jax.devices()[0].device_kind, "atoms": n, "replicas": args.replicas, "capacity": str(cap),
+           "compile_s": first - wall, "s_per_step_all_replicas": wall / steps, "atom_steps_per_s": atom_steps,
+           "ns_per_day_per_replica": steps * 1e-6 / wall * 86400, "s_per_atom_per_ps": 1000 / atom_steps,
+           "final_T": np.asarray(out[1].temperature[:, -1]).round(0).tolist()}
+    try:
+        stats = jax.devices()[0].memory_stats()
+        res["peak_device_memory_GB"] = stats.get("peak_bytes_in_use", 0) / 1e9
+    except Exception:  # CPU backends have no memory stats
+        pass
+    # where the time goes: the pieces of one step, vmapped over replicas
+    x = jax.vmap(lambda st: st.position)(states)
+    mask = species > 0
+    graph_fn = jax.jit(jax.vmap(lambda p, c, m: build_graph(p, c, m, cap)))
+    _, t_graph = time_call(graph_fn, x, cell, mask)
+    g = graph_fn(x, cell, mask)
+    efs = jax.jit(jax.vmap(lambda sp, p, c, m, gr: energy_forces_stress(model.module, model.params, sp, p, c, m, gr)))
+    _, t_model = time_call(efs, species, x, cell, mask, g)
+    res["ms_graph_build"] = t_graph * 1e3
+    res["ms_energy_forces_stress"] = t_model * 1e3
+    res["ms_per_step"] = wall / steps * 1e3
+    res["edges_per_atom"] = float(np.asarray(g.n_edges).mean() / n * 2)
+    res["angles_per_atom"] = float(np.asarray(g.n_angles).mean() / n)
+    print(json.dumps(res, indent=1))
+    print(f"\n{args.replicas} x {n} atoms NVT: {atom_steps:,.0f} atom-steps/s, {res['ns_per_day_per_replica']:.2f} "
+          f"ns/day/replica, {res['s_per_atom_per_ps']:.4f} s/atom/ps; step {res['ms_per_step']:.2f} ms = graph "
+          f"{t_graph * 1e3:.2f} + model {t_model * 1e3:.2f} + integrator/records; compile {res['compile_s']:.1f} s")
+    with open(os.path.join(os.environ.get("OUT", "."), "bench_md.json"), "w") as fh:
+        json.dump(res, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`lycb-jax study`: batched multi-temperature MD, then diffusion, Arrhenius and conductivity.
+
+Writes into one folder: ``md/`` (trajectory.h5, checkpoint, protocol), ``transport.json`` and
+``transport.csv`` (T, D, sigma, Ea, sigma at 300 K with errors), ``msd.png/svg``,
+``arrhenius.png/svg`` and ``thermo.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from lycb_jax import analysis
+from lycb_jax.md import Protocol, Simulation, add_protocol_arguments, protocol_from_args
+
+DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"
+
+
+def default_structure():
+    from pymatgen.core import Structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Structure.from_file(str(resources.files("lycb_jax") / "data" / DEFAULT_STRUCTURE))
+
+
+def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None) -> dict:
+    """Diffusion per replica from the stage's unwrapped positions; Arrhenius if >= 2 temperatures."""
+    import h5py
+    from ase.data import chemical_symbols
+
+    with h5py.File(h5_path) as f:
+        numbers = f.attrs["numbers"]
+        masses = f.attrs["masses_amu"]
+        temps = np.asarray(f.attrs["temperatures_K"], float)
+        pos = f[stage]["positions"][:]
+        vols = f[stage]["volume"][:].mean(axis=1)
+        time_fs = f[stage]["time_fs"][:]
+    alive = np.ones(len(temps), bool) if alive is None else np.asarray(alive, bool)
+    symbols = np.array([chemical_symbols[z] for z in numbers])
+    mobile = symbols == species
+    if not mobile.any():
+        raise ValueError(f"species {species!r} not present (elements: {sorted(set(symbols))})")
+    dt_fs = float(time_fs[1] - time_fs[0])
+    results = analysis.diffusion_coefficient(pos[alive], dt_fs, mobile=mobile, framework=~mobile, masses=masses,
+                                             temperature=temps[alive], volume_A3=vols[alive])
+    results = results if isinstance(results, list) else [results]
+    out = Path(out)
+    if len(results) < 2:
+        raise ValueError("an Arrhenius fit needs at least two temperatures that finished")
+    summary = analysis.summarize(results)
+    analysis.write_summary(summary, out)
+    analysis.plot_msd(results, out)
+    analysis.plot_arrhenius(summary, out)
+    return summary
+
+
+def plot_thermo(h5_path, out) -> Path:
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
+    with h5py.File(h5_path) as f:
+        t0 = 0.0
+        for stage in [s for s in ("heat", "nvt", "npt", "production") if s in f]:
+            t = (f[stage]["time_fs"][:] + t0) / 1000
+            for r, temp in enumerate(f.attrs["temperatures_K"]):
+                kw = dict(color=f"C{r}", lw=0.8, label=f"{temp:.0f} K" if stage == "heat" else None)
+                axes[0].plot(t, f[stage]["temperature"][r], **kw)
+                axes[1].plot(t, f[stage]["pressure"][r] / 1e4, **kw)
+                axes[2].plot(t, f[stage]["volume"][r], **kw)
+            for ax in axes:
+                ax.axvline(t[-1], color="0.7", lw=0.5)
+            t0 += f[stage]["time_fs"][-1]
+    axes[0].set_ylabel("T (K)")
+    axes[1].set_ylabel("P (GPa)")
+    axes[2].set_ylabel("V (A$^3$)")
+    axes[2].set_xlabel("time (ps)")
+    axes[0].legend(fontsize=7, ncol=4)
+    path = Path(out) / "thermo.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def study(model, structure, protocol: Protocol, out, resume: bool = False, species: str = "Li") -> dict:
+    """Run the protocol at every temperature in one batched simulation, then analyse it."""
+    out = Path(out)
+    sim = Simulation(model, structure, protocol, out / "md", resume=resume)
+    md = sim.run()
+    plot_thermo(sim.h5_path, out)
+    summary = analyse(sim.h5_path, out, species=species, alive=md["alive"])
+    summary["failed_replicas"] = md["failed"]
+    (out / "transport.json").write_text(json.dumps(summary, indent=1, default=float))
+    return summary
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("study", help="the main job: batched MD at several T, then D, Ea and conductivity")
+    p.add_argument("--structure", help=f"structure file (default: the shipped {DEFAULT_STRUCTURE})")
+    p.add_argument("--species", default="Li", help="mobile species to analyse")
+    add_protocol_arguments(p)
+    p.set_defaults(func=_cli, out="study_out")
+
+
+def _cli(args) -> int:
+    import lycb_jax
+    from lycb_jax.cli import read_structure
+
+    structure = read_structure(args.structure) if args.structure else default_structure()
+    protocol = protocol_from_args(args)
+    try:
+        summary = study(lycb_jax.load_model(args.model), structure, protocol, args.out, args.resume, args.species)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+    keys = ("Ea", "Ea_err", "T_extrapolate", "sigma_extrapolated", "sigma_extrapolated_err")
+    for row in summary["per_temperature"]:
+        print(f"T = {row['T']:.0f} K: D = {row['D']:.3g} +- {row['D_err']:.2g} cm^2/s, "
+              f"sigma = {row['sigma']:.3g} +- {row['sigma_err']:.2g} mS/cm, hops/ion = {row['hops_per_ion']:.1f}")
+    print("Ea (eV), sigma(T_extrapolate) (mS/cm):", json.dumps({k: summary[k] for k in keys}, default=float))
+    print(f"report written to {args.out}/ (transport.json, transport.csv, msd.png, arrhenius.png, thermo.png)")
+    return 0
