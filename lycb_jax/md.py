@@ -191,15 +191,50 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     return jax.vmap(one_replica)(species, cell, states, kT_start, kT_end, alive)
 
 
+def replica_mesh(devices=None) -> jax.sharding.Mesh | None:
+    """A 1-D mesh named 'replica' over the given (default: all local) devices; None for one device."""
+    devices = jax.local_devices() if devices is None else list(devices)
+    return jax.sharding.Mesh(np.array(devices), ("replica",)) if len(devices) > 1 else None
+
+
+def _shard_replicas(mesh, n_pad: int, *trees):
+    """Pad axis 0 of every leaf to ``n_pad`` (copies of replica 0) and shard it over the mesh."""
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("replica"))
+
+    def pad(x):
+        x = jnp.asarray(x)
+        if x.shape[0] < n_pad:
+            x = jnp.concatenate([x, jnp.repeat(x[:1], n_pad - x.shape[0], axis=0)])
+        return jax.device_put(x, sharding)
+
+    return [jax.tree.map(pad, t) for t in trees]
+
+
 def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, alive, step0, total_steps,
                       integ: Integrator, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
-                      retries: int = 3):
+                      retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto"):
     """``run_chunk``, re-run with grown graph capacity (and skin) until every live replica's graph
-    stayed valid. Returns ((states, frames, alive, ok), capacity); raises RuntimeError if it never does."""
+    stayed valid. Returns ((states, frames, alive, ok), capacity); raises RuntimeError if it never does.
+
+    With several devices (``mesh="auto"``: all local ones) the replica axis is sharded over the
+    mesh; replicas are padded to a multiple of the device count with frozen copies, and the
+    padding is dropped from every output. The physics is unchanged: replicas never interact.
+    """
+    mesh = replica_mesh() if mesh == "auto" else mesh
+    n_rep = np.asarray(alive).shape[0]
+    species, cells_dev = jnp.asarray(species), jnp.asarray(cells, jnp.float32)
+    alive_dev = jnp.asarray(alive)
+    if mesh is not None:
+        n_dev = mesh.devices.size
+        n_pad = -(-n_rep // n_dev) * n_dev
+        species, cells_dev, states, kT_start, kT_end = _shard_replicas(
+            mesh, n_pad, species, cells_dev, states, kT_start, kT_end)
+        (alive_dev,) = _shard_replicas(mesh, n_pad, jnp.arange(n_pad) < n_rep)
+        alive_dev = alive_dev & jnp.concatenate([jnp.asarray(alive), jnp.zeros(n_pad - n_rep, bool)])
     for _ in range(retries + 1):
-        out = run_chunk(model.module, model.params, jnp.asarray(species), jnp.asarray(cells, jnp.float32), states,
-                        kT_start, kT_end, jnp.asarray(alive), step0, total_steps, integ, capacity, n_frames, stride,
-                        max_kT_factor)
+        out = run_chunk(model.module, model.params, species, cells_dev, states, kT_start, kT_end, alive_dev, step0,
+                        total_steps, integ, capacity, n_frames, stride, max_kT_factor)
+        out = jax.tree.map(lambda x: x[:n_rep], out)
         ok = np.asarray(out[3])
         if ok.all():
             return out, capacity

@@ -1,0 +1,51 @@
+"""Sharding the replica axis over 4 (forced host) devices equals the unsharded run (issue 7, CPU part)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, "TESTS")
+    import jax, jax.numpy as jnp, numpy as np
+    assert len(jax.devices()) == 4, jax.devices()
+    from ase import units
+    from lycb_jax.md import Integrator, default_capacity, init_replica, masses_of, run_chunk_checked
+    from lycb_jax.graph import Capacity
+    from potentials import argon, lj_model
+    model = lj_model()
+    atoms = argon(2)
+    integ = Integrator("nvt", dt_fs=2.0)
+    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
+    cap = Capacity(cap.edges * 2, 8192, 32, cap.images, 0.5)
+    for n_rep in (3, 4, 6):
+        temps = np.linspace(40, 120, n_rep)
+        species = jnp.asarray(np.tile(atoms.numbers, (n_rep, 1)), jnp.int32)
+        pos = jnp.asarray(np.tile(atoms.positions, (n_rep, 1, 1)), jnp.float32)
+        cell = jnp.asarray(np.tile(atoms.cell[:], (n_rep, 1, 1)), jnp.float32)
+        masses = jnp.asarray(np.tile(masses_of(atoms.numbers), (n_rep, 1)))
+        kT = jnp.asarray(temps * units.kB, jnp.float32)
+        keys = jax.random.split(jax.random.PRNGKey(n_rep), n_rep)
+        states = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, integ, cap)[0])(
+            species, pos, cell, masses, kT, keys)
+        alive = np.ones(n_rep, bool)
+        args = (model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, 4, 10)
+        (s1, f1, a1, ok1), _ = run_chunk_checked(*args, mesh=None)
+        (s4, f4, a4, ok4), _ = run_chunk_checked(*args, mesh="auto")
+        assert len(f4.positions.sharding.device_set) == 4 or f4.positions.shape[0] == n_rep
+        assert f4.positions.shape[0] == n_rep and bool(ok4.all()) and bool(a4.all())
+        np.testing.assert_allclose(np.asarray(f4.positions), np.asarray(f1.positions), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(f4.temperature), np.asarray(f1.temperature), rtol=1e-5)
+        print("replicas", n_rep, "sharded == unsharded")
+''')
+
+
+def test_sharded_replicas_equal_unsharded():
+    tests = os.path.dirname(__file__)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", SCRIPT.replace("TESTS", tests)], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for n in (3, 4, 6):
+        assert f"replicas {n} sharded == unsharded" in res.stdout
