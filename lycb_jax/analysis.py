@@ -530,7 +530,7 @@ def write_summary(summary, outdir, stem="transport"):
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     pj, pc = out / f"{stem}.json", out / f"{stem}.csv"
-    pj.write_text(json.dumps(summary, indent=2))
+    pj.write_text(json.dumps(summary, indent=2, default=float))
     glob = {k: summary[k] for k in ("Ea", "Ea_err", "D0", "D0_err", "T_extrapolate",
                                     "sigma_extrapolated", "sigma_extrapolated_err")}
     rows = [{**r, **glob} for r in summary["per_temperature"]]

@@ -153,8 +153,14 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     def one_replica(species_r, cell_r, state, kt0, kt1, alive_r):
         energy_fn, _, apply = _make_integrator(model, species_r, species_r > 0, integ)
 
+        def counts(graph, live, moved_far):
+            """Sizes this step needed (for host-side regrowth): edges, angles, short, images[3], moved."""
+            c = jnp.concatenate([jnp.stack([graph.n_edges, graph.n_angles, graph.max_short_per_atom]),
+                                 graph.images_needed, moved_far.astype(jnp.int32)[None]])
+            return c * live.astype(jnp.int32)
+
         def step(carry, i):
-            st, ok, live = carry
+            st, ok, live, need = carry
             k = step0 + i
             kT = kt0 + (kt1 - kt0) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
             pos0 = real_positions(st, integ)
@@ -171,8 +177,9 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
             hot = 2 * ke / (3 * pos1.shape[0]) > max_kT_factor * jnp.maximum(kT, kt1)
             live_new = live & finite & ~hot
             ok = ok & (~live_new | (~graph.overflow & (moved < capacity.skin / 2)))
+            need = jnp.maximum(need, counts(graph, live_new, moved >= capacity.skin / 2))
             st = jax.tree.map(lambda a, b: jnp.where(live_new, a, b), new, st)
-            return (st, ok, live_new), None
+            return (st, ok, live_new, need), None
 
         def frame(carry, f):
             carry, _ = jax.lax.scan(step, carry, f * stride + jnp.arange(stride))
@@ -183,10 +190,12 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
             graph = build_graph(pos, state_cell(st, integ, cell_r), species_r > 0, capacity)
             fr = _frame(model, species_r, st, cell_r, kT, integ, energy_fn, graph)
             ok = carry[1] & (~carry[2] | ~graph.overflow)
-            return (st, ok, carry[2]), fr
+            need = jnp.maximum(carry[3], counts(graph, carry[2], jnp.bool_(False)))
+            return (st, ok, carry[2], need), fr
 
-        (st, ok, live), frames = jax.lax.scan(frame, (state, jnp.bool_(True), alive_r), jnp.arange(n_frames))
-        return st, frames, live, ok
+        init = (state, jnp.bool_(True), alive_r, jnp.zeros(7, jnp.int32))
+        (st, ok, live, need), frames = jax.lax.scan(frame, init, jnp.arange(n_frames))
+        return st, frames, live, ok, need
 
     return jax.vmap(one_replica)(species, cell, states, kT_start, kT_end, alive)
 
@@ -237,8 +246,8 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
         out = jax.tree.map(lambda x: x[:n_rep], out)
         ok = np.asarray(out[3])
         if ok.all():
-            return out, capacity
-        capacity = _grow(capacity, cells)
+            return out[:4], capacity
+        capacity = _grow(capacity, cells, np.asarray(out[4]))
     raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} (capacity {capacity}): "
                        f"atoms moved more than skin/2 = {capacity.skin / 2:.2f} A in one step; the time step is too "
                        "long or the run exploded")
@@ -328,6 +337,8 @@ class Simulation:
 
     def __init__(self, model: Model, structures, protocol: Protocol, out_dir, resume: bool = False,
                  progress: bool = True):
+        """``structures``: one structure (run at every temperature) or one per temperature
+        (equal atom counts, e.g. a composition x temperature sweep)."""
         import json
         from pathlib import Path
 
@@ -384,8 +395,8 @@ class Simulation:
         import h5py
 
         f = h5py.File(self.h5_path, "a")
-        f.attrs["numbers"] = self.species[0]
-        f.attrs["masses_amu"] = self.masses[0]
+        f.attrs["numbers"] = self.species  # [R, N]: replicas may differ in composition (same size)
+        f.attrs["masses_amu"] = self.masses
         f.attrs["temperatures_K"] = self.temps
         f.attrs["format"] = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
         return f
@@ -532,13 +543,20 @@ class Simulation:
             f.close()
 
 
-def _grow(capacity: Capacity, cells) -> Capacity:
-    from lycb_jax.graph import image_range
+def _grow(capacity: Capacity, cells, need: np.ndarray) -> Capacity:
+    """Capacity for the sizes a chunk needed (``need`` from run_chunk), with 25% headroom; the skin
+    grows by 1.5x (at most 1 A) only if atoms moved more than skin/2 in a step."""
+    from lycb_jax.graph import _round_up, image_range
 
-    images = np.max([image_range(c, ATOM_CUTOFF + capacity.skin * 1.5 + 0.5) for c in np.asarray(cells)], axis=0)
-    return Capacity(int(capacity.edges * 1.5) // 64 * 64 + 64, int(capacity.angles * 1.5) // 64 * 64 + 64,
-                    capacity.short_per_atom + 4, tuple(int(max(a, b)) for a, b in zip(capacity.images, images)),
-                    min(1.0, capacity.skin * 1.5))
+    need = np.asarray(need).reshape(-1, 7).max(axis=0)
+    skin = min(1.0, capacity.skin * 1.5) if need[6] else capacity.skin
+    images = np.max([image_range(c, ATOM_CUTOFF + skin + 0.5) for c in np.asarray(cells)], axis=0)
+    images = np.maximum(np.maximum(images, need[3:6]), capacity.images)
+    grow = 1.5 if need[6] else 1.0  # a larger skin also means more edges and angles
+    return Capacity(max(capacity.edges, _round_up(need[0] * 1.25 * grow)),
+                    max(capacity.angles, _round_up(need[1] * 1.25 * grow ** 3)),
+                    max(capacity.short_per_atom, int(need[2] * grow) + 4), tuple(int(x) for x in images), skin)
+
 
 
 def load_protocol(config: str | None, **overrides) -> Protocol:

@@ -28,26 +28,30 @@ def default_structure():
         return Structure.from_file(str(resources.files("lycb_jax") / "data" / DEFAULT_STRUCTURE))
 
 
-def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None) -> dict:
-    """Diffusion per replica from the stage's unwrapped positions; Arrhenius if >= 2 temperatures."""
+def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None, replicas=None) -> dict:
+    """Diffusion per replica (those in ``replicas``, default all; one composition) from the stage's
+    unwrapped positions, Arrhenius fit over their temperatures, report files into ``out``."""
     import h5py
     from ase.data import chemical_symbols
 
     with h5py.File(h5_path) as f:
-        numbers = f.attrs["numbers"]
-        masses = f.attrs["masses_amu"]
-        temps = np.asarray(f.attrs["temperatures_K"], float)
-        pos = f[stage]["positions"][:]
-        vols = f[stage]["volume"][:].mean(axis=1)
+        n_rep = len(f.attrs["temperatures_K"])
+        idx = np.arange(n_rep) if replicas is None else np.asarray(replicas)
+        keep = idx[np.ones(n_rep, bool)[idx] if alive is None else np.asarray(alive, bool)[idx]]
+        numbers = np.atleast_2d(f.attrs["numbers"])[min(idx[0], len(np.atleast_2d(f.attrs["numbers"])) - 1)]
+        masses = np.atleast_2d(f.attrs["masses_amu"])[min(idx[0], len(np.atleast_2d(f.attrs["masses_amu"])) - 1)]
+        temps = np.asarray(f.attrs["temperatures_K"], float)[keep]
+        pos = f[stage]["positions"][keep]
+        vols = f[stage]["volume"][keep].astype(np.float64).mean(axis=1)
         time_fs = f[stage]["time_fs"][:]
-    alive = np.ones(len(temps), bool) if alive is None else np.asarray(alive, bool)
     symbols = np.array([chemical_symbols[z] for z in numbers])
     mobile = symbols == species
     if not mobile.any():
         raise ValueError(f"species {species!r} not present (elements: {sorted(set(symbols))})")
     dt_fs = float(time_fs[1] - time_fs[0])
-    results = analysis.diffusion_coefficient(pos[alive], dt_fs, mobile=mobile, framework=~mobile, masses=masses,
-                                             temperature=temps[alive], volume_A3=vols[alive])
+    framework = ~mobile if (~mobile).any() else None  # drift removal needs a framework
+    results = analysis.diffusion_coefficient(pos, dt_fs, mobile=mobile, framework=framework, masses=masses,
+                                             temperature=temps, volume_A3=vols)
     results = results if isinstance(results, list) else [results]
     out = Path(out)
     if len(results) < 2:
@@ -103,12 +107,48 @@ def study(model, structure, protocol: Protocol, out, resume: bool = False, speci
     return summary
 
 
+def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False, species: str = "Li") -> list[dict]:
+    """Structures x temperatures in one batched simulation (all structures of equal size), then
+    one transport report per structure in ``out/<name>/`` and a table ``out/sweep.csv``."""
+    import csv
+    import dataclasses
+
+    out = Path(out)
+    names = list(structures)
+    temps = tuple(protocol.temperatures_K)
+    replicas = [structures[n] for n in names for _ in temps]
+    swept = dataclasses.replace(protocol, temperatures_K=temps * len(names))
+    sim = Simulation(model, replicas, swept, out / "md", resume=resume)
+    md = sim.run()
+    plot_thermo(sim.h5_path, out)
+    rows = []
+    for k, name in enumerate(names):
+        idx = np.arange(k * len(temps), (k + 1) * len(temps))
+        try:
+            s = analyse(sim.h5_path, out / name, species=species, alive=md["alive"], replicas=idx)
+            rows.append(dict(structure=name, Ea=s["Ea"], Ea_err=s["Ea_err"], T_extrapolate=s["T_extrapolate"],
+                             sigma_extrapolated=s["sigma_extrapolated"], sigma_extrapolated_err=s["sigma_extrapolated_err"]))
+        except ValueError as err:  # e.g. fewer than two temperatures survived
+            rows.append(dict(structure=name, error=str(err)))
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "structure", k))
+    with (out / "sweep.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return rows
+
+
 def add_cli(subparsers) -> None:
     p = subparsers.add_parser("study", help="the main job: batched MD at several T, then D, Ea and conductivity")
     p.add_argument("--structure", help=f"structure file (default: the shipped {DEFAULT_STRUCTURE})")
     p.add_argument("--species", default="Li", help="mobile species to analyse")
     add_protocol_arguments(p)
     p.set_defaults(func=_cli, out="study_out")
+    p = subparsers.add_parser("sweep", help="structures x temperatures in one batched run (equal atom counts)")
+    p.add_argument("structures", nargs="+", help="structure files, e.g. LYCB compositions of one cell size")
+    p.add_argument("--species", default="Li")
+    add_protocol_arguments(p)
+    p.set_defaults(func=_cli_sweep, out="sweep_out")
 
 
 def _cli(args) -> int:
@@ -127,4 +167,22 @@ def _cli(args) -> int:
               f"sigma = {row['sigma']:.3g} +- {row['sigma_err']:.2g} mS/cm, hops/ion = {row['hops_per_ion']:.1f}")
     print("Ea (eV), sigma(T_extrapolate) (mS/cm):", json.dumps({k: summary[k] for k in keys}, default=float))
     print(f"report written to {args.out}/ (transport.json, transport.csv, msd.png, arrhenius.png, thermo.png)")
+    return 0
+
+
+def _cli_sweep(args) -> int:
+    import lycb_jax
+    from lycb_jax.cli import read_structure
+
+    structures = {Path(p).stem: read_structure(p) for p in args.structures}
+    if len(structures) != len(args.structures):
+        raise SystemExit("error: structure files need distinct names")
+    try:
+        rows = sweep(lycb_jax.load_model(args.model), structures, protocol_from_args(args), args.out, args.resume,
+                     args.species)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+    for r in rows:
+        print(r)
+    print(f"table written to {args.out}/sweep.csv")
     return 0

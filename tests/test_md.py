@@ -36,7 +36,7 @@ def _lj_capacity(atoms):
 def _run(model, species, cell, states, kT, integ, capacity, n_frames, stride):
     alive = jnp.ones(species.shape[0], bool)
     return run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, integ, capacity,
-                     n_frames, stride)
+                     n_frames, stride)[:4]
 
 
 def test_nve_energy_drift_with_chgnet(model):
