@@ -47,7 +47,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -57,7 +57,7 @@ from flax import traverse_util
 
 from lycb_jax.checkpoint import checkpoint_dir, load_model, save_checkpoint
 from lycb_jax.graph import Capacity
-from lycb_jax.model import EV_A3_TO_GPA, N_ELEMENTS, Model
+from lycb_jax.model import EV_A3_TO_GPA, Model
 from lycb_jax.predict import System, _bucket, pack, predict, single_point, to_system
 
 # ----------------------------------------------------------------------------- config

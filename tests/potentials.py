@@ -3,7 +3,6 @@
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from ase.build import bulk
 
 from lycb_jax.model import Model

@@ -7,7 +7,7 @@ import pytest
 from ase.neighborlist import primitive_neighbor_list
 
 from lycb_jax.graph import ATOM_CUTOFF, BOND_CUTOFF, Capacity, build_graph, estimate_capacity
-from structures import lyc_like, lyc_trigonal, parity_set, rattled, skewed
+from structures import lyc_like, lyc_trigonal, parity_set, rattled
 
 CASES = ["LYC_trig_30", "LYC_trig_skewed", "LYC_skewed", "LYB_skewed", "MgO", "NiAl_skewed", "LYC_rs_111",
          "LYC_strained_0.08", "LYCB_skewed_rattled", "Fe_bcc"]

@@ -1,6 +1,5 @@
 """Molecular dynamics: ensembles, batching, resume, bad input."""
 
-import dataclasses
 
 import h5py
 import jax
@@ -9,7 +8,6 @@ import numpy as np
 import pytest
 from ase import units
 
-import lycb_jax
 from lycb_jax.graph import Capacity
 from lycb_jax.md import Integrator, Protocol, Simulation, default_capacity, init_replica, masses_of, run_chunk
 from potentials import argon, lj_model
