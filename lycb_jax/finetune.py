@@ -595,10 +595,10 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
             _check_overflow(overflow, cap)
             loss_sum += float(loss)
             total = _accumulate(total, stats)
-        row = {"epoch": epoch, "time_s": time.perf_counter() - t0,
-               **{f"train_{k}": v for k, v in _metrics(total, loss_sum, steps_per_epoch).items()}}
+        row = {"epoch": epoch, **{f"train_{k}": v for k, v in _metrics(total, loss_sum, steps_per_epoch).items()}}
         if "val" in packs:
             row.update({f"val_{k}": v for k, v in evaluate_packed(eval_step, params, packs["val"], cfg.batch_size).items()})
+        row["time_s"] = time.perf_counter() - t0  # s since training began, this epoch's validation included
         history.append(row)
         if not np.isfinite(row["train_loss"]):
             raise FloatingPointError(f"training loss is {row['train_loss']} at epoch {epoch}")

@@ -63,34 +63,40 @@ class Graph:
 @dataclasses.dataclass(frozen=True)
 class Capacity:
     """Static sizes of a graph: half edges, angles, short bonds per atom, image range, and a skin
-    (Angstrom) added to both cutoffs so that the graph stays a superset while atoms move less than
-    skin/2 (edges beyond the cutoffs contribute exactly zero to CHGNet)."""
+    (Angstrom). :func:`build_graph` adds the skin to both cutoffs, so that the graph stays a
+    superset while atoms move less than skin/2 (edges beyond the cutoffs contribute exactly zero
+    to CHGNet). MD instead keeps a Verlet list of ``list_edges`` half edges within
+    ``ATOM_CUTOFF + skin`` and takes the exact graph (``edges``, ``angles``) from it each step
+    (:func:`refine_graph`)."""
 
     edges: int
     angles: int
     short_per_atom: int = 16
     images: tuple[int, int, int] = (1, 1, 1)
     skin: float = 0.0
+    list_edges: int = 0
 
     def grown(self, graph: Graph | None = None, factor: float = 1.25) -> "Capacity":
         """Capacities large enough for ``graph``'s true counts (host side), with headroom."""
         if graph is None:
-            return Capacity(_round_up(self.edges * 2), _round_up(self.angles * 2),
-                            self.short_per_atom * 2, self.images, self.skin)
+            return Capacity(round_up(self.edges * 2), round_up(self.angles * 2),
+                            self.short_per_atom * 2, self.images, self.skin,
+                            self.list_edges and round_up(self.list_edges * 2))
         ne = int(np.max(np.asarray(graph.n_edges)))
         na = int(np.max(np.asarray(graph.n_angles)))
         ns = int(np.max(np.asarray(graph.max_short_per_atom)))
         need = np.asarray(graph.images_needed).reshape(-1, 3).max(0)
         return Capacity(
-            edges=max(self.edges, _round_up(ne * factor)),
-            angles=max(self.angles, _round_up(na * factor)),
+            edges=max(self.edges, round_up(ne * factor)),
+            angles=max(self.angles, round_up(na * factor)),
             short_per_atom=max(self.short_per_atom, ns + 4),
             images=tuple(int(max(a, b)) for a, b in zip(self.images, need)),
             skin=self.skin,
+            list_edges=self.list_edges,
         )
 
 
-def _round_up(n: float, multiple: int = 64) -> int:
+def round_up(n: float, multiple: int = 64) -> int:
     return int(max(multiple, math.ceil(n / multiple) * multiple))
 
 
@@ -116,27 +122,41 @@ def _shifts(images: tuple[int, int, int]) -> np.ndarray:
     return grid.astype(np.float32)
 
 
-def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, capacity: Capacity) -> Graph:
-    """Build the atom and bond graphs of one periodic system (jit-able; vmap for batches).
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class EdgeList:
+    """Fixed-capacity list of half edges within a cutoff (a Verlet list when the cutoff has a skin).
 
-    Args:
-      positions: [N, 3] Cartesian positions, Angstrom (need not be wrapped into the cell).
-      cell: [3, 3] lattice vectors as rows, Angstrom.
-      atom_mask: [N] True for real atoms (padding atoms never get edges).
-      capacity: static capacities (hashable; part of the jit cache key).
+    Attributes: ``src``, ``dst``, ``shift``, ``mask`` as in :class:`Graph`; ``n_edges`` the true
+    count; ``images_needed`` [3]; ``overflow`` True if the capacity or image range was too small.
+    """
+
+    src: jax.Array
+    dst: jax.Array
+    shift: jax.Array
+    mask: jax.Array
+    n_edges: jax.Array
+    images_needed: jax.Array
+    overflow: jax.Array
+
+
+def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cutoff: float, size: int,
+                images: tuple[int, int, int]) -> EdgeList:
+    """All half edges shorter than ``cutoff`` (Angstrom), by brute force over atom pairs and images.
+
+    Shifts refer to the input (unwrapped) positions: vector = x_j + shift @ cell - x_i.
     """
     positions = jax.lax.stop_gradient(positions)
     cell = jax.lax.stop_gradient(cell)
     n = positions.shape[0]
-    shifts = jnp.asarray(_shifts(capacity.images))  # [M, 3]
+    shifts = jnp.asarray(_shifts(images))  # [M, 3]
     m = shifts.shape[0]
     # Wrap into the cell in fractional space so that the static image range suffices.
     frac = positions @ jnp.linalg.inv(cell)
     wrapped_shift = jnp.floor(frac)  # position = wrapped + wrapped_shift @ cell
     pos_w = (frac - wrapped_shift) @ cell
-    atom_cut, bond_cut = ATOM_CUTOFF + capacity.skin, BOND_CUTOFF + capacity.skin
-    needed = _images_needed(cell, atom_cut)
-    images_ok = jnp.all(needed <= jnp.asarray(capacity.images))
+    needed = _images_needed(cell, cutoff)
+    images_ok = jnp.all(needed <= jnp.asarray(images))
 
     i_idx, j_idx = jnp.meshgrid(jnp.arange(n), jnp.arange(n), indexing="ij")
     # half-edge rule: i < j with any image, or i == j with a lexicographically positive image
@@ -147,30 +167,29 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
     img_vec = shifts @ cell  # [M, 3]
     vec = pos_w[None, :, None, :] + img_vec[None, None, :, :] - pos_w[:, None, None, :]  # [N, N, M, 3]
     d2 = jnp.sum(vec * vec, axis=-1)
-    cand = pair_ok & same[:, :, None] & (d2 < atom_cut**2)
-    flat = cand.reshape(-1)
+    flat = (pair_ok & same[:, :, None] & (d2 < cutoff**2)).reshape(-1)
     n_edges = jnp.sum(flat, dtype=jnp.int32)
-    (sel,) = jnp.nonzero(flat, size=capacity.edges, fill_value=0)
-    edge_mask = jnp.arange(capacity.edges) < n_edges
+    (sel,) = jnp.nonzero(flat, size=size, fill_value=0)
+    mask = jnp.arange(size) < n_edges
     src = (sel // (n * m)).astype(jnp.int32)
     dst = ((sel // m) % n).astype(jnp.int32)
-    img = shifts[sel % m]
-    # shift relative to the unwrapped input positions
-    edge_shift = img - wrapped_shift[dst] + wrapped_shift[src]
-    edge_shift = jnp.where(edge_mask[:, None], edge_shift, 0.0)
-    src = jnp.where(edge_mask, src, 0)
-    dst = jnp.where(edge_mask, dst, 0)
+    shift = shifts[sel % m] - wrapped_shift[dst] + wrapped_shift[src]
+    return EdgeList(jnp.where(mask, src, 0), jnp.where(mask, dst, 0), jnp.where(mask[:, None], shift, 0.0), mask,
+                    n_edges, needed, ~images_ok | (n_edges > size))
 
-    # ---- bond graph: ordered pairs of short directed edges at the same centre
-    d2_sel = d2.reshape(-1)[sel]
-    short_half = edge_mask & (d2_sel < bond_cut**2)
+
+def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: float, capacity: Capacity,
+                 images_needed, overflow) -> Graph:
+    """Graph from selected half edges (squared lengths ``d2``): adds the bond graph (angles), i.e.
+    ordered pairs of distinct directed edges shorter than ``bond_cut`` at the same centre atom."""
+    short_half = mask & (d2 < bond_cut**2)
     centre = jnp.concatenate([src, dst])  # directed edge d -> centre atom
     short = jnp.concatenate([short_half, short_half])
-    n_dir = 2 * capacity.edges
-    key = jnp.where(short, centre, n)
+    n_dir = 2 * src.shape[0]
+    key = jnp.where(short, centre, n_atoms)
     order = jnp.argsort(key, stable=True).astype(jnp.int32)
     sorted_key = key[order]
-    atoms = jnp.arange(n)
+    atoms = jnp.arange(n_atoms)
     start = jnp.searchsorted(sorted_key, atoms, side="left")
     count = jnp.searchsorted(sorted_key, atoms, side="right") - start
     k = capacity.short_per_atom
@@ -185,27 +204,71 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
     e1 = table[a_atom, (asel // k) % k]
     e2 = table[a_atom, asel % k]
     max_short = jnp.max(count).astype(jnp.int32)
-    overflow = ~images_ok | (n_edges > capacity.edges) | (n_angles > capacity.angles) | (max_short > k)
+    overflow = overflow | (n_edges > src.shape[0]) | (n_angles > capacity.angles) | (max_short > k)
     return Graph(
         edge_src=src,
         edge_dst=dst,
-        edge_shift=edge_shift,
-        edge_mask=edge_mask,
+        edge_shift=shift,
+        edge_mask=mask,
         angle_e1=jnp.where(angle_mask, e1, 0).astype(jnp.int32),
         angle_e2=jnp.where(angle_mask, e2, 0).astype(jnp.int32),
         angle_mask=angle_mask,
         n_edges=n_edges,
         n_angles=n_angles,
         max_short_per_atom=max_short,
-        images_needed=needed,
+        images_needed=images_needed,
         overflow=overflow,
     )
+
+
+def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, capacity: Capacity) -> Graph:
+    """Build the atom and bond graphs of one periodic system (jit-able; vmap for batches).
+
+    Args:
+      positions: [N, 3] Cartesian positions, Angstrom (need not be wrapped into the cell).
+      cell: [3, 3] lattice vectors as rows, Angstrom.
+      atom_mask: [N] True for real atoms (padding atoms never get edges).
+      capacity: static capacities (hashable; part of the jit cache key). Both cutoffs include
+        ``capacity.skin``.
+    """
+    edges = build_edges(positions, cell, atom_mask, ATOM_CUTOFF + capacity.skin, capacity.edges, capacity.images)
+    return _refined(edges, positions, cell, ATOM_CUTOFF + capacity.skin, BOND_CUTOFF + capacity.skin, capacity,
+                    select=False)
+
+
+def refine_graph(edges: EdgeList, positions: jax.Array, cell: jax.Array, capacity: Capacity) -> Graph:
+    """CHGNet's exact graph (cutoffs without skin) at ``positions``, taken from a Verlet list.
+
+    ``edges`` must have been built with cutoff ``ATOM_CUTOFF + skin`` at positions from which no
+    atom has moved more than skin/2 (and the cell strained accordingly little); the caller checks
+    that. Costs O(list length), against O(N^2 images) for :func:`build_graph`. ``capacity.edges``,
+    ``.angles`` and ``.short_per_atom`` size the exact graph; its ``overflow`` includes the list's.
+    """
+    return _refined(edges, positions, cell, ATOM_CUTOFF, BOND_CUTOFF, capacity, select=True)
+
+
+def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float, capacity: Capacity,
+             select: bool) -> Graph:
+    positions = jax.lax.stop_gradient(positions)
+    cell = jax.lax.stop_gradient(cell)
+    vec = positions[edges.dst] + edges.shift @ cell - positions[edges.src]
+    d2 = jnp.sum(vec * vec, axis=-1)
+    if not select:
+        return _with_angles(edges.src, edges.dst, edges.shift, edges.mask, edges.n_edges, d2, positions.shape[0],
+                            bond_cut, capacity, edges.images_needed, edges.overflow)
+    keep = edges.mask & (d2 < atom_cut**2)
+    n_edges = jnp.sum(keep, dtype=jnp.int32)
+    (sel,) = jnp.nonzero(keep, size=capacity.edges, fill_value=0)
+    mask = jnp.arange(capacity.edges) < n_edges
+    return _with_angles(jnp.where(mask, edges.src[sel], 0), jnp.where(mask, edges.dst[sel], 0),
+                        jnp.where(mask[:, None], edges.shift[sel], 0.0), mask, n_edges, d2[sel], positions.shape[0],
+                        bond_cut, capacity, edges.images_needed, edges.overflow)
 
 
 def estimate_capacity(positions: np.ndarray, cell: np.ndarray, headroom: float = 1.3, skin: float = 0.0) -> Capacity:
     """Host-side capacity for one system: exact counts from ASE's neighbour list, plus headroom."""
     ne, na, ns = count_edges(positions, cell, skin)
-    return Capacity(_round_up(ne * headroom), _round_up(na * headroom), max(8, ns + 4),
+    return Capacity(round_up(ne * headroom), round_up(na * headroom), max(8, ns + 4),
                     image_range(cell, ATOM_CUTOFF + skin + 0.5), skin)
 
 

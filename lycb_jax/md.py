@@ -1,11 +1,13 @@
 """Batched Nose-Hoover molecular dynamics with jax-md, driven by a lycb_jax model.
 
 R replicas (temperatures, seeds, or structures with equal atom counts) advance together in one
-jit-compiled program (``jax.vmap``); chunks of steps run inside ``lax.scan``. The periodic graph
-is rebuilt every step from the positions at the start of the step with a skin, and the step is
-checked afterwards: a capacity overflow, or atoms that moved more than skin/2 (so that the graph
-could have missed a pair), rejects the whole chunk, which is re-run with grown capacities. A
-replica whose temperature runs away or whose positions become non-finite is frozen and reported.
+jit-compiled program (``jax.vmap``); chunks of steps run inside ``lax.scan``. Each replica keeps a
+Verlet list (pairs within the atom cutoff + a skin), rebuilt by brute force only when some replica
+could have moved more than skin/2 since; every force call takes CHGNet's exact graph from it
+(:func:`lycb_jax.graph.refine_graph`), so the model never pays for the skin. Every step is checked:
+a capacity overflow, or an atom that moved more than skin/2 before a rebuild, rejects the whole
+chunk, which is re-run with grown capacities. A replica whose temperature runs away or whose
+positions become non-finite is frozen and reported.
 
 Units: Angstrom, fs, eV, K, amu; pressure in bar. jax-md is unit-free: with eV, Angstrom and amu
 its time unit is Angstrom sqrt(amu/eV) = 10.18 fs (``ase.units.fs`` converts).
@@ -24,7 +26,8 @@ from ase import units
 from ase.data import atomic_masses
 from jax_md import quantity, simulate, space
 
-from lycb_jax.graph import ATOM_CUTOFF, Capacity, Graph, build_graph, estimate_capacity
+from lycb_jax.graph import (ATOM_CUTOFF, Capacity, EdgeList, round_up, build_edges, count_edges, image_range,
+                            refine_graph)
 from lycb_jax.model import EV_A3_TO_GPA, Model, energy_forces_stress, potential
 
 KB = units.kB  # eV/K
@@ -56,27 +59,29 @@ class Integrator:
     chain_length: int = 3
 
 
-def _energy_fn(model: Model, species, atom_mask):
-    """jax-md energy function E(R, graph=..., box=None, perturbation=None) in eV.
+def _energy_fn(model: Model, species, atom_mask, capacity: Capacity):
+    """jax-md energy function E(R, edges=..., box=None, perturbation=None, cell=None) in eV.
 
+    ``edges`` is the Verlet list; the exact graph is taken from it at the positions being evaluated.
     NVT: R are Cartesian positions. NpT: R are fractional and ``box`` is the column matrix of
     lattice vectors; ``space.transform`` makes gradients with respect to R real-space forces.
     """
 
-    def energy(R, graph: Graph, box=None, perturbation=None, cell=None, **unused):
+    def energy(R, edges: EdgeList, box=None, perturbation=None, cell=None, **unused):
         if box is None:
             pos, cell_rows = R, cell
         else:
             b = box if perturbation is None else box * perturbation
             pos, cell_rows = space.transform(b, R), b.T
+        graph = refine_graph(edges, pos, cell_rows, capacity)
         e, _ = potential(model.module, model.params, species, pos, cell_rows, atom_mask, graph)
         return e
 
     return energy
 
 
-def _make_integrator(model: Model, species, atom_mask, integ: Integrator):
-    energy = _energy_fn(model, species, atom_mask)
+def _make_integrator(model: Model, species, atom_mask, integ: Integrator, capacity: Capacity):
+    energy = _energy_fn(model, species, atom_mask, capacity)
     dt = integ.dt_fs * units.fs
     chain = dict(chain_length=integ.chain_length, chain_steps=2, sy_steps=3)
     if integ.ensemble == "nvt":
@@ -106,22 +111,44 @@ def state_cell(state, integ: Integrator, cell):
     return simulate.npt_box(state).T if integ.ensemble == "npt" else cell
 
 
+def verlet_list(positions, cell, atom_mask, capacity: Capacity) -> EdgeList:
+    """Half edges within ATOM_CUTOFF + skin (Angstrom), ``capacity.list_edges`` of them."""
+    return build_edges(positions, cell, atom_mask, ATOM_CUTOFF + capacity.skin, capacity.list_edges, capacity.images)
+
+
+def _drift(state, cell, ref_state, ref_cell, integ: Integrator, capacity: Capacity):
+    """Bound (Angstrom) on half the change of any pair vector since the reference state.
+
+    With largest atom displacement d (measured in the current cell) and cell strain
+    e = ||C_ref^-1 C - I||_F, a pair further than ATOM_CUTOFF + skin at the reference is still
+    further than ATOM_CUTOFF while d + (ATOM_CUTOFF + skin) e / 2 < skin / 2.
+    """
+    dq = state.position - ref_state.position  # fractional for NpT, Cartesian otherwise
+    dx = dq @ cell if integ.ensemble == "npt" else dq
+    strain = jnp.linalg.norm(jnp.linalg.solve(ref_cell, cell) - jnp.eye(3))
+    return jnp.max(jnp.linalg.norm(dx, axis=-1)) + (ATOM_CUTOFF + capacity.skin) * strain / 2
+
+
 def init_replica(model: Model, species, positions, cell, masses, kT, key, integ: Integrator, capacity: Capacity,
                  momenta=None):
-    """jax-md state of one replica (momenta drawn at kT with zero total momentum if not given)."""
-    energy, init, _ = _make_integrator(model, species, species > 0, integ)
-    graph = build_graph(positions, cell, species > 0, capacity)
+    """jax-md state of one replica (momenta drawn at kT with zero total momentum if not given),
+    and whether the graph capacity overflowed."""
+    mask = species > 0
+    energy, init, _ = _make_integrator(model, species, mask, integ, capacity)
+    edges = verlet_list(positions, cell, mask, capacity)
+    overflow = refine_graph(edges, positions, cell, capacity).overflow
     if integ.ensemble == "npt":
         frac = positions @ jnp.linalg.inv(cell)
-        return init(key, frac, cell.T, mass=masses, kT=kT, graph=graph, momenta=momenta), graph.overflow
-    return init(key, positions, mass=masses, kT=kT, graph=graph, cell=cell, momenta=momenta), graph.overflow
+        return init(key, frac, cell.T, mass=masses, kT=kT, edges=edges, momenta=momenta), overflow
+    return init(key, positions, mass=masses, kT=kT, edges=edges, cell=cell, momenta=momenta), overflow
 
 
-def _frame(model, species, state, cell, kT, integ: Integrator, energy_fn, graph):
-    """Thermodynamic record of one replica at the current step."""
+def _frame(model, species, state, cell, kT, integ: Integrator, energy_fn, edges, capacity):
+    """Thermodynamic record of one replica at the current step (``edges``: a valid Verlet list)."""
     mask = species > 0
     pos = real_positions(state, integ)
     cell_now = state_cell(state, integ, cell)
+    graph = refine_graph(edges, pos, cell_now, capacity)
     e, _, stress, _ = energy_forces_stress(model.module, model.params, species, pos, cell_now, mask, graph)
     ke = quantity.kinetic_energy(momentum=state.momentum, mass=state.mass)
     n = pos.shape[0]
@@ -130,12 +157,15 @@ def _frame(model, species, state, cell, kT, integ: Integrator, energy_fn, graph)
     p_virial_gpa = -jnp.trace(stress) / 3
     pressure_bar = p_virial_gpa * 1e4 + 2 * ke / (3 * vol) * EV_A3_TO_GPA * 1e4
     if integ.ensemble == "npt":
-        inv = simulate.npt_nose_hoover_invariant(energy_fn, state, integ.pressure_bar * units.bar, kT, graph=graph)
+        inv = simulate.npt_nose_hoover_invariant(energy_fn, state, integ.pressure_bar * units.bar, kT, edges=edges)
     elif integ.ensemble == "nve":
         inv = e + ke
     else:
-        inv = simulate.nvt_nose_hoover_invariant(energy_fn, state, kT, graph=graph, cell=cell)
-    return Frame(pos, cell_now, temp, e, ke, inv, pressure_bar, stress, vol)
+        inv = simulate.nvt_nose_hoover_invariant(energy_fn, state, kT, edges=edges, cell=cell)
+    return Frame(pos, cell_now, temp, e, ke, inv, pressure_bar, stress, vol), graph
+
+
+N_NEED = 8  # run_chunk's ``need``: exact edges, angles, short bonds/atom, images[3], moved too far, list edges
 
 
 @functools.partial(jax.jit, static_argnames=("model_module", "integ", "capacity", "n_frames", "stride"))
@@ -144,60 +174,84 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     """Advance R replicas by n_frames * stride steps; record a Frame every ``stride`` steps.
 
     kT ramps linearly from kT_start to kT_end (eV, per replica) over ``total_steps`` steps counted
-    from ``step0`` of the stage. Returns (states, frames [R, F, ...], alive, graph_ok [R]).
-    ``graph_ok`` False means a capacity overflow or a step longer than skin/2: the caller must
-    discard the result and re-run the chunk with a larger capacity.
+    from ``step0`` of the stage. One Verlet list per replica (cutoff + skin) is rebuilt, for all
+    replicas at once, when some live replica is about to move more than skin/2 from where it was
+    built; every force call takes CHGNet's exact graph from it. Returns (states, frames [R, F, ...],
+    alive, graph_ok [R], need [R, N_NEED]). ``graph_ok`` False means a capacity overflow or a move
+    beyond skin/2 since the list was built: the caller must discard the result and re-run the
+    chunk with ``need``-sized capacities.
     """
     model = Model(model_module, params)
+    masks = species > 0
+    half_skin = capacity.skin / 2
 
-    def one_replica(species_r, cell_r, state, kt0, kt1, alive_r):
-        energy_fn, _, apply = _make_integrator(model, species_r, species_r > 0, integ)
+    def pos_cell(st, cell_r):
+        return real_positions(st, integ), state_cell(st, integ, cell_r)
 
-        def counts(graph, live, moved_far):
-            """Sizes this step needed (for host-side regrowth): edges, angles, short, images[3], moved."""
-            c = jnp.concatenate([jnp.stack([graph.n_edges, graph.n_angles, graph.max_short_per_atom]),
-                                 graph.images_needed, moved_far.astype(jnp.int32)[None]])
-            return c * live.astype(jnp.int32)
+    def advance(species_r, cell_r, st, kT, edges):
+        _, _, apply = _make_integrator(model, species_r, species_r > 0, integ, capacity)
+        kwargs = {"edges": edges} if integ.ensemble == "npt" else {"edges": edges, "cell": cell_r}
+        return apply(st, kT=kT, **kwargs)
 
-        def step(carry, i):
-            st, ok, live, need = carry
-            k = step0 + i
-            kT = kt0 + (kt1 - kt0) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
-            pos0 = real_positions(st, integ)
-            cell0 = state_cell(st, integ, cell_r)
-            graph = build_graph(pos0, cell0, species_r > 0, capacity)
-            kwargs = {"graph": graph} if integ.ensemble == "npt" else {"graph": graph, "cell": cell_r}
-            new = apply(st, kT=kT, **kwargs)
-            pos1 = real_positions(new, integ)
-            cell1 = state_cell(new, integ, cell_r)
-            strain = jnp.linalg.norm(jnp.linalg.solve(cell0, cell1) - jnp.eye(3))
-            moved = jnp.max(jnp.linalg.norm(pos1 - pos0, axis=-1)) + (ATOM_CUTOFF + capacity.skin) * strain
-            finite = jnp.all(jnp.isfinite(pos1)) & jnp.all(jnp.isfinite(new.momentum))
-            ke = quantity.kinetic_energy(momentum=new.momentum, mass=new.mass)
-            hot = 2 * ke / (3 * pos1.shape[0]) > max_kT_factor * jnp.maximum(kT, kt1)
-            live_new = live & finite & ~hot
-            ok = ok & (~live_new | (~graph.overflow & (moved < capacity.skin / 2)))
-            need = jnp.maximum(need, counts(graph, live_new, moved >= capacity.skin / 2))
-            st = jax.tree.map(lambda a, b: jnp.where(live_new, a, b), new, st)
-            return (st, ok, live_new, need), None
+    def drift(st, cell_now, ref, ref_cell):
+        return _drift(st, cell_now, ref, ref_cell, integ, capacity)
 
-        def frame(carry, f):
-            carry, _ = jax.lax.scan(step, carry, f * stride + jnp.arange(stride))
-            st = carry[0]
-            k = step0 + (f + 1) * stride
-            kT = kt0 + (kt1 - kt0) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
-            pos = real_positions(st, integ)
-            graph = build_graph(pos, state_cell(st, integ, cell_r), species_r > 0, capacity)
-            fr = _frame(model, species_r, st, cell_r, kT, integ, energy_fn, graph)
-            ok = carry[1] & (~carry[2] | ~graph.overflow)
-            need = jnp.maximum(carry[3], counts(graph, carry[2], jnp.bool_(False)))
-            return (st, ok, carry[2], need), fr
+    def counts(graph, edges, live, moved_far):
+        c = jnp.concatenate([jnp.stack([graph.n_edges, graph.n_angles, graph.max_short_per_atom]),
+                             edges.images_needed, jnp.stack([moved_far.astype(jnp.int32), edges.n_edges])])
+        return c * live.astype(jnp.int32)
 
-        init = (state, jnp.bool_(True), alive_r, jnp.zeros(7, jnp.int32))
-        (st, ok, live, need), frames = jax.lax.scan(frame, init, jnp.arange(n_frames))
-        return st, frames, live, ok, need
+    v_drift = jax.vmap(drift)
+    v_list = jax.vmap(lambda st, c, m: verlet_list(real_positions(st, integ), c, m, capacity))
+    v_refine = jax.vmap(lambda e, st, c: refine_graph(e, real_positions(st, integ), c, capacity))
+    v_cell = jax.vmap(lambda st, c: state_cell(st, integ, c))
 
-    return jax.vmap(one_replica)(species, cell, states, kT_start, kT_end, alive)
+    def ramp(k):
+        return kT_start + (kT_end - kT_start) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
+
+    def step(carry, i):
+        st, edges, ref, ref_cell, margin, ok, live, need = carry
+        cell0 = v_cell(st, cell)
+        # rebuild every list when any live replica could cross skin/2 in this step
+        rebuild = jnp.any(live & (v_drift(st, cell0, ref, ref_cell) + margin >= half_skin))
+        edges, ref, ref_cell = jax.lax.cond(
+            rebuild, lambda: (v_list(st, cell0, masks), st, cell0), lambda: (edges, ref, ref_cell))
+        new = jax.vmap(advance)(species, cell, st, ramp(step0 + i), edges)
+        cell1 = v_cell(new, cell)
+        moved = v_drift(new, cell1, ref, ref_cell)
+        finite = jnp.all(jnp.isfinite(new.position), axis=(1, 2)) & jnp.all(jnp.isfinite(new.momentum), axis=(1, 2))
+        ke = jax.vmap(lambda p, m: quantity.kinetic_energy(momentum=p, mass=m))(new.momentum, new.mass)
+        hot = 2 * ke / (3 * new.position.shape[1]) > max_kT_factor * jnp.maximum(ramp(step0 + i), kT_end)
+        live_new = live & finite & ~hot
+        graph = v_refine(edges, new, cell1)  # the graph the next force call uses (for its sizes)
+        valid = ~edges.overflow & ~graph.overflow & (moved < half_skin)
+        ok = ok & (~live_new | valid)
+        need = jnp.maximum(need, jax.vmap(counts)(graph, edges, live_new, moved >= half_skin))
+        # margin for the next step: twice the largest single-step move of a live replica
+        step_move = jnp.max(jnp.where(live_new, v_drift(new, cell1, st, cell0), 0.0))
+        st = jax.tree.map(lambda a, b: jnp.where(live_new.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, st)
+        return (st, edges, ref, ref_cell, 2 * step_move, ok, live_new, need), None
+
+    def frame(carry, f):
+        carry, _ = jax.lax.scan(step, carry, f * stride + jnp.arange(stride))
+        st, edges = carry[0], carry[1]
+        kT = ramp(step0 + (f + 1) * stride)
+
+        def one(species_r, cell_r, st_r, kT_r, edges_r):
+            energy_fn, _, _ = _make_integrator(model, species_r, species_r > 0, integ, capacity)
+            return _frame(model, species_r, st_r, cell_r, kT_r, integ, energy_fn, edges_r, capacity)
+
+        fr, graph = jax.vmap(one)(species, cell, st, kT, edges)
+        return carry, fr
+
+    cell0 = v_cell(states, cell)
+    edges0 = v_list(states, cell0, masks)
+    n_rep = species.shape[0]
+    init = (states, edges0, states, cell0, jnp.float32(0.0), jnp.ones(n_rep, bool), alive,
+            jnp.zeros((n_rep, N_NEED), jnp.int32))
+    (st, _, _, _, _, ok, live, need), frames = jax.lax.scan(frame, init, jnp.arange(n_frames))
+    frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
+    return st, frames, live, ok, need
 
 
 def replica_mesh(devices=None) -> jax.sharding.Mesh | None:
@@ -258,9 +312,13 @@ def masses_of(numbers) -> np.ndarray:
     return np.asarray(atomic_masses[np.asarray(numbers)], np.float32)
 
 
-def default_capacity(positions: np.ndarray, cell: np.ndarray, skin: float = 0.25, headroom: float = 1.35) -> Capacity:
-    """Graph capacity for MD: exact counts at the start (cutoffs + skin) plus headroom for fluctuations."""
-    return estimate_capacity(positions, cell, headroom=headroom, skin=skin)
+def default_capacity(positions: np.ndarray, cell: np.ndarray, skin: float = 1.0, headroom: float = 1.25) -> Capacity:
+    """Graph capacity for MD: exact counts at the start (CHGNet's cutoffs, and cutoff + skin for
+    the Verlet list) plus headroom for thermal fluctuations; a run regrows it when exceeded."""
+    ne, na, ns = count_edges(positions, cell)
+    nl, _, _ = count_edges(positions, cell, skin)
+    return Capacity(round_up(ne * headroom), round_up(na * headroom ** 2), max(8, ns + 4),
+                    image_range(cell, ATOM_CUTOFF + skin + 0.5), skin, round_up(nl * headroom))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,7 +350,7 @@ class Protocol:
     chunk_ps: float = 1.0
     checkpoint_every_ps: float = 10.0
     seed: int = 0
-    skin: float = 0.25
+    skin: float = 1.0  # Verlet-list skin, Angstrom
     max_temperature_factor: float = 3.0
 
     def validate(self) -> None:
@@ -467,7 +525,7 @@ class Simulation:
             ck = np.load(self.ck_path)
             si, step = int(ck["stage"]), int(ck["step"])
             c = [int(x) for x in ck["capacity"]]
-            capacity = Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]))
+            capacity = Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]), c[6])
             alive, cells = ck["alive"].astype(bool), ck["cells"]
             for name, *_ in stages:  # drop frames written after the checkpoint
                 if name in f:
@@ -532,7 +590,7 @@ class Simulation:
                         self._save_checkpoint(states, {
                             "stage": next_si, "step": next_step, "alive": alive, "cells": cells, "skin": capacity.skin,
                             "capacity": np.array([capacity.edges, capacity.angles, capacity.short_per_atom,
-                                                  *capacity.images]),
+                                                  *capacity.images, capacity.list_edges]),
                             **{f"frames_{n}": (f[n]["temperature"].shape[1] if n in f else 0) for n, *_ in stages}})
                         last_ck = step
                 si, step = si + 1, 0
@@ -545,18 +603,15 @@ class Simulation:
 
 def _grow(capacity: Capacity, cells, need: np.ndarray) -> Capacity:
     """Capacity for the sizes a chunk needed (``need`` from run_chunk), with 25% headroom; the skin
-    grows by 1.5x (at most 1 A) only if atoms moved more than skin/2 in a step."""
-    from lycb_jax.graph import _round_up, image_range
-
-    need = np.asarray(need).reshape(-1, 7).max(axis=0)
-    skin = min(1.0, capacity.skin * 1.5) if need[6] else capacity.skin
+    grows by 1.5x (at most 2 A) only if atoms moved more than skin/2 before the list was rebuilt."""
+    need = np.asarray(need).reshape(-1, N_NEED).max(axis=0)
+    skin = min(2.0, capacity.skin * 1.5) if need[6] else capacity.skin
     images = np.max([image_range(c, ATOM_CUTOFF + skin + 0.5) for c in np.asarray(cells)], axis=0)
     images = np.maximum(np.maximum(images, need[3:6]), capacity.images)
-    grow = 1.5 if need[6] else 1.0  # a larger skin also means more edges and angles
-    return Capacity(max(capacity.edges, _round_up(need[0] * 1.25 * grow)),
-                    max(capacity.angles, _round_up(need[1] * 1.25 * grow ** 3)),
-                    max(capacity.short_per_atom, int(need[2] * grow) + 4), tuple(int(x) for x in images), skin)
-
+    list_grow = ((ATOM_CUTOFF + skin) / (ATOM_CUTOFF + capacity.skin)) ** 3  # a larger skin, a longer list
+    return Capacity(max(capacity.edges, round_up(need[0] * 1.25)), max(capacity.angles, round_up(need[1] * 1.25)),
+                    max(capacity.short_per_atom, int(need[2]) + 4), tuple(int(x) for x in images), skin,
+                    max(round_up(capacity.list_edges * list_grow), round_up(need[7] * 1.25 * list_grow)))
 
 
 def load_protocol(config: str | None, **overrides) -> Protocol:

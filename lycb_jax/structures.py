@@ -56,12 +56,19 @@ def load_parent(name: str) -> Structure:
 
 @dataclasses.dataclass
 class SiteModel:
-    """Sites to decorate: fractional coords, allowed species per site ('X' = vacancy), target counts."""
+    """Sites to decorate: fractional coords, allowed species per site ('X' = vacancy), target counts.
+
+    Optional orbit constraint: ``orbits`` labels every site and ``orbit_counts`` fixes the species
+    counts within each label of the mixing sites (e.g. per parent Wyckoff orbit, see
+    ``wyckoff_site_model``); symmetry operations that do not keep the constraint are dropped.
+    """
 
     lattice: Lattice
     frac_coords: np.ndarray  # [S, 3]
     choices: list[tuple[str, ...]]  # allowed species of each site
     counts: dict[str, int]  # exact number of each mixing species over all sites
+    orbits: list[int] | None = None  # [S] constraint label of each site (fixed sites: ignored)
+    orbit_counts: dict[int, dict[str, int]] | None = None  # label -> exact species counts there
 
     def __post_init__(self):
         for sp, n in self.counts.items():
@@ -74,6 +81,23 @@ class SiteModel:
             raise ValueError(f"counts must be given for exactly the mixing species {sorted(mixing)}")
         if fixed + sum(self.counts.values()) != len(self.choices):
             raise ValueError(f"counts {self.counts} do not fill the {len(self.choices) - fixed} mixing sites")
+        if (self.orbits is None) != (self.orbit_counts is None):
+            raise ValueError("give both orbits and orbit_counts, or neither")
+        if self.orbits is not None:
+            self._check_orbits()
+
+    def _check_orbits(self):
+        groups = _groups(self)
+        if set(groups) != set(self.orbit_counts):
+            raise ValueError(f"orbit_counts labels {sorted(self.orbit_counts)} != mixing-site labels {sorted(groups)}")
+        total = Counter()
+        for k, idx in groups.items():
+            ch, d = {self.choices[i] for i in idx}, self.orbit_counts[k]
+            if len(ch) > 1 or not set(d) <= set(next(iter(ch))) or min(d.values()) < 0 or sum(d.values()) != len(idx):
+                raise ValueError(f"orbit {k}: counts {d} do not fill its {len(idx)} sites with {sorted(ch)}")
+            total.update(d)
+        if any(total[s] != n for s, n in self.counts.items()):
+            raise ValueError(f"orbit counts sum to {dict(total)}, not {self.counts}")
 
     def structure(self, labeling: Sequence[str]) -> Structure:
         """Ordered pymatgen Structure of one labeling, vacancies removed."""
@@ -82,7 +106,8 @@ class SiteModel:
 
     @functools.cached_property
     def permutations(self) -> np.ndarray:
-        """[G, S] site permutations of the space-group operations (spglib) that keep the site model."""
+        """[G, S] site permutations of the space-group operations (spglib) that keep the site model
+        (and the orbit constraint, if any): site i goes to site perm[i]."""
         codes = {c: k + 1 for k, c in enumerate(sorted(set(self.choices)))}
         numbers = [codes[c] for c in self.choices]
         cell = (self.lattice.matrix, self.frac_coords, numbers)
@@ -94,9 +119,40 @@ class SiteModel:
             d -= np.round(d)
             dist = np.linalg.norm(d @ self.lattice.matrix, axis=-1)
             j = dist.argmin(axis=1)
-            if np.all(dist[np.arange(len(j)), j] < 0.05) and len(set(j)) == len(j):
+            if np.all(dist[np.arange(len(j)), j] < 0.05) and len(set(j)) == len(j) and self._keeps_orbits(j):
                 perms.append(j)
         return np.unique(np.array(perms), axis=0)
+
+    def _keeps_orbits(self, perm: np.ndarray) -> bool:
+        """Whether a permutation maps every constrained orbit onto one with the same counts."""
+        if self.orbits is None:
+            return True
+        lab, groups = np.asarray(self.orbits), _groups(self)
+        nonzero = {k: {s: n for s, n in d.items() if n} for k, d in self.orbit_counts.items()}
+        for k, idx in groups.items():
+            img = perm[idx]
+            k2 = int(lab[img[0]])
+            if k2 not in groups or nonzero[k2] != nonzero[k] or set(img) != set(groups[k2]):
+                return False
+        return True
+
+
+def _parent_sites(parent: Structure | str, supercell, min_occupancy: float):
+    """Supercell of a disordered parent and its decorated sites: (lattice, [(frac, choices, occupancy dict)])."""
+    if isinstance(parent, str):
+        parent = load_parent(parent)
+    sup = parent.copy()
+    sup.make_supercell(supercell)
+    sites = []
+    for site in sup:
+        occ = {el.symbol: float(o) for el, o in site.species.items()}
+        kept = tuple(sorted(s for s, o in occ.items() if o >= min_occupancy))
+        if not kept:
+            continue
+        if sum(occ[s] for s in kept) < 1 - 1e-3:
+            kept = kept + (VACANCY,)
+        sites.append((site.frac_coords, kept, occ))
+    return sup.lattice, sites
 
 
 def parent_site_model(parent: Structure | str, supercell=(1, 1, 2), min_occupancy: float = 0.15) -> SiteModel:
@@ -105,20 +161,8 @@ def parent_site_model(parent: Structure | str, supercell=(1, 1, 2), min_occupanc
 
     Target counts keep the charge-balanced composition Li3YX6: Y = halides / 6, Li = 3 Y.
     """
-    if isinstance(parent, str):
-        parent = load_parent(parent)
-    sup = parent.copy()
-    sup.make_supercell(supercell)
-    choices, coords = [], []
-    for site in sup:
-        occ = {el.symbol: float(o) for el, o in site.species.items()}
-        kept = tuple(sorted(s for s, o in occ.items() if o >= min_occupancy))
-        if not kept:
-            continue
-        if sum(occ[s] for s in kept) < 1 - 1e-3:
-            kept = kept + (VACANCY,)
-        choices.append(kept)
-        coords.append(site.frac_coords)
+    lattice, sites = _parent_sites(parent, supercell, min_occupancy)
+    choices = [c for _, c, _ in sites]
     n_hal = sum(1 for c in choices if len(c) == 1 and c[0] in HALIDES)
     if n_hal % 6:
         raise ValueError(f"{n_hal} halide sites: not a whole number of Li3YX6 formula units")
@@ -129,7 +173,61 @@ def parent_site_model(parent: Structure | str, supercell=(1, 1, 2), min_occupanc
     counts = {s: n for s, n in counts.items() if s in mixing}
     if VACANCY in mixing:
         counts[VACANCY] = sum(len(c) > 1 for c in choices) - sum(counts.values())
-    return SiteModel(sup.lattice, np.array(coords), choices, counts)
+    return SiteModel(lattice, np.array([f for f, _, _ in sites]), choices, counts)
+
+
+def wyckoff_site_model(parent: Structure | str, supercell=(1, 1, 2), rule: str = "nearest",
+                       min_occupancy: float = 0.15) -> SiteModel:
+    """Site model of a parent with the species counts fixed on every parent Wyckoff orbit.
+
+    Orbits are the sites of the supercell that the parent's space group (spglib, with the
+    experimental occupancies as site labels) makes equivalent. Per orbit of n sites, species s
+    (not vacancies) gets
+      rule="nearest":  n * occupancy(s), scaled so that the orbits add up to the charge-balanced
+                       total, rounded by largest remainder (ties: higher occupancy first), i.e.
+                       the experimental occupancy ratio between the orbits;
+      rule="majority": orbits filled completely in order of decreasing occupancy(s), the last one
+                       partly: the most ordered decoration that keeps the experimental ranking.
+    The rest of each orbit is vacant. Li/vacancy and Y/vacancy then only mix within each orbit.
+    """
+    if rule not in ("nearest", "majority"):
+        raise ValueError(f"unknown rule {rule!r}: 'nearest' or 'majority'")
+    free = parent_site_model(parent, supercell, min_occupancy)
+    lattice, sites = _parent_sites(parent, supercell, min_occupancy)
+    occ_key = [tuple(sorted((s, round(o, 4)) for s, o in occ.items())) + c for _, c, occ in sites]
+    codes = {k: j + 1 for j, k in enumerate(sorted(set(occ_key)))}
+    data = spglib.get_symmetry_dataset((lattice.matrix, free.frac_coords, [codes[k] for k in occ_key]), symprec=1e-3)
+    equiv = [int(e) for e in data.equivalent_atoms]
+    orbits = {}
+    for i, c in enumerate(free.choices):
+        if len(c) > 1:
+            orbits.setdefault(equiv[i], []).append(i)
+    counts = {k: Counter() for k in orbits}
+    for sp in sorted(s for s in free.counts if s != VACANCY):
+        have = [k for k in orbits if sp in free.choices[orbits[k][0]]]
+        occ = {k: sites[orbits[k][0]][2].get(sp, 0.0) for k in have}
+        order = sorted(have, key=lambda k: (-occ[k], k))
+        if rule == "majority":
+            left = free.counts[sp]
+            for k in order:
+                counts[k][sp] = min(left, len(orbits[k]) - sum(counts[k].values()))
+                left -= counts[k][sp]
+        else:
+            expect = {k: occ[k] * len(orbits[k]) for k in have}
+            expect = {k: e * free.counts[sp] / sum(expect.values()) for k, e in expect.items()}
+            for k in have:
+                counts[k][sp] = math.floor(expect[k] + 1e-9)
+            short = free.counts[sp] - sum(counts[k][sp] for k in have)
+            for k in sorted(order, key=lambda k: -(expect[k] - counts[k][sp]) + 1e-9 * order.index(k))[:short]:
+                counts[k][sp] += 1
+    for k, idx in orbits.items():
+        if VACANCY in free.choices[idx[0]]:
+            counts[k][VACANCY] = len(idx) - sum(counts[k].values())
+        if any(n < 0 for n in counts[k].values()) or sum(counts[k].values()) != len(idx):
+            raise ValueError(f"rule {rule!r} overfills the orbit of site {k}: {dict(counts[k])} on {len(idx)} sites")
+    labels = [equiv[i] if len(c) > 1 else -1 for i, c in enumerate(free.choices)]
+    return SiteModel(lattice, free.frac_coords, free.choices, free.counts, labels,
+                     {k: {s: counts[k][s] for s in free.choices[idx[0]]} for k, idx in orbits.items()})
 
 
 def halide_site_model(ordered: Structure, n_br: int) -> SiteModel:
@@ -153,11 +251,12 @@ def count_labelings(model: SiteModel) -> int:
     return int(sum(w for _, w in _group_count_vectors(model, weights=True)))
 
 
-def _groups(model: SiteModel) -> dict[tuple[str, ...], list[int]]:
-    groups: dict[tuple[str, ...], list[int]] = {}
+def _groups(model: SiteModel) -> dict:
+    """Mixing sites grouped by their constraint label (orbit model) or by their allowed species."""
+    groups: dict = {}
     for i, c in enumerate(model.choices):
         if len(c) > 1:
-            groups.setdefault(c, []).append(i)
+            groups.setdefault(c if model.orbits is None else int(model.orbits[i]), []).append(i)
     return groups
 
 
@@ -174,7 +273,10 @@ def _compositions(n: int, k: int):
 def _group_count_vectors(model: SiteModel, weights: bool = False):
     """Yield per-group species counts that meet the totals (and their number of labelings)."""
     groups = _groups(model)
-    options = [[dict(zip(c, v)) for v in _compositions(len(idx), len(c))] for c, idx in groups.items()]
+    if model.orbits is not None:  # one fixed count vector per orbit
+        options = [[{s: n for s, n in model.orbit_counts[k].items()}] for k in groups]
+    else:
+        options = [[dict(zip(c, v)) for v in _compositions(len(idx), len(c))] for c, idx in groups.items()]
     for combo in itertools.product(*options):
         tot = Counter()
         for d in combo:
@@ -187,13 +289,19 @@ def _group_count_vectors(model: SiteModel, weights: bool = False):
 
 def count_distinct(model: SiteModel) -> int:
     """Number of symmetry-distinct orderings by Burnside's lemma (independent of icet): the mean over
-    the group of the number of labelings each operation leaves unchanged."""
-    species = sorted(model.counts)
-    target = tuple(model.counts[s] for s in species)
+    the group of the number of labelings each operation leaves unchanged. Counts are tracked per
+    (orbit, species) for an orbit-constrained model, per species otherwise."""
+    key = (lambda i: 0) if model.orbits is None else (lambda i: int(model.orbits[i]))
+    if model.orbits is None:
+        target_d = {(0, s): n for s, n in model.counts.items()}
+    else:
+        target_d = {(k, s): n for k, d in model.orbit_counts.items() for s, n in d.items()}
+    slots = {ks: j for j, ks in enumerate(sorted(target_d))}
+    target = tuple(target_d[ks] for ks in sorted(target_d))
     total = 0
     for perm in model.permutations:
         seen = np.zeros(len(perm), bool)
-        poly = {tuple(0 for _ in species): 1}  # count vector -> number of fixed labelings
+        poly = {tuple(0 for _ in target): 1}  # count vector -> number of fixed labelings
         for start in range(len(perm)):
             if seen[start]:
                 continue
@@ -207,11 +315,19 @@ def count_distinct(model: SiteModel) -> int:
                 continue
             new: dict[tuple, int] = {}
             for vec, n in poly.items():
-                for s in allowed:
-                    k = species.index(s)
+                for s in allowed:  # the whole cycle carries species s
                     v = list(vec)
-                    v[k] += len(cycle)
-                    if v[k] <= target[k]:
+                    ok = True
+                    for i in cycle:
+                        k = slots.get((key(i), s))
+                        if k is None:
+                            ok = False
+                            break
+                        v[k] += 1
+                        ok = v[k] <= target[k]
+                        if not ok:
+                            break
+                    if ok:
                         new[tuple(v)] = new.get(tuple(v), 0) + n
             poly = new
         total += poly.get(target, 0)
@@ -249,31 +365,42 @@ def _arrangements(counts: dict[str, int], n: int):
             yield tuple(seq)
 
 
+def _all_labelings(model: SiteModel) -> np.ndarray:
+    """[L, S] int8 codes (into the sorted alphabet of all choices) of every labeling with the counts."""
+    alphabet = sorted({s for c in model.choices for s in c})
+    base = np.array([alphabet.index(c[0]) for c in model.choices], np.int8)
+    groups = list(_groups(model).values())
+    blocks = []
+    for combo in _group_count_vectors(model):
+        per_group = [np.array([[alphabet.index(s) for s in a] for a in _arrangements(d, len(idx))], np.int8)
+                     for d, idx in zip(combo, groups)]
+        grid = np.indices([len(a) for a in per_group]).reshape(len(per_group), -1)
+        labs = np.tile(base, (grid.shape[1], 1))
+        for a, idx, pick in zip(per_group, groups, grid):
+            labs[:, idx] = a[pick]
+        blocks.append(labs)
+    return np.concatenate(blocks) if blocks else np.zeros((0, len(base)), np.int8)
+
+
+def _distinct_labelings(model: SiteModel, chunk: int = 8192) -> np.ndarray:
+    """Canonical forms [D, S] (int8 codes) of all symmetry-distinct labelings, by brute force."""
+    labs = _all_labelings(model)
+    canon = np.concatenate([_canonical(labs[i:i + chunk], model.permutations)
+                            for i in range(0, len(labs), chunk)] or [labs])
+    return np.unique(canon, axis=0)
+
+
 def brute_force_distinct(model: SiteModel) -> int:
     """Distinct orderings by brute force (all labelings, canonical form under spglib operations)."""
-    alphabet = sorted({s for c in model.choices for s in c})
-    base = np.array([alphabet.index(c[0]) for c in model.choices])
-    groups = _groups(model)
-    labs = []
-    for combo in _group_count_vectors(model):
-        per_group = [list(_arrangements(d, len(idx))) for d, idx in zip(combo, groups.values())]
-        for assignment in itertools.product(*per_group):
-            lab = base.copy()
-            for idx, sp in zip(groups.values(), assignment):
-                lab[idx] = [alphabet.index(s) for s in sp]
-            labs.append(lab)
-    if not labs:
-        return 0
-    canon = _canonical(np.array(labs), model.permutations)
-    return len(np.unique(canon, axis=0))
+    return len(_distinct_labelings(model))
 
 
 def enumerate_orderings(model: SiteModel, max_structures: int | None = None, max_labelings: int = 300_000,
                         seed: int = 0) -> tuple[list[Structure], bool]:
     """Symmetry-distinct orderings of a site model as ordered Structures (vacancies removed).
 
-    Exhaustive with icet (Hart-Forcade) when the number of labelings is at most ``max_labelings``;
-    otherwise (icet is pure Python and holds all labelings in memory) ``max_structures`` distinct
+    Exhaustive with icet (Hart-Forcade) when the number of labelings is at most ``max_labelings``
+    (orbit-constrained models: canonical forms of all labelings, ``_distinct_labelings``); otherwise (icet is pure Python and holds all labelings in memory) ``max_structures`` distinct
     orderings are drawn at random. At most ``max_structures`` are returned (a random subset with
     ``seed``). Returns (structures, exhaustive).
     """
@@ -281,7 +408,11 @@ def enumerate_orderings(model: SiteModel, max_structures: int | None = None, max
         return [model.structure([c[0] for c in model.choices])], True
     n_lab = count_labelings(model)
     if n_lab <= max_labelings:
-        labelings = _icet_labelings(model)
+        if model.orbits is None:
+            labelings = _icet_labelings(model)
+        else:  # icet cannot restrict counts per orbit: all labelings, canonical forms (numpy)
+            alphabet = sorted({s for c in model.choices for s in c})
+            labelings = [[alphabet[i] for i in lab] for lab in _distinct_labelings(model)]
         exhaustive = True
         if max_structures is not None and len(labelings) > max_structures:
             pick = np.random.default_rng(seed).choice(len(labelings), max_structures, replace=False)
@@ -432,13 +563,15 @@ def _fire_loop(module, params, st, max_steps, min_active, capacity):
 
 
 def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000, batch_size: int = 32,
-          refill_fraction: float = 0.25, progress: bool = True) -> list[Relaxed]:
+          refill_fraction: float = 0.25, progress: bool = True, min_pad: int = 0) -> list[Relaxed]:
     """Relax positions and cell of many structures with FIRE (ASE parameters) on device.
 
-    Equivalent to ``FIRE(FrechetCellFilter(atoms)).run(fmax, max_steps)`` per structure. Structures
-    of one padded size share a jit-compiled, vmapped while_loop over ``batch_size`` slots; finished
+    Equivalent to ``FIRE(FrechetCellFilter(atoms)).run(fmax, max_steps)`` per structure (fmax in
+    eV/A). Structures of one padded size (at least ``min_pad`` atoms: one size for all saves
+    compilations) share a jit-compiled, vmapped while_loop over ``batch_size`` slots; finished
     slots are refilled with new candidates when ``refill_fraction`` of them are done. Graph capacity
-    overflow is detected, the capacity grown and the step redone. Unconverged results are returned
+    overflow is detected, the capacity grown and the step redone; within a process, later calls
+    reuse a capacity compiled before when it is large enough. Unconverged results are returned
     with ``converged=False`` and a warning.
     """
     from tqdm.auto import tqdm
@@ -449,7 +582,7 @@ def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000
     results: list[Relaxed | None] = [None] * len(systems)
     by_size: dict[int, list[int]] = {}
     for i, s in enumerate(systems):
-        by_size.setdefault(_bucket(len(s)), []).append(i)
+        by_size.setdefault(max(_bucket(len(s)), min_pad), []).append(i)
     bar = tqdm(total=len(systems), desc="relax", unit="cand", disable=not progress)
     for n_pad, idx in sorted(by_size.items()):
         _relax_group(model, [systems[i] for i in idx], idx, results, n_pad, fmax, max_steps,
@@ -461,10 +594,25 @@ def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000
     return results  # type: ignore[return-value]
 
 
+_CAPACITIES: dict = {}  # (padded atoms, slots) -> graph capacity last compiled for that shape
+
+
+def _shared_capacity(key, need):
+    """The capacity compiled before for this shape, grown elementwise to ``need`` where short (equal
+    to the old one, so the jit cache hits, whenever that suffices)."""
+    old = _CAPACITIES.get(key)
+    if old is not None:
+        need = dataclasses.replace(old, edges=max(old.edges, need.edges), angles=max(old.angles, need.angles),
+                                   short_per_atom=max(old.short_per_atom, need.short_per_atom),
+                                   images=tuple(max(a, b) for a, b in zip(old.images, need.images)))
+    _CAPACITIES[key] = need
+    return need
+
+
 def _relax_group(model, systems, idx, results, n_pad, fmax, max_steps, batch_size, refill_fraction, bar):
     n_slots = min(batch_size, len(systems))
-    allb = pack(systems, n_atoms=n_pad, n_systems=len(systems))
-    capacity = allb.capacity
+    allb = pack(systems, headroom=1.25, n_atoms=n_pad, n_systems=len(systems))  # cells change: 25% headroom
+    capacity = _shared_capacity((n_pad, n_slots), allb.capacity)
     queue = list(range(len(systems)))
     slot_of = [-1] * n_slots
     x0 = np.zeros((n_slots, n_pad + 3, 3), np.float32)
@@ -492,7 +640,7 @@ def _relax_group(model, systems, idx, results, n_pad, fmax, max_steps, batch_siz
     st = _evaluate(model.module, model.params, {k: jnp.asarray(v) for k, v in st.items()}, capacity)
     while True:
         if bool(jnp.any(st["overflow"])):
-            capacity = _grow(capacity, st, n_pad)
+            capacity = _shared_capacity((n_pad, n_slots), _grow(capacity, st, n_pad))
             st = _evaluate(model.module, model.params, st, capacity)
             continue
         min_active = max(1, math.ceil(n_slots * (1 - refill_fraction))) if queue else 1
@@ -607,9 +755,16 @@ def write_ranking(rows: list[dict], out: str | Path, prefix: str, top: int) -> N
 
 
 def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), top: int = 5, max_candidates: int | None = 1000,
-                 min_occupancy: float = 0.15, seed: int = 0, out=None, **relax_kw) -> list[dict]:
-    """Enumerate the orderings of a disordered parent in a supercell, relax and rank them (see ``rank``)."""
-    site_model = parent_site_model(parent, supercell, min_occupancy)
+                 min_occupancy: float = 0.15, seed: int = 0, out=None, wyckoff: str | None = None,
+                 **relax_kw) -> list[dict]:
+    """Enumerate the orderings of a disordered parent in a supercell, relax and rank them (see ``rank``).
+
+    ``wyckoff`` ('nearest' or 'majority') restricts them to fixed counts per Wyckoff orbit
+    (``wyckoff_site_model``); None enumerates all orderings."""
+    if wyckoff is None:
+        site_model = parent_site_model(parent, supercell, min_occupancy)
+    else:
+        site_model = wyckoff_site_model(parent, supercell, wyckoff, min_occupancy)
     cands, _ = enumerate_orderings(site_model, max_structures=max_candidates, seed=seed)
     return rank(model, cands, top=top, out=out, prefix=parent.upper(), **relax_kw)
 
@@ -618,33 +773,47 @@ def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), top: int = 5, 
 # 5. The Li3YCl6-xBrx series
 
 
-def halide_series(model, ordered: Structure, xs=tuple(np.arange(0, 6.01, 0.5)), label: str = "LYC",
-                  max_candidates: int = 50, seed: int = 0, out=None, **relax_kw) -> list[dict]:
-    """Cl/Br orderings of an ordered Li3YX6 model for each x in Li3YCl(6-x)Brx, relaxed and ranked.
+def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01, 0.5)), max_candidates: int = 50,
+                  seed: int = 0, out=None, symprec: float = 0.1, **relax_kw) -> dict[str, list[dict]]:
+    """Cl/Br orderings of ordered Li3YX6 models for each x in Li3YCl(6-x)Brx, relaxed and ranked.
 
-    Any halides of ``ordered`` are first set to Cl; returns one row per x with the lowest model:
-    x, n_br, n_candidates, exhaustive, energy_per_atom (eV/atom), volume_per_atom (A^3/atom),
-    spacegroup, converged, structure. With ``out``, writes {label}_x{x}.cif and {label}_series.csv.
+    ``bases`` maps a label (e.g. 'LYC0') to an ordered model; its halides are first set to Cl. Per
+    label and x, up to ``max_candidates`` symmetry-distinct Cl/Br orderings (all if fewer) are
+    relaxed, all labels and x in one ``relax`` call. Returns {label: one row per x with the lowest
+    model}: x, n_br, n_candidates, exhaustive, n_converged, energy_per_atom (eV/atom),
+    volume_per_atom (A^3/atom), spacegroup (symprec in A), converged, structure. With ``out``,
+    writes {label}_x{x}.cif and {label}_series.csv.
     """
-    base = ordered.copy()
-    base.replace_species({el: "Cl" for el in base.composition.elements if el.symbol == "Br"})
-    n_hal = sum(s.specie.symbol == "Cl" for s in base)
-    rows = []
-    for x in xs:
-        n_br = x * n_hal / 6
-        if abs(n_br - round(n_br)) > 1e-6:
-            raise ValueError(f"x = {x} needs {n_br:g} Br of {n_hal} halide sites: use a larger cell")
-        cands, exhaustive = enumerate_orderings(halide_site_model(base, int(round(n_br))),
-                                                max_structures=max_candidates, seed=seed)
-        best = rank(model, cands, top=1, progress=False, **relax_kw)[0]
-        rows.append(dict(x=float(x), n_br=int(round(n_br)), n_candidates=len(cands), exhaustive=exhaustive,
-                         energy_per_atom=best["energy_per_atom"], volume_per_atom=best["volume_per_atom"],
-                         spacegroup=best["spacegroup"], converged=best["converged"], structure=best["structure"]))
+    cands, meta = [], []
+    for label, ordered in bases.items():
+        base = ordered.copy()
+        base.replace_species({el: "Cl" for el in base.composition.elements if el.symbol == "Br"})
+        n_hal = sum(s.specie.symbol == "Cl" for s in base)
+        for x in xs:
+            n_br = x * n_hal / 6
+            if abs(n_br - round(n_br)) > 1e-6:
+                raise ValueError(f"x = {x} needs {n_br:g} Br of {n_hal} halide sites: use a larger cell")
+            got, exhaustive = enumerate_orderings(halide_site_model(base, int(round(n_br))),
+                                                  max_structures=max_candidates, seed=seed)
+            cands += got
+            meta += [(label, float(x), int(round(n_br)), len(got), exhaustive)] * len(got)
+    relaxed = relax(model, cands, **relax_kw)
+    series: dict[str, list[dict]] = {label: [] for label in bases}
+    for key in dict.fromkeys(meta):  # (label, x, n_br, n, exhaustive) in input order
+        label, x, n_br, n, exhaustive = key
+        mine = [r for r, m in zip(relaxed, meta) if m == key]
+        best = min(mine, key=lambda r: (not r.converged, r.energy_per_atom))
+        series[label].append(dict(x=x, n_br=n_br, n_candidates=n, exhaustive=exhaustive,
+                                  n_converged=sum(r.converged for r in mine), energy_per_atom=best.energy_per_atom,
+                                  volume_per_atom=best.structure.volume / len(best.structure),
+                                  spacegroup=spacegroup(best.structure, symprec), converged=best.converged,
+                                  structure=best.structure))
     if out is not None:
         out = Path(out)
-        write_ranking([dict(r, rank=f"x{r['x']:.1f}") for r in rows], out, f"{label}", len(rows))
-        (out / f"{label}_ranking.csv").rename(out / f"{label}_series.csv")
-    return rows
+        for label, rows in series.items():
+            write_ranking([dict(r, rank=f"x{r['x']:.1f}") for r in rows], out, label, len(rows))
+            (out / f"{label}_ranking.csv").replace(out / f"{label}_series.csv")
+    return series
 
 
 def plot_series(series: dict[str, list[dict]], path: str | Path) -> None:
@@ -680,6 +849,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--model", default="chgnet-0.3.0")
     p.add_argument("--max-candidates", type=int, default=1000, help="cap on candidates (random subset)")
     p.add_argument("--min-occupancy", type=float, default=0.15, help="drop species below this occupancy")
+    p.add_argument("--wyckoff", choices=("nearest", "majority"), default=None,
+                   help="fix the counts per parent Wyckoff orbit (experimental ratio, or filled by rank)")
     p.add_argument("--fmax", type=float, default=0.01, help="eV/A")
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -695,15 +866,15 @@ def _cli(args) -> None:
     model = load_model(args.model)
     kw = dict(fmax=args.fmax, max_steps=args.max_steps, batch_size=args.batch_size)
     rows = order_parent(model, args.parent, tuple(args.supercell), top=args.top, max_candidates=args.max_candidates,
-                        min_occupancy=args.min_occupancy, seed=args.seed, out=args.out, **kw)
+                        min_occupancy=args.min_occupancy, seed=args.seed, out=args.out, wyckoff=args.wyckoff, **kw)
     for r in rows[:args.top]:
         print(f"{r['rank']:3d}  {r['energy_per_atom']:.5f} eV/atom  +{r['de_meV_atom']:.2f} meV/atom  "
               f"{r['spacegroup']:14s} V/atom {r['volume_per_atom']:.3f} A^3  converged={r['converged']}")
     if args.series:
-        best = rows[0]["structure"].get_primitive_structure(tolerance=0.1)
-        series = halide_series(model, best, label=args.parent, max_candidates=args.series_candidates,
+        best = rows[0]["structure"]
+        series = halide_series(model, {args.parent: best}, max_candidates=args.series_candidates,
                                seed=args.seed, out=args.out, **kw)
-        plot_series({args.parent: series}, Path(args.out) / f"{args.parent}_series_volume.png")
-        for r in series:
+        plot_series(series, Path(args.out) / f"{args.parent}_series_volume.png")
+        for r in series[args.parent]:
             print(f"x={r['x']:.1f}  {r['energy_per_atom']:.5f} eV/atom  V/atom {r['volume_per_atom']:.3f} A^3  "
                   f"{r['spacegroup']}  ({r['n_candidates']} candidates)")

@@ -30,17 +30,9 @@ def ase_edges(pos, cell, cutoff):
     return {(int(a), int(b), *s) for a, b, s in zip(i[keep], j[keep], S[keep])}
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_edges_and_angles_match_ase(name):
-    s = parity_set()[name]
-    pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
-    # unwrap some atoms by whole cells: the graph must not depend on wrapping
-    pos = pos + np.outer(np.arange(len(pos)) % 3 - 1, cell[0] + cell[2])
-    cap = estimate_capacity(pos, cell)
-    g = jax.jit(build_graph, static_argnums=3)(jnp.asarray(pos, jnp.float32), jnp.asarray(cell, jnp.float32),
-                                               jnp.ones(len(pos), bool), cap)
-    assert not bool(g.overflow)
-    ours = directed_edges(g, cap.edges)
+def assert_matches_ase(g, pos, cell):
+    """Edge set (6 A) and angle set (pairs of 3 A bonds at one centre) of ``g`` equal ASE's."""
+    ours = directed_edges(g, None)
     ref = ase_edges(pos, cell, ATOM_CUTOFF)
     assert ours == ref
     # angles: ordered pairs of distinct short directed edges with the same centre
@@ -57,6 +49,46 @@ def test_edges_and_angles_match_ase(name):
     ours_angles = {(dir_edges[a], dir_edges[b]) for a, b in zip(np.asarray(g.angle_e1)[am], np.asarray(g.angle_e2)[am])}
     assert int(g.n_angles) == len(ref_angles)
     assert ours_angles == ref_angles
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_edges_and_angles_match_ase(name):
+    s = parity_set()[name]
+    pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
+    # unwrap some atoms by whole cells: the graph must not depend on wrapping
+    pos = pos + np.outer(np.arange(len(pos)) % 3 - 1, cell[0] + cell[2])
+    cap = estimate_capacity(pos, cell)
+    g = jax.jit(build_graph, static_argnums=3)(jnp.asarray(pos, jnp.float32), jnp.asarray(cell, jnp.float32),
+                                               jnp.ones(len(pos), bool), cap)
+    assert not bool(g.overflow)
+    assert_matches_ase(g, pos, cell)
+
+
+@pytest.mark.parametrize("name", ["LYC_trig_skewed", "LYCB_skewed_rattled", "MgO"])
+@pytest.mark.parametrize("strain", [0.0, 0.01])
+def test_exact_graph_from_verlet_list(name, strain):
+    """A Verlet list (cutoff + 1 A skin) built at x0, refined at x1 (atoms moved <= 0.3 A, cell
+    strained): the refined graph is CHGNet's exact graph at x1, by ASE."""
+    from lycb_jax.graph import build_edges, refine_graph
+
+    s = parity_set()[name]
+    pos0, cell0 = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
+    rng = np.random.default_rng(3)
+    step = rng.normal(size=pos0.shape)
+    step *= 0.3 * rng.uniform(size=(len(pos0), 1)) / np.linalg.norm(step, axis=1, keepdims=True)
+    deform = np.eye(3) + strain * np.diag([1.0, -0.5, 0.7])
+    pos1, cell1 = pos0 @ deform + step, cell0 @ deform
+    skin = 1.0
+    cap0 = estimate_capacity(pos0, cell0, skin=skin)
+    cap1 = estimate_capacity(pos1, cell1)
+    cap = Capacity(cap1.edges, cap1.angles, cap1.short_per_atom, cap0.images, skin, cap0.edges)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    edges = build_edges(f32(pos0), f32(cell0), jnp.ones(len(pos0), bool), ATOM_CUTOFF + skin, cap.list_edges,
+                        cap.images)
+    g = jax.jit(refine_graph, static_argnums=3)(edges, f32(pos1), f32(cell1), cap)
+    assert not bool(g.overflow)
+    assert int(edges.n_edges) > int(g.n_edges)  # the list really is a superset
+    assert_matches_ase(g, pos1, cell1)
 
 
 def test_overflow_is_flagged_not_silent():

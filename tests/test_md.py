@@ -1,5 +1,6 @@
 """Molecular dynamics: ensembles, batching, resume, bad input."""
 
+import dataclasses
 
 import h5py
 import jax
@@ -8,7 +9,6 @@ import numpy as np
 import pytest
 from ase import units
 
-from lycb_jax.graph import Capacity
 from lycb_jax.md import Integrator, Protocol, Simulation, default_capacity, init_replica, masses_of, run_chunk
 from potentials import argon, lj_model
 from structures import lyc_trigonal
@@ -28,7 +28,7 @@ def _states(model, atoms_list, temps, integ, capacity, seed=0):
 def _lj_capacity(atoms):
     """Generous fixed capacity for LJ argon tests (the Simulation driver grows it; run_chunk does not)."""
     cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
-    return Capacity(cap.edges * 2, 8192, 32, cap.images, 0.5)
+    return dataclasses.replace(cap, edges=cap.edges * 2, angles=8192, short_per_atom=32, list_edges=cap.list_edges * 2)
 
 
 def _run(model, species, cell, states, kT, integ, capacity, n_frames, stride):

@@ -12,13 +12,13 @@ SCRIPT = textwrap.dedent('''
     assert len(jax.devices()) == 4, jax.devices()
     from ase import units
     from lycb_jax.md import Integrator, default_capacity, init_replica, masses_of, run_chunk_checked
-    from lycb_jax.graph import Capacity
+    import dataclasses
     from potentials import argon, lj_model
     model = lj_model()
     atoms = argon(2)
     integ = Integrator("nvt", dt_fs=2.0)
     cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
-    cap = Capacity(cap.edges * 2, 8192, 32, cap.images, 0.5)
+    cap = dataclasses.replace(cap, edges=cap.edges * 2, angles=8192, short_per_atom=32, list_edges=cap.list_edges * 2)
     for n_rep in (3, 4, 6):
         temps = np.linspace(40, 120, n_rep)
         species = jnp.asarray(np.tile(atoms.numbers, (n_rep, 1)), jnp.int32)
