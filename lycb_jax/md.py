@@ -177,7 +177,7 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     from ``step0`` of the stage. One Verlet list per replica (cutoff + skin) is rebuilt, for all
     replicas at once, when some live replica is about to move more than skin/2 from where it was
     built; every force call takes CHGNet's exact graph from it. Returns (states, frames [R, F, ...],
-    alive, graph_ok [R], need [R, N_NEED]). ``graph_ok`` False means a capacity overflow or a move
+    alive, graph_ok [R], need [R, N_NEED], number of list rebuilds). ``graph_ok`` False means a capacity overflow or a move
     beyond skin/2 since the list was built: the caller must discard the result and re-run the
     chunk with ``need``-sized capacities.
     """
@@ -210,7 +210,7 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
         return kT_start + (kT_end - kT_start) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
 
     def step(carry, i):
-        st, edges, ref, ref_cell, margin, ok, live, need = carry
+        st, edges, ref, ref_cell, margin, ok, live, need, rebuilds = carry
         cell0 = v_cell(st, cell)
         # rebuild every list when any live replica could cross skin/2 in this step
         rebuild = jnp.any(live & (v_drift(st, cell0, ref, ref_cell) + margin >= half_skin))
@@ -230,7 +230,7 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
         # margin for the next step: twice the largest single-step move of a live replica
         step_move = jnp.max(jnp.where(live_new, v_drift(new, cell1, st, cell0), 0.0))
         st = jax.tree.map(lambda a, b: jnp.where(live_new.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, st)
-        return (st, edges, ref, ref_cell, 2 * step_move, ok, live_new, need), None
+        return (st, edges, ref, ref_cell, 2 * step_move, ok, live_new, need, rebuilds + rebuild), None
 
     def frame(carry, f):
         carry, _ = jax.lax.scan(step, carry, f * stride + jnp.arange(stride))
@@ -248,10 +248,10 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     edges0 = v_list(states, cell0, masks)
     n_rep = species.shape[0]
     init = (states, edges0, states, cell0, jnp.float32(0.0), jnp.ones(n_rep, bool), alive,
-            jnp.zeros((n_rep, N_NEED), jnp.int32))
-    (st, _, _, _, _, ok, live, need), frames = jax.lax.scan(frame, init, jnp.arange(n_frames))
+            jnp.zeros((n_rep, N_NEED), jnp.int32), jnp.int32(0))
+    (st, _, _, _, _, ok, live, need, rebuilds), frames = jax.lax.scan(frame, init, jnp.arange(n_frames))
     frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
-    return st, frames, live, ok, need
+    return st, frames, live, ok, need, rebuilds
 
 
 def replica_mesh(devices=None) -> jax.sharding.Mesh | None:
@@ -297,7 +297,7 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
     for _ in range(retries + 1):
         out = run_chunk(model.module, model.params, species, cells_dev, states, kT_start, kT_end, alive_dev, step0,
                         total_steps, integ, capacity, n_frames, stride, max_kT_factor)
-        out = jax.tree.map(lambda x: x[:n_rep], out)
+        out = jax.tree.map(lambda x: x[:n_rep], out[:5])
         ok = np.asarray(out[3])
         if ok.all():
             return out[:4], capacity

@@ -37,6 +37,7 @@ class CHGNetConfig:
     cutoff_coeff: int = 8
     atom_cutoff: float = ATOM_CUTOFF
     bond_cutoff: float = BOND_CUTOFF
+    gather_after_linear: bool = True  # computation order only (see GatedMLP); same parameters
 
 
 def _polynomial_envelope(r_scaled: jax.Array, p: int) -> jax.Array:
@@ -82,23 +83,51 @@ def _layer_norm(name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
 
 
+class _DenseParams(nn.Module):
+    """The kernel [in, out] and bias [out] of a Linear layer, returned rather than applied."""
+
+    in_features: int
+    features: int
+
+    @nn.compact
+    def __call__(self):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.in_features, self.features))
+        return kernel, self.param("bias", nn.initializers.zeros_init(), (self.features,))
+
+
 class GatedMLP(nn.Module):
-    """silu(LN(core(x))) * sigmoid(LN(gate(x))); core/gate are Linear-SiLU-Linear or one Linear."""
+    """silu(LN(core(x))) * sigmoid(LN(gate(x))); core/gate are Linear-SiLU-Linear or one Linear.
+
+    The input x is the row-wise concatenation of gathered pieces, ``[x_1[idx_1], x_2[idx_2], ...]``
+    (``idx`` None: already one row per output row). With ``gather_after_linear`` the first Linear
+    of core and gate is applied to each piece's table before the gather, W x = sum_k (W_k x_k)[idx_k]:
+    the same numbers with matrix products over atoms or bonds instead of over edges or angles.
+    """
 
     out_dim: int
     hidden_dim: int
-
-    def _mlp(self, x, name):
-        if self.hidden_dim:
-            x = nn.Dense(self.hidden_dim, name=f"{name}_0")(x)
-            return nn.Dense(self.out_dim, name=f"{name}_1")(nn.silu(x))
-        return nn.Dense(self.out_dim, name=f"{name}_0")(x)
+    gather_after_linear: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        core = nn.silu(_layer_norm("bn1")(self._mlp(x, "mlp_core")))
-        gate = nn.sigmoid(_layer_norm("bn2")(self._mlp(x, "mlp_gate")))
-        return core * gate
+    def __call__(self, pieces: list[tuple[jax.Array, jax.Array | None]]) -> jax.Array:
+        width = self.hidden_dim or self.out_dim
+        d_in = sum(x.shape[-1] for x, _ in pieces)
+        kc, bc = _DenseParams(d_in, width, name="mlp_core_0")()
+        kg, bg = _DenseParams(d_in, width, name="mlp_gate_0")()
+        kernel, bias = jnp.concatenate([kc, kg], axis=1), jnp.concatenate([bc, bg])
+        if self.gather_after_linear:
+            y, off = bias, 0
+            for x, idx in pieces:
+                t = x @ kernel[off:off + x.shape[-1]]
+                y = y + (t if idx is None else t[idx])
+                off += x.shape[-1]
+        else:
+            y = jnp.concatenate([x if idx is None else x[idx] for x, idx in pieces], axis=1) @ kernel + bias
+        core, gate = y[:, :width], y[:, width:]
+        if self.hidden_dim:
+            core = nn.Dense(self.out_dim, name="mlp_core_1")(nn.silu(core))
+            gate = nn.Dense(self.out_dim, name="mlp_gate_1")(nn.silu(gate))
+        return nn.silu(_layer_norm("bn1")(core)) * nn.sigmoid(_layer_norm("bn2")(gate))
 
 
 class CHGNet(nn.Module):
@@ -147,9 +176,11 @@ class CHGNet(nn.Module):
         a_centre = centre[graph.angle_e1]
         w_angle = w_bg[u1] * w_bg[u2] * amask[:, None]
 
+        gal = cfg.gather_after_linear
+
         def atom_conv(i, h, b):
-            msg = GatedMLP(dim, cfg.hidden_dim, name=f"atom_conv_layers_{i}_twoBody_atom")(
-                jnp.concatenate([h[centre], b[und], h[nbr]], axis=1))
+            msg = GatedMLP(dim, cfg.hidden_dim, gal, name=f"atom_conv_layers_{i}_twoBody_atom")(
+                [(h, centre), (b, und), (h, nbr)])
             msg = msg * w_ag[und]
             agg = jax.ops.segment_sum(msg, centre, num_segments=n_atoms)
             return h + nn.Dense(dim, use_bias=False, name=f"atom_conv_layers_{i}_mlp_out")(agg)
@@ -157,12 +188,11 @@ class CHGNet(nn.Module):
         magmom = None
         for i in range(cfg.n_conv - 1):
             h = atom_conv(i, h, b)
-            x = jnp.concatenate([b[u1], b[u2], a, h[a_centre]], axis=1)
-            msg = GatedMLP(dim, cfg.hidden_dim, name=f"bond_conv_layers_{i}_twoBody_bond")(x) * w_angle
+            pieces = [(b, u1), (b, u2), (a, None), (h, a_centre)]
+            msg = GatedMLP(dim, cfg.hidden_dim, gal, name=f"bond_conv_layers_{i}_twoBody_bond")(pieces) * w_angle
             agg = jax.ops.segment_sum(msg, u1, num_segments=n_half)
             b = b + nn.Dense(dim, use_bias=False, name=f"bond_conv_layers_{i}_mlp_out")(agg)
-            x = jnp.concatenate([b[u1], b[u2], a, h[a_centre]], axis=1)
-            a = a + GatedMLP(dim, 0, name=f"angle_layers_{i}_twoBody_bond")(x)
+            a = a + GatedMLP(dim, 0, gal, name=f"angle_layers_{i}_twoBody_bond")([(b, u1), (b, u2), (a, None), (h, a_centre)])
             if i == cfg.n_conv - 2:
                 magmom = jnp.abs(nn.Dense(1, name="site_wise")(h))[:, 0]
         h = atom_conv(cfg.n_conv - 1, h, b)
