@@ -2,7 +2,7 @@
 LYC-like cell, vmapped, as in ``bench_md.py``.
 
 Times the two orders of the gated MLPs' first Linear (``gather_after_linear`` True/False; same
-numbers), then traces the default with ``jax.profiler`` and sums GPU kernel time by kind (matrix
+numbers) and other matrix-product algorithms than float32 (with their force error), then traces the default with ``jax.profiler`` and sums GPU kernel time by kind (matrix
 products, gathers, scatters, reductions, elementwise fusions, sorts). Writes profile_md.json to $OUT.
 
   python benchmarks/profile_md.py --replicas 8
@@ -78,6 +78,19 @@ def main():
     e1, f1 = fns[True](species, pos, cell, mask, graph)
     e0, f0 = fns[False](species, pos, cell, mask, graph)
     res["max_force_difference_between_orders_eV_A"] = float(jnp.max(jnp.abs(f1 - f0)))
+
+    # matrix-product algorithms (the package default is float32 "highest"): speed and force error
+    for prec in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6", "tensorfloat32"):
+        try:
+            with jax.default_matmul_precision(prec):
+                fn = make(True)
+                _, t = time_call(fn, species, pos, cell, mask, graph)
+                e, f = fn(species, pos, cell, mask, graph)
+            res[f"precision_{prec}"] = {"ms_energy_forces": t * 1e3,
+                                        "max_force_diff_eV_A": float(jnp.max(jnp.abs(f - f1))),
+                                        "max_energy_diff_meV_atom": float(jnp.max(jnp.abs(e - e1))) / len(s) * 1e3}
+        except Exception as err:  # an algorithm this backend lacks
+            res[f"precision_{prec}"] = f"unsupported: {str(err)[:120]}"
 
     fn = fns[True]
     jax.block_until_ready(fn(species, pos, cell, mask, graph))

@@ -275,13 +275,15 @@ def _shard_replicas(mesh, n_pad: int, *trees):
 
 def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, alive, step0, total_steps,
                       integ: Integrator, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
-                      retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto"):
+                      retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False):
     """``run_chunk``, re-run with grown graph capacity (and skin) until every live replica's graph
     stayed valid. Returns ((states, frames, alive, ok), capacity); raises RuntimeError if it never does.
 
     With several devices (``mesh="auto"``: all local ones) the replica axis is sharded over the
     mesh; replicas are padded to a multiple of the device count with frozen copies, and the
     padding is dropped from every output. The physics is unchanged: replicas never interact.
+    With ``fit`` the returned capacity is also shrunk to what the chunk needed (:func:`fit_capacity`),
+    so that padded edges and angles, which cost as much as real ones, stay few.
     """
     mesh = replica_mesh() if mesh == "auto" else mesh
     n_rep = np.asarray(alive).shape[0]
@@ -300,7 +302,7 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
         out = jax.tree.map(lambda x: x[:n_rep], out[:5])
         ok = np.asarray(out[3])
         if ok.all():
-            return out[:4], capacity
+            return out[:4], (fit_capacity(capacity, np.asarray(out[4])) if fit else capacity)
         capacity = _grow(capacity, cells, np.asarray(out[4]))
     raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} (capacity {capacity}): "
                        f"atoms moved more than skin/2 = {capacity.skin / 2:.2f} A in one step; the time step is too "
@@ -558,7 +560,7 @@ class Simulation:
                     t_wall = time.perf_counter()
                     out, capacity = run_chunk_checked(
                         self.model, self.species, cells, states, kT0, kT1, alive, step, n_steps if heating else 0,
-                        integ, capacity, n_frames, stride, p.max_temperature_factor)
+                        integ, capacity, n_frames, stride, p.max_temperature_factor, fit=True)
                     new_states, frames, new_alive = out[0], out[1], np.asarray(out[2])
                     wall = time.perf_counter() - t_wall
                     for r in np.where(alive & ~new_alive)[0]:
@@ -612,6 +614,23 @@ def _grow(capacity: Capacity, cells, need: np.ndarray) -> Capacity:
     return Capacity(max(capacity.edges, round_up(need[0] * 1.25)), max(capacity.angles, round_up(need[1] * 1.25)),
                     max(capacity.short_per_atom, int(need[2]) + 4), tuple(int(x) for x in images), skin,
                     max(round_up(capacity.list_edges * list_grow), round_up(need[7] * 1.25 * list_grow)))
+
+
+def fit_capacity(capacity: Capacity, need: np.ndarray, shrink_below: float = 0.8) -> Capacity:
+    """Shrink a capacity that is far larger than a chunk needed (a recompile, worth it for long runs).
+
+    A size is cut to need x headroom (edges and list 10%, angles 20%: they fluctuate more) when that
+    is below ``shrink_below`` x the current size; growth is :func:`_grow`'s job.
+    """
+    need = np.asarray(need).reshape(-1, N_NEED).max(axis=0)
+
+    def fitted(current, n, headroom):
+        target = round_up(n * headroom)
+        return target if target < shrink_below * current else current
+
+    return dataclasses.replace(capacity, edges=fitted(capacity.edges, need[0], 1.1),
+                               angles=fitted(capacity.angles, need[1], 1.2),
+                               list_edges=fitted(capacity.list_edges, need[7], 1.1))
 
 
 def load_protocol(config: str | None, **overrides) -> Protocol:
