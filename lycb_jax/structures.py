@@ -87,6 +87,8 @@ class SiteModel:
             self._check_orbits()
 
     def _check_orbits(self):
+        if len(self.orbits) != len(self.choices):
+            raise ValueError(f"{len(self.orbits)} orbit labels for {len(self.choices)} sites")
         groups = _groups(self)
         if set(groups) != set(self.orbit_counts):
             raise ValueError(f"orbit_counts labels {sorted(self.orbit_counts)} != mixing-site labels {sorted(groups)}")
@@ -597,6 +599,11 @@ def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000
 _CAPACITIES: dict = {}  # (padded atoms, slots) -> graph capacity last compiled for that shape
 
 
+def compiled_programs() -> int:
+    """Relaxation loops jit-compiled so far in this process (a new shape or capacity adds one)."""
+    return getattr(_fire_loop, "_cache_size", lambda: 0)()
+
+
 def _shared_capacity(key, need):
     """The capacity compiled before for this shape, grown elementwise to ``need`` where short (equal
     to the old one, so the jit cache hits, whenever that suffices)."""
@@ -716,12 +723,19 @@ def rank(model, structures: Sequence, top: int = 5, out: str | Path | None = Non
          symprec: float = 0.1, **relax_kw) -> list[dict]:
     """Relax every candidate, rank by energy per atom (converged first) and return one row per candidate.
 
-    Rows: rank, index (input order), energy_per_atom (eV/atom), de_meV_atom (above the lowest),
-    volume_per_atom (A^3/atom), spacegroup (the ``top`` lowest only), converged, steps, fmax (eV/A),
-    and ``structure`` (relaxed). With ``out``, writes ``{prefix}_{rank}.cif`` for the top models and
+    Rows: see ``rank_relaxed``. With ``out``, writes ``{prefix}_{rank}.cif`` for the top models and
     ``{prefix}_ranking.csv`` for all.
     """
-    relaxed = relax(model, structures, **relax_kw)
+    rows = rank_relaxed(relax(model, structures, **relax_kw), top, symprec)
+    if out is not None:
+        write_ranking(rows, out, prefix, top)
+    return rows
+
+
+def rank_relaxed(relaxed: Sequence[Relaxed], top: int = 5, symprec: float = 0.1) -> list[dict]:
+    """Rows sorted by energy per atom, converged first: rank, index (input order), energy_per_atom
+    (eV/atom), de_meV_atom (above the lowest), volume_per_atom (A^3/atom), spacegroup (the ``top``
+    lowest only; symprec in A), converged, steps, fmax (eV/A), and ``structure`` (relaxed)."""
     order = sorted(range(len(relaxed)), key=lambda i: (not relaxed[i].converged, relaxed[i].energy_per_atom))
     e0 = relaxed[order[0]].energy_per_atom
     rows = []
@@ -732,8 +746,6 @@ def rank(model, structures: Sequence, top: int = 5, out: str | Path | None = Non
                          volume_per_atom=res.structure.volume / len(res.structure),
                          spacegroup=spacegroup(res.structure, symprec) if r < top else "",
                          converged=res.converged, steps=res.steps, fmax=res.fmax, structure=res.structure))
-    if out is not None:
-        write_ranking(rows, out, prefix, top)
     return rows
 
 
@@ -774,12 +786,14 @@ def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), top: int = 5, 
 
 
 def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01, 0.5)), max_candidates: int = 50,
-                  seed: int = 0, out=None, symprec: float = 0.1, **relax_kw) -> dict[str, list[dict]]:
+                  seed: int = 0, out=None, symprec: float = 0.1, max_labelings: int = 20_000,
+                  **relax_kw) -> dict[str, list[dict]]:
     """Cl/Br orderings of ordered Li3YX6 models for each x in Li3YCl(6-x)Brx, relaxed and ranked.
 
     ``bases`` maps a label (e.g. 'LYC0') to an ordered model; its halides are first set to Cl. Per
     label and x, up to ``max_candidates`` symmetry-distinct Cl/Br orderings (all if fewer) are
-    relaxed, all labels and x in one ``relax`` call. Returns {label: one row per x with the lowest
+    relaxed, all labels and x in one ``relax`` call (exhaustive enumeration up to ``max_labelings``
+    labelings, random distinct orderings beyond). Returns {label: one row per x with the lowest
     model}: x, n_br, n_candidates, exhaustive, n_converged, energy_per_atom (eV/atom),
     volume_per_atom (A^3/atom), spacegroup (symprec in A), converged, structure. With ``out``,
     writes {label}_x{x}.cif and {label}_series.csv.
@@ -794,7 +808,8 @@ def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01
             if abs(n_br - round(n_br)) > 1e-6:
                 raise ValueError(f"x = {x} needs {n_br:g} Br of {n_hal} halide sites: use a larger cell")
             got, exhaustive = enumerate_orderings(halide_site_model(base, int(round(n_br))),
-                                                  max_structures=max_candidates, seed=seed)
+                                                  max_structures=max_candidates, seed=seed,
+                                                  max_labelings=max_labelings)
             cands += got
             meta += [(label, float(x), int(round(n_br)), len(got), exhaustive)] * len(got)
     relaxed = relax(model, cands, **relax_kw)

@@ -1,6 +1,8 @@
 """Ordered structure models: parents, enumeration counts, batched FIRE vs ASE, ranking, errors."""
 
 import argparse
+from collections import Counter
+
 import numpy as np
 import pytest
 from pymatgen.core import Composition
@@ -33,6 +35,55 @@ def test_enumeration_count_matches_independent(parent, supercell, expected):
     cands, exhaustive = S.enumerate_orderings(model)
     assert exhaustive
     assert len(cands) == S.brute_force_distinct(model) == S.count_distinct(model) == expected
+
+
+def _labeling(model, structure):
+    """Species on each site of a site model ('X' where the structure has no atom)."""
+    lab = [S.VACANCY] * len(model.choices)
+    for site in structure:
+        d = model.frac_coords - site.frac_coords
+        lab[int(np.argmin(np.linalg.norm(d - np.round(d), axis=1)))] = site.specie.symbol
+    return lab
+
+
+@pytest.mark.parametrize("parent,supercell,rule,expected", [("LYC", (1, 1, 1), "nearest", 30),
+                                                             ("LYC", (1, 1, 1), "majority", 3),
+                                                             ("LYB", (1, 1, 2), "nearest", 28),
+                                                             ("LYB", (1, 1, 2), "majority", 14)])
+def test_wyckoff_enumeration_matches_brute_force(parent, supercell, rule, expected):
+    """Orderings with fixed counts per Wyckoff orbit: numpy enumeration = Burnside = the unrestricted
+    icet enumeration filtered by the orbit counts (the constraint keeps the whole space group here)."""
+    free = S.parent_site_model(parent, supercell)
+    model = S.wyckoff_site_model(parent, supercell, rule)
+    assert len(model.permutations) == len(free.permutations)
+    cands, exhaustive = S.enumerate_orderings(model)
+    assert exhaustive and len(cands) == S.count_distinct(model) == expected
+    lab = np.array(model.orbits)
+
+    def keeps(c):
+        got = _labeling(model, c)
+        return all(Counter(got[i] for i in np.flatnonzero(lab == k)) == Counter({s: n for s, n in d.items() if n})
+                   for k, d in model.orbit_counts.items())
+
+    all_cands, _ = S.enumerate_orderings(free)
+    assert sum(keeps(c) for c in all_cands) == expected
+    assert all(keeps(c) for c in cands)
+    assert all(c.composition.reduced_formula == ("Li3YCl6" if parent == "LYC" else "Li3YBr6") for c in cands)
+
+
+def test_wyckoff_orbits_of_lyc():
+    """LYC 1x1x2: 'nearest' keeps the experimental ratio (6h 0.875 -> 11 of 12 Li, 6g 0.625 -> 7 of 12,
+    Y 2+2 on the two 2d orbits); 'majority' fills 6h and the Y2 2d orbit and holds the one P-3c1 model."""
+    near = S.wyckoff_site_model("LYC", (1, 1, 2), "nearest")
+    assert sorted(tuple(sorted((s, n) for s, n in d.items() if n)) for d in near.orbit_counts.values()) == sorted(
+        [(("Li", 11), ("X", 1)), (("Li", 7), ("X", 5)), (("X", 2), ("Y", 2)), (("X", 2), ("Y", 2))])
+    assert S.count_labelings(near) == 12 * 792 * 6 * 6 and S.count_distinct(near) == 14256
+    major = S.wyckoff_site_model("LYC", (1, 1, 2), "majority")
+    cands, _ = S.enumerate_orderings(major)
+    groups = Counter(S.spacegroup(c, 0.1) for c in cands)
+    assert len(cands) == 55 and groups["P-3c1 (165)"] == 1
+    with pytest.raises(ValueError, match="unknown rule"):
+        S.wyckoff_site_model("LYC", (1, 1, 1), "random")
 
 
 def test_halide_enumeration_count():
@@ -97,6 +148,25 @@ def test_batched_fire_matches_ase(model, tmp_path):
     assert abs(mine["volume_per_atom"] * len(atoms) - atoms.get_volume()) / atoms.get_volume() < 5e-3
 
 
+def test_halide_series_in_one_relax_call(model, tmp_path):
+    """Both bases and every x in one relax call that reuses the compiled program; rows, files, compositions."""
+    base = _c2_lyc_cell()  # 6 halide sites: x = 3 -> 3 Br
+    S.relax(model, [base, base], max_steps=2, batch_size=2, progress=False, min_pad=16)
+    programs = S.compiled_programs()
+    series = S.halide_series(model, {"A": base, "B": base}, xs=[0, 3, 6], max_candidates=2, out=tmp_path,
+                             max_steps=2, batch_size=2, progress=False, min_pad=16)
+    assert S.compiled_programs() == programs  # same shapes, capacity reused: no new compilation
+    assert list(series) == ["A", "B"]
+    for rows in series.values():
+        assert [(r["x"], r["n_br"], r["n_candidates"]) for r in rows] == [(0.0, 0, 1), (3.0, 3, 2), (6.0, 6, 1)]
+        for r in rows:
+            comp = r["structure"].composition
+            assert comp["Br"] == r["n_br"] and comp["Cl"] == 6 - r["n_br"] and r["volume_per_atom"] > 0
+    assert (tmp_path / "A_series.csv").exists() and (tmp_path / "B_x3.0.cif").exists()
+    S.plot_series(series, tmp_path / "v.png")
+    assert (tmp_path / "v.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_capacity_overflow_regrows(model, monkeypatch):
     """A graph capacity that is too small is detected on device, grown on the host, and the run goes on."""
@@ -112,6 +182,7 @@ def test_capacity_overflow_regrows(model, monkeypatch):
     import dataclasses
 
     monkeypatch.setattr(S, "pack", small_pack)
+    monkeypatch.setattr(S, "_CAPACITIES", {})  # no capacity reused from earlier relax calls
     res = S.relax(model, [_c2_lyc_cell()], batch_size=1, progress=False)
     assert res[0].converged and res[0].fmax < 0.01
 
@@ -127,9 +198,14 @@ def test_bad_input():
     with pytest.raises(ValueError, match="outside"):
         S.halide_site_model(lyb0, 13)
     with pytest.raises(ValueError, match="larger cell"):
-        S.halide_series(None, lyb0, xs=[0.25])
+        S.halide_series(None, {"LYB0": lyb0}, xs=[0.25])
     with pytest.raises(ValueError, match="partial occupancies"):
         S.relax(None, [S.load_parent("LYC")])
+    with pytest.raises(ValueError, match="do not fill its"):
+        S.SiteModel(lyb0.lattice, lyb0.frac_coords[:2], [("Li", "X"), ("Li", "X")], {"Li": 1, "X": 1},
+                    [0, 0], {0: {"Li": 2, "X": 1}})
+    with pytest.raises(ValueError, match="both orbits"):
+        S.SiteModel(lyb0.lattice, lyb0.frac_coords[:2], [("Li", "X"), ("Li", "X")], {"Li": 1, "X": 1}, [0, 0])
     with pytest.raises(ValueError, match="cannot place"):
         S.SiteModel(lyb0.lattice, lyb0.frac_coords[:2], [("Li", "X"), ("Li", "X")], {"Li": 3, "X": -1})
 
@@ -138,5 +214,6 @@ def test_cli_parses():
     parser = argparse.ArgumentParser()
     S.add_cli(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["structures", "--parent", "LYB", "--supercell", "1", "1", "2", "--top", "3",
-                              "--out", "x"])
+                              "--out", "x", "--wyckoff", "majority"])
     assert args.parent == "LYB" and tuple(args.supercell) == (1, 1, 2) and args.top == 3 and callable(args.func)
+    assert args.wyckoff == "majority"
