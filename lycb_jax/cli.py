@@ -85,7 +85,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MULTI_PROCESS_COMMANDS = ("md", "study", "sweep")  # options --coordinator, --num-processes, --process-id
+
+
+def _join_processes(argv) -> None:
+    """md / study / sweep: join a multi-process run if asked (lycb_jax.distributed.initialize). It
+    must come before the subcommands are imported: importing jax_md already starts JAX."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in MULTI_PROCESS_COMMANDS or {"-h", "--help"} & set(argv):
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--coordinator")
+    pre.add_argument("--num-processes", type=int)
+    pre.add_argument("--process-id", type=int)
+    known, _ = pre.parse_known_args(argv[1:])
+    from lycb_jax import distributed
+
+    try:
+        distributed.initialize(known.coordinator, known.num_processes, known.process_id)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+
+
 def main(argv=None) -> int:
+    _join_processes(argv)
     args = build_parser().parse_args(argv)
     return args.func(args) or 0
 

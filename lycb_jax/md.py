@@ -393,6 +393,10 @@ class Simulation:
     A checkpoint of the full state is written atomically every ``checkpoint_every_ps``; a run
     restarted with ``resume=True`` truncates the file to the checkpoint and continues, producing
     the same trajectory as an uninterrupted run.
+
+    Several processes (``lycb_jax.distributed.initialize``): each runs its own block of replicas
+    into ``trajectory.p{k}.h5`` / ``checkpoint.p{k}.npz`` (attribute ``replicas``: their global
+    indices), process 0 shows the progress of all and joins the files into ``trajectory.h5``.
     """
 
     def __init__(self, model: Model, structures, protocol: Protocol, out_dir, resume: bool = False,
@@ -402,6 +406,7 @@ class Simulation:
         import json
         from pathlib import Path
 
+        from lycb_jax import distributed
         from lycb_jax.predict import to_system
 
         protocol.validate()
@@ -416,15 +421,22 @@ class Simulation:
             raise ValueError(f"{len(systems)} structures for {len(temps)} temperatures: give one structure, or one per T")
         if len({len(s) for s in systems}) != 1:
             raise ValueError("all replicas need the same number of atoms (vmap); run different sizes separately")
-        self.systems, self.temps = systems, temps
-        self.n_rep, self.n_atoms = len(systems), len(systems[0])
-        self.species = np.stack([s.numbers for s in systems]).astype(np.int32)
-        self.masses = np.stack([masses_of(s.numbers) for s in systems])
+        # several processes: each runs its own block of replicas on its local devices, not one global array:
+        # replicas never interact, so this is exact, and checkpoints, HDF5 and stage switches stay host-local
+        self.n_total, self.replicas = len(systems), distributed.local_replicas(len(systems))
+        self.first_system = systems[0]  # the initial graph capacity comes from replica 0 on every process
+        self.systems, self.temps, self.all_temps = [systems[r] for r in self.replicas], temps[self.replicas], temps
+        self.n_rep, self.n_atoms = len(self.systems), len(systems[0])
+        self.species = np.stack([s.numbers for s in self.systems]).astype(np.int32)
+        self.masses = np.stack([masses_of(s.numbers) for s in self.systems])
         self.stride = int(round(protocol.save_every_fs / protocol.dt_fs))
         self.frames_per_chunk = max(1, int(round(protocol.chunk_ps * 1000 / protocol.save_every_fs)))
-        self.h5_path, self.ck_path = self.out / "trajectory.h5", self.out / "checkpoint.npz"
+        tag = distributed.file_tag()  # ".p{k}" with several processes
+        self.h5_path, self.ck_path = self.out / f"trajectory{tag}.h5", self.out / f"checkpoint{tag}.npz"
+        self.prev_ck_path = self.out / f"checkpoint{tag}.prev.npz"
         (self.out / "protocol.json").write_text(json.dumps(dataclasses.asdict(protocol), indent=1))
-        self.resume = resume and self.ck_path.exists()
+        self.resume = resume
+        self._init_fns = {}
         if resume and not self.ck_path.exists():
             print(f"no checkpoint in {self.out}; starting from the beginning")
 
@@ -441,9 +453,12 @@ class Simulation:
     def _init_states(self, ensemble, positions, cells, momenta, key, capacity):
         integ = self._integ(ensemble)
         kT = self._kT("heat")[0] if momenta is None else self._kT("nvt")[1]
-        keys = jax.random.split(key, self.n_rep)
-        fn = jax.jit(jax.vmap(lambda sp, x, c, m, k, t, p: init_replica(self.model, sp, x, c, m, t, k, integ, capacity, p),
-                              in_axes=(0, 0, 0, 0, 0, 0, None if momenta is None else 0)), )
+        keys = jax.random.split(key, self.n_total)[self.replicas]
+        fn = self._init_fns.get((ensemble, capacity, momenta is None))  # one compile per kind, not per call
+        if fn is None:
+            fn = self._init_fns[ensemble, capacity, momenta is None] = jax.jit(jax.vmap(
+                lambda sp, x, c, m, k, t, p: init_replica(self.model, sp, x, c, m, t, k, integ, capacity, p),
+                in_axes=(0, 0, 0, 0, 0, 0, None if momenta is None else 0)))
         states, overflow = fn(jnp.asarray(self.species), jnp.asarray(positions, jnp.float32),
                               jnp.asarray(cells, jnp.float32), jnp.asarray(self.masses), keys, kT,
                               None if momenta is None else jnp.asarray(momenta, jnp.float32))
@@ -458,6 +473,7 @@ class Simulation:
         f.attrs["numbers"] = self.species  # [R, N]: replicas may differ in composition (same size)
         f.attrs["masses_amu"] = self.masses
         f.attrs["temperatures_K"] = self.temps
+        f.attrs["replicas"] = self.replicas  # global replica indices (a block of them per process)
         f.attrs["format"] = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
         return f
 
@@ -485,8 +501,32 @@ class Simulation:
         leaves = jax.tree.leaves(states)
         tmp = self.ck_path.with_suffix(".tmp.npz")
         np.savez(tmp, **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)},
-                 **{k: np.asarray(v) for k, v in ck.items()})
+                 **{k: np.asarray(v) for k, v in ck.items()}, replicas=self.replicas)
+        if self.ck_path.exists():  # the previous one is kept: another process may be killed before writing its own
+            os.replace(self.ck_path, self.prev_ck_path)
         os.replace(tmp, self.ck_path)
+
+    def _load_checkpoint(self, stages) -> dict | None:
+        """The checkpoint to resume from (None: start afresh): the newest one that every process
+        has. A process killed while the others wrote theirs is one behind; they go back one."""
+        from lycb_jax import distributed
+
+        ends = np.cumsum([0] + [s[2] for s in stages])  # a checkpoint's position: steps done in all
+        found = {}
+        for path in (self.prev_ck_path, self.ck_path) if self.resume else ():
+            if path.exists():
+                ck = dict(np.load(path), path=str(path))
+                found[int(ends[int(ck["stage"])] + int(ck["step"]))] = ck
+        at = distributed.latest_common(found)
+        if at == 0:
+            for path in (self.prev_ck_path, self.ck_path):  # stale ones must not mix with the new run's
+                path.unlink(missing_ok=True)
+            return None
+        ck = found[at]
+        if "replicas" in ck and not np.array_equal(ck["replicas"], self.replicas):
+            raise ValueError(f"{self.ck_path} holds replicas {ck['replicas'].tolist()} but this process runs "
+                             f"{self.replicas.tolist()}: resume with the same number of processes")
+        return ck
 
     def _switch(self, states, prev_stage, next_ensemble: str, cells, f, capacity):
         """States for the next stage: same positions and momenta; after NpT the cell (and the
@@ -510,21 +550,44 @@ class Simulation:
 
     # -- main loop
     def run(self) -> dict:
-        """Run (or resume) every stage; returns a summary dict. Raises RuntimeError if all replicas fail."""
+        """Run (or resume) every stage; returns a summary dict (all replicas, also with several
+        processes). Raises RuntimeError if all replicas fail."""
+        from lycb_jax import distributed
+
+        summary = self._run()
+        if distributed.process_count() > 1:  # process 0 joins every process's file into trajectory.h5
+            for r in np.where(~np.asarray(summary["alive"]))[0]:
+                summary["failed"].setdefault(int(r), f"replica {r} failed on another process (see its output)")
+            distributed.barrier("lycb_jax.md: trajectories written")
+            if distributed.is_main():
+                try:
+                    distributed.merge_trajectories(self.out, distributed.process_count())
+                except (OSError, ValueError) as err:
+                    print(f"WARNING: trajectory.h5 not written: {err}")
+            distributed.barrier("lycb_jax.md: trajectories joined")
+            merged = self.out / "trajectory.h5"
+            summary["trajectory"] = str(merged) if merged.exists() else None
+            summary["trajectory_of_this_process"] = str(self.h5_path)
+        return summary
+
+    def _run(self) -> dict:
         import time
 
         from tqdm import tqdm
+
+        from lycb_jax import distributed
 
         p = self.protocol
         stages = p.stages()
         positions = np.stack([s.positions for s in self.systems])
         cells = np.stack([s.cell for s in self.systems]).astype(np.float64)
-        capacity = default_capacity(positions[0], cells[0], skin=p.skin)
+        first = self.first_system
+        capacity = default_capacity(np.asarray(first.positions), np.asarray(first.cell, np.float64), skin=p.skin)
         alive = np.ones(self.n_rep, bool)
         si, step = 0, 0
         f = self._h5()
-        if self.resume:
-            ck = np.load(self.ck_path)
+        ck = self._load_checkpoint(stages)
+        if ck is not None:
             si, step = int(ck["stage"]), int(ck["step"])
             c = [int(x) for x in ck["capacity"]]
             capacity = Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]), c[6])
@@ -537,14 +600,15 @@ class Simulation:
                                          jax.random.PRNGKey(0), capacity)
             treedef = jax.tree.structure(template)
             states = jax.tree.unflatten(treedef, [jnp.asarray(ck[f"leaf_{i}"]) for i in range(treedef.num_leaves)])
-            print(f"resuming {self.out} at stage {si} ({stages[min(si, len(stages) - 1)][0]}), step {step}")
+            print(f"resuming {ck['path']} at stage {si} ({stages[min(si, len(stages) - 1)][0]}), step {step}")
         else:
             for name in list(f.keys()):
                 del f[name]
             states = self._init_states("nvt", positions, cells, None, jax.random.PRNGKey(p.seed), capacity)
         total_ps = sum(s[2] for s in stages) * p.dt_fs / 1000
         done_ps = (sum(s[2] for s in stages[:si]) + step) * p.dt_fs / 1000
-        bar = tqdm(total=round(total_ps, 3), initial=round(done_ps, 3), unit="ps", disable=not self.progress,
+        bar = tqdm(total=round(total_ps, 3), initial=round(done_ps, 3), unit="ps",
+                   disable=not self.progress or not distributed.is_main(),
                    bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} ps [{elapsed}<{remaining}{postfix}]")
         summary = {"failed": {}}
         try:
@@ -564,21 +628,22 @@ class Simulation:
                     new_states, frames, new_alive = out[0], out[1], np.asarray(out[2])
                     wall = time.perf_counter() - t_wall
                     for r in np.where(alive & ~new_alive)[0]:
-                        msg = (f"replica {r} (T = {self.temps[r]:.0f} K) stopped in stage '{name}' before "
-                               f"{(step + n_frames * stride) * p.dt_fs / 1000:.2f} ps: temperature ran away or positions "
-                               "became non-finite (time step too long, or the model is unstable here); its state is "
+                        msg = (f"replica {self.replicas[r]} (T = {self.temps[r]:.0f} K) stopped in stage '{name}' "
+                               f"before {(step + n_frames * stride) * p.dt_fs / 1000:.2f} ps: temperature ran away or "
+                               "positions became non-finite (time step too long, or the model is unstable here); its state is "
                                "frozen, the other replicas go on")
                         print("WARNING:", msg)
-                        summary["failed"][int(r)] = msg
+                        summary["failed"][int(self.replicas[r])] = msg
                     states, alive = new_states, new_alive
                     if stride == self.stride:
                         self._append(f, name, frames, step * p.dt_fs)
                     step += n_frames * stride
                     bar.update(n_frames * stride * p.dt_fs / 1000)
-                    temps = np.asarray(frames.temperature[:, -1])
+                    temps, alive_all = distributed.gather_replicas(  # every process's replicas (a collective)
+                        np.stack([np.asarray(frames.temperature[:, -1]), alive], 1).astype(np.float32), self.n_total).T
                     ns_day = n_frames * stride * p.dt_fs * 1e-6 / wall * 86400
                     bar.set_postfix_str(f"{name}, {ns_day:.2f} ns/day/replica, T = " + " ".join(f"{t:.0f}" for t in temps))
-                    if not alive.any():
+                    if not alive_all.any():
                         f.flush()
                         raise RuntimeError(f"all replicas failed in stage '{name}'; the frames written so far are in "
                                            f"{self.h5_path}")
@@ -596,7 +661,9 @@ class Simulation:
                             **{f"frames_{n}": (f[n]["temperature"].shape[1] if n in f else 0) for n, *_ in stages}})
                         last_ck = step
                 si, step = si + 1, 0
-            summary.update(alive=alive.tolist(), temperatures_K=self.temps.tolist(), trajectory=str(self.h5_path))
+            alive_all = distributed.gather_replicas(alive, self.n_total)
+            summary.update(alive=alive_all.astype(bool).tolist(), temperatures_K=self.all_temps.tolist(),
+                           trajectory=str(self.h5_path))
             return summary
         finally:
             bar.close()
@@ -662,6 +729,11 @@ def add_protocol_arguments(p) -> None:
     p.add_argument("--npt-ps", type=float, help="NpT stage length (0 = none)")
     p.add_argument("--production-ps", type=float, help="NVT production length")
     p.add_argument("--pressure-bar", type=float, help="NpT target pressure, bar (10 kbar = 10000)")
+    g = p.add_argument_group("several processes (hosts); srun, Open MPI's mpirun and JAX_COORDINATOR_ADDRESS "
+                             "(+ JAX_NUM_PROCESSES, JAX_PROCESS_ID) are detected without these")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (any free port on its host)")
+    g.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    g.add_argument("--process-id", type=int, metavar="K", help="this process's index, 0..N-1")
 
 
 def add_cli(subparsers) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lycb_jax import analysis
+from lycb_jax import analysis, distributed
 from lycb_jax.md import Protocol, Simulation, add_protocol_arguments, protocol_from_args
 
 DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"
@@ -95,21 +95,38 @@ def plot_thermo(h5_path, out) -> Path:
     return path
 
 
-def study(model, structure, protocol: Protocol, out, resume: bool = False, species: str = "Li") -> dict:
-    """Run the protocol at every temperature in one batched simulation, then analyse it."""
+def _trajectory(md: dict) -> str | None:
+    """The trajectory of all replicas to analyse; None on processes other than 0 (several processes:
+    each ran its block of replicas, process 0 writes the report)."""
+    if not distributed.is_main():
+        return None
+    if md["trajectory"] is None:
+        raise RuntimeError("process 0 could not join the per-process trajectories (no shared file system?): "
+                           "copy every trajectory.p*.h5 into one folder, run lycb_jax.distributed.merge_trajectories")
+    return md["trajectory"]
+
+
+def study(model, structure, protocol: Protocol, out, resume: bool = False, species: str = "Li") -> dict | None:
+    """Run the protocol at every temperature in one batched simulation, then analyse it (with
+    several processes: each runs its share of the temperatures, process 0 analyses, the others return None)."""
     out = Path(out)
     sim = Simulation(model, structure, protocol, out / "md", resume=resume)
     md = sim.run()
-    plot_thermo(sim.h5_path, out)
-    summary = analyse(sim.h5_path, out, species=species, alive=md["alive"])
+    h5 = _trajectory(md)
+    if h5 is None:
+        return None
+    plot_thermo(h5, out)
+    summary = analyse(h5, out, species=species, alive=md["alive"])
     summary["failed_replicas"] = md["failed"]
     (out / "transport.json").write_text(json.dumps(summary, indent=1, default=float))
     return summary
 
 
-def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False, species: str = "Li") -> list[dict]:
+def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False,
+          species: str = "Li") -> list[dict] | None:
     """Structures x temperatures in one batched simulation (all structures of equal size), then
-    one transport report per structure in ``out/<name>/`` and a table ``out/sweep.csv``."""
+    one transport report per structure in ``out/<name>/`` and a table ``out/sweep.csv`` (with
+    several processes by process 0; the others return None)."""
     import csv
     import dataclasses
 
@@ -120,12 +137,15 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
     swept = dataclasses.replace(protocol, temperatures_K=temps * len(names))
     sim = Simulation(model, replicas, swept, out / "md", resume=resume)
     md = sim.run()
-    plot_thermo(sim.h5_path, out)
+    h5 = _trajectory(md)
+    if h5 is None:
+        return None
+    plot_thermo(h5, out)
     rows = []
     for k, name in enumerate(names):
         idx = np.arange(k * len(temps), (k + 1) * len(temps))
         try:
-            s = analyse(sim.h5_path, out / name, species=species, alive=md["alive"], replicas=idx)
+            s = analyse(h5, out / name, species=species, alive=md["alive"], replicas=idx)
             rows.append(dict(structure=name, Ea=s["Ea"], Ea_err=s["Ea_err"], T_extrapolate=s["T_extrapolate"],
                              sigma_extrapolated=s["sigma_extrapolated"], sigma_extrapolated_err=s["sigma_extrapolated_err"]))
         except ValueError as err:  # e.g. fewer than two temperatures survived
@@ -161,6 +181,9 @@ def _cli(args) -> int:
         summary = study(lycb_jax.load_model(args.model), structure, protocol, args.out, args.resume, args.species)
     except ValueError as err:
         raise SystemExit(f"error: {err}")
+    if summary is None:
+        print(f"process {distributed.process_index()}: MD done; process 0 writes the report to {args.out}/")
+        return 0
     keys = ("Ea", "Ea_err", "T_extrapolate", "sigma_extrapolated", "sigma_extrapolated_err")
     for row in summary["per_temperature"]:
         print(f"T = {row['T']:.0f} K: D = {row['D']:.3g} +- {row['D_err']:.2g} cm^2/s, "
@@ -182,6 +205,9 @@ def _cli_sweep(args) -> int:
                      args.species)
     except ValueError as err:
         raise SystemExit(f"error: {err}")
+    if rows is None:
+        print(f"process {distributed.process_index()}: MD done; process 0 writes the report to {args.out}/")
+        return 0
     for r in rows:
         print(r)
     print(f"table written to {args.out}/sweep.csv")

@@ -1,0 +1,183 @@
+"""Runs over several processes (hosts, or one process per GPU): start-up and the little they share.
+
+Design: each process simulates its own contiguous block of replicas on its local devices and
+writes its own trajectory and checkpoint (``trajectory.p{k}.h5``, ``checkpoint.p{k}.npz``).
+Replicas never interact, so this is exactly the single-process run cut into pieces, with no
+global arrays and no traffic between hosts inside the MD. Per chunk the processes only exchange
+each replica's temperature and alive flag (progress bar, all-failed check); on resume they agree
+on the newest checkpoint every one of them has; at the end process 0 joins the per-process files
+into ``trajectory.h5`` (HDF5 virtual datasets: nothing is copied; needs a shared file system).
+
+With one process every function here is a no-op or the identity, and file names are unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def requested(coordinator: str | None = None) -> bool:
+    """Whether this process is one of several: a coordinator given (argument or
+    ``JAX_COORDINATOR_ADDRESS``), or started by ``srun`` / Open MPI's ``mpirun`` with more than one task."""
+    env = os.environ
+    if coordinator or env.get("JAX_COORDINATOR_ADDRESS"):
+        return True
+    if "SLURM_JOB_ID" in env and int(env.get("SLURM_STEP_NUM_TASKS") or 1) > 1:  # inside srun, not the batch script
+        return True
+    return "OMPI_MCA_orte_hnp_uri" in env and int(env.get("OMPI_COMM_WORLD_SIZE") or 1) > 1
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> bool:
+    """Join a multi-process run (``jax.distributed.initialize``) when :func:`requested` says so;
+    nothing for a single process. Call it first: before anything uses JAX, and before importing
+    ``lycb_jax.md`` / ``lycb_jax.study`` (importing jax_md starts JAX). Unset values come from
+    ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, else from JAX's cluster detection (SLURM, Open MPI).
+    Returns whether this process is one of several."""
+    is_initialized = getattr(jax.distributed, "is_initialized", None)  # newer than some JAX we support
+    if is_initialized is not None and is_initialized():
+        return jax.process_count() > 1
+    if not requested(coordinator):
+        if num_processes not in (None, 1) or process_id not in (None, 0):
+            raise ValueError("--num-processes / --process-id need --coordinator HOST:PORT (the address of process 0)")
+        return False
+    env = os.environ
+    if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+        num_processes = int(env["JAX_NUM_PROCESSES"])
+    if process_id is None and env.get("JAX_PROCESS_ID"):
+        process_id = int(env["JAX_PROCESS_ID"])
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "none"):  # older JAX on CPU
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:  # a long shutdown wait: processes that finish first wait there while process 0 writes the report
+        jax.distributed.initialize(coordinator, num_processes, process_id, shutdown_timeout_seconds=4 * 3600)
+    except RuntimeError as err:
+        raise RuntimeError(f"{err} (call lycb_jax.distributed.initialize() before importing lycb_jax.md: "
+                           "importing jax_md already starts JAX)") from err
+    return jax.process_count() > 1
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def is_main() -> bool:
+    """Process 0 (the only one in a single-process run) writes reports."""
+    return jax.process_index() == 0
+
+
+def file_tag() -> str:
+    """Suffix of this process's output files: ``.p{k}`` with several processes, else empty."""
+    return f".p{jax.process_index()}" if jax.process_count() > 1 else ""
+
+
+def _blocks(n_total: int) -> list[np.ndarray]:
+    n_proc = jax.process_count()
+    if n_total < n_proc:
+        raise ValueError(f"{n_total} replicas for {n_proc} processes: use at most one process per replica")
+    return np.array_split(np.arange(n_total), n_proc)
+
+
+def local_replicas(n_total: int) -> np.ndarray:
+    """Global indices of the replicas this process runs: a contiguous block, blocks in process order."""
+    return _blocks(n_total)[jax.process_index()]
+
+
+def gather_replicas(x, n_total: int) -> np.ndarray:
+    """Per-replica values of every process, [n_total, ...] in global order, from this process's
+    [n_local, ...] (a collective: every process calls it at the same point)."""
+    x = np.asarray(x)
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils
+
+    blocks = _blocks(n_total)
+    m = max(len(b) for b in blocks)
+    dtype = np.int32 if x.dtype == bool else x.dtype
+    pad = np.zeros((m,) + x.shape[1:], dtype)
+    pad[:len(x)] = x
+    g = np.asarray(multihost_utils.process_allgather(pad))
+    return np.concatenate([g[p, :len(b)] for p, b in enumerate(blocks)]).astype(x.dtype)
+
+
+def latest_common(positions) -> int:
+    """The largest of ``positions`` (non-negative ints, e.g. checkpoint step counts; at most 2 per
+    process) that every process has; 0 if none (a collective)."""
+    mine = sorted({int(p) for p in positions})[-2:]
+    if jax.process_count() == 1:
+        return max(mine, default=0)
+    from jax.experimental import multihost_utils
+
+    g = np.asarray(multihost_utils.process_allgather(np.array(mine + [-1] * (2 - len(mine)), np.int32)))
+    common = set.intersection(*({int(v) for v in row if v >= 0} for row in g))
+    return max(common, default=0)
+
+
+def barrier(name: str) -> None:
+    """Wait until every process got here."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas")  # root attributes with a replica axis
+
+
+def merge_trajectories(folder, n_processes: int | None = None, out_name: str = "trajectory.h5") -> Path:
+    """Join ``trajectory.p{k}.h5`` of every process in ``folder`` into ``out_name``: each [replica,
+    frame, ...] dataset becomes an HDF5 virtual dataset over the files (no copy; they must stay
+    next to it), per-replica attributes are concatenated. Process 0 does this at the end of a
+    run; without a shared file system, copy the files into one folder and call it there
+    (``n_processes`` default: the number of such files in ``folder``)."""
+    import h5py
+
+    folder = Path(folder)
+    if n_processes is None:
+        n_processes = sum(bool(re.fullmatch(r"trajectory\.p\d+\.h5", p.name)) for p in folder.iterdir())
+    paths = [folder / f"trajectory.p{k}.h5" for k in range(n_processes)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing or not paths:
+        raise FileNotFoundError(f"{folder} lacks {missing or 'trajectory.p*.h5'}: without a shared file system, "
+                                "copy every process's file into one folder and merge there")
+    tmp = folder / (out_name + ".tmp")
+    srcs = [h5py.File(p, "r") for p in paths]
+    try:
+        replicas = np.concatenate([s.attrs["replicas"] for s in srcs])
+        if not np.array_equal(replicas, np.arange(len(replicas))):
+            raise ValueError(f"the files in {folder} hold replicas {replicas.tolist()}, not 0..{len(replicas) - 1}: "
+                             "some process's file is missing or from another run")
+        with h5py.File(tmp, "w") as out:
+            for key, val in srcs[0].attrs.items():
+                out.attrs[key] = np.concatenate([s.attrs[key] for s in srcs]) if key in REPLICA_ATTRS else val
+            out.attrs["sources"] = [p.name for p in paths]
+            for stage, grp in srcs[0].items():
+                g = out.create_group(stage)
+                for key in grp.attrs:  # per-replica stage attributes (the NpT average cell and volume)
+                    g.attrs[key] = np.concatenate([s[stage].attrs[key] for s in srcs])
+                for name, ds in grp.items():
+                    if ds.ndim == 1:  # time axis, the same in every file
+                        g.create_dataset(name, data=ds[:])
+                        continue
+                    shapes = [s[stage][name].shape for s in srcs]
+                    if len({sh[1:] for sh in shapes}) != 1:
+                        raise ValueError(f"{stage}/{name}: the processes' files differ in frames {shapes}")
+                    layout = h5py.VirtualLayout((sum(sh[0] for sh in shapes),) + shapes[0][1:], dtype=ds.dtype)
+                    r0 = 0
+                    for p, sh in zip(paths, shapes):
+                        layout[r0:r0 + sh[0]] = h5py.VirtualSource(p.name, f"{stage}/{name}", shape=sh)
+                        r0 += sh[0]
+                    g.create_virtual_dataset(name, layout, fillvalue=np.nan)
+                    g[name].attrs.update(dict(ds.attrs))
+    finally:
+        for s in srcs:
+            s.close()
+    os.replace(tmp, folder / out_name)
+    return folder / out_name
