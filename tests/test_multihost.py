@@ -73,7 +73,7 @@ def _launch(tmp, tag, extra=(), **env):
 
 
 def _logs(tmp, tag):
-    return "\n".join(f"--- process {k}:\n" + (tmp / f"{tag}.p{k}.log").read_text()[-3000:] for k in range(2))
+    return "\n".join(f"--- process {k}:\n" + (tmp / f"{tag}.p{k}.log").read_text() for k in range(2))
 
 
 def _position(path):
