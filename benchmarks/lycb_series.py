@@ -10,11 +10,16 @@
    up to --per-x random Cl/Br orderings per x, all relaxed in one run; the lowest per (parent, x)
    gives the 13 ordered models per parent, their relaxed volume per atom (A^3/atom) vs x.
 
+With --bases LYC0=a.cif LYB0=b.cif the parents step is skipped and the series starts from those
+relaxed models (e.g. the CIFs of an earlier parents run); --note LABEL=text records why a base was
+chosen (summary.json, series.csv).
+
 Writes to --out: {LYC,LYB}_ranking.csv + top CIFs, parents.json (after step 1), {LYC0,LYB0}_series.csv,
 {label}_x{x}.cif, series.csv, series_volume.png and summary.json.
 
     python benchmarks/lycb_series.py --per-x 2 --max-steps 20 --lyb wyckoff --xs 0 3 6 --batch-size 4   # CPU check
     python benchmarks/lycb_series.py --per-x 8 --batch-size 64              # one GPU
+    python benchmarks/lycb_series.py --per-x 1 --bases LYC0=r/LYC_0.cif LYB0=r/LYB_4.cif   # series only
 """
 
 import argparse
@@ -61,7 +66,17 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top", type=int, default=10, help="relaxed space groups and CIFs of the N lowest per parent")
+    ap.add_argument("--bases", nargs="+", metavar="LABEL=CIF",
+                    help="series bases from CIFs (skips the parents step), e.g. LYC0=LYC_0.cif LYB0=LYB_4.cif")
+    ap.add_argument("--note", nargs="+", metavar="LABEL=TEXT", default=[],
+                    help="why a base was chosen, recorded in summary.json and series.csv")
     args = ap.parse_args(argv)
+    pairs = [p.split("=", 1) for p in (args.bases or []) + args.note]
+    if any(len(p) != 2 or not all(p) for p in pairs):
+        ap.error("--bases LABEL=CIF ... and --note LABEL=TEXT ...")
+    bases_cif, notes = dict(pairs[:len(args.bases or [])]), dict(pairs[len(args.bases or []):])
+    if set(notes) - set(bases_cif or ("LYC0", "LYB0")):
+        ap.error("--bases LABEL=CIF ...; --note LABEL=TEXT for a label of --bases (LYC0/LYB0 without --bases)")
 
     import jax
 
@@ -73,17 +88,35 @@ def main(argv=None):
     t_start = time.perf_counter()
     model = lycb_jax.load_model("chgnet-0.3.0")
     kw = dict(fmax=args.fmax, max_steps=args.max_steps, batch_size=args.batch_size, min_pad=64)
+    summary = dict(device=jax.devices()[0].device_kind, platform=jax.devices()[0].platform, fmax=args.fmax,
+                   max_steps=args.max_steps, batch_size=args.batch_size, per_x=args.per_x, xs=list(map(float, args.xs)))
+    if bases_cif:
+        from pymatgen.core import Structure
 
-    # 1. parents
+        bases = {label: Structure.from_file(path) for label, path in bases_cif.items()}
+        summary["bases"] = {label: dict(cif=path, spacegroup=S.spacegroup(bases[label], 0.1),
+                                        volume_per_atom=bases[label].volume / len(bases[label]),
+                                        formula=bases[label].composition.formula, note=notes.get(label, ""))
+                            for label, path in bases_cif.items()}
+        print(f"series bases from CIFs (parents step skipped); device {summary['device']}")
+        for label, b in summary["bases"].items():
+            print(f"  {label}: {b['cif']} {b['formula']} {b['spacegroup']} V/atom {b['volume_per_atom']:.3f} A^3"
+                  + (f" ({b['note']})" if b["note"] else ""))
+    else:
+        bases = parents(S, model, args, kw, out, summary)
+    series_step(S, model, args, kw, out, summary, bases, notes, t_start)
+
+
+def parents(S, model, args, kw, out, summary):
+    """Step 1: relax and rank both parents' candidates; returns {'LYC0': lowest LYC, 'LYB0': lowest LYB}."""
     structs, info = candidates(S, args)
     print(f"{len(structs)} parent candidates: " + ", ".join(
         f"{p} {s} {sum(i['parent'] == p and i['space'] == s for i in info)}"
-        for p, s in dict.fromkeys((i["parent"], i["space"]) for i in info)) + f"; device {jax.devices()[0].device_kind}")
+        for p, s in dict.fromkeys((i["parent"], i["space"]) for i in info)) + f"; device {summary['device']}")
     t0, programs = time.perf_counter(), S.compiled_programs()
     relaxed = S.relax(model, structs, **kw)
     t_parents = time.perf_counter() - t0
-    summary = dict(device=jax.devices()[0].device_kind, fmax=args.fmax, max_steps=args.max_steps,
-                   batch_size=args.batch_size, per_x=args.per_x, lyb=args.lyb, parents_relax_seconds=t_parents,
+    summary.update(lyb=args.lyb, parents_relax_seconds=t_parents,
                    parents_compilations=S.compiled_programs() - programs, parents={})
     bases = {}
     for parent in ("LYC", "LYB"):
@@ -108,25 +141,35 @@ def main(argv=None):
             print(f"  P-3c1 (unrelaxed) candidates: {p3c1}")
     (out / "parents.json").write_text(json.dumps(summary, indent=1))
     print(f"parents: {t_parents:.1f} s relaxation, {summary['parents_compilations']} compilations")
+    return bases
 
-    # 2. series
+
+def series_step(S, model, args, kw, out, summary, bases, notes, t_start):
+    """Step 2: Cl/Br series of every base, one relax call; series.csv, plot and summary.json."""
     t0, programs = time.perf_counter(), S.compiled_programs()
     series = S.halide_series(model, bases, xs=args.xs, max_candidates=args.per_x, seed=args.seed, out=out, **kw)
     summary["series_relax_seconds"] = time.perf_counter() - t0
+    if args.per_x == 1:
+        summary["ranking_note"] = ("1 Cl/Br ordering per (parent, x): the 'lowest' model per x is that one "
+                                   "candidate, no ranking among orderings")
     summary["series_compilations"] = S.compiled_programs() - programs
     S.plot_series(series, out / "series_volume.png")
-    keys = ("x", "n_br", "n_candidates", "n_converged", "energy_per_atom", "volume_per_atom", "spacegroup", "converged")
+    keys = ("x", "n_br", "n_candidates", "n_converged", "energy_per_atom", "volume_per_atom", "spacegroup", "converged",
+            "steps", "fmax")
     with open(out / "series.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(("parent",) + keys)
+        w.writerow(("parent",) + keys + ("note",))
         for label, rows in series.items():
-            w.writerows([(label,) + tuple(r[k] for k in keys) for r in rows])
+            w.writerows([(label,) + tuple(r[k] for k in keys) + (notes.get(label, ""),) for r in rows])
     summary["series"] = {}
     for label, rows in series.items():
         v = np.array([r["volume_per_atom"] for r in rows])
         x = np.array([r["x"] for r in rows])
         summary["series"][label] = dict(
-            base_spacegroup=S.spacegroup(bases[label], 0.1), rows=[{k: r[k] for k in keys} for r in rows],
+            base_spacegroup=S.spacegroup(bases[label], 0.1), note=notes.get(label, ""),
+            n_models=len(rows), converged_models=sum(r["converged"] for r in rows),
+            n_candidates=sum(r["n_candidates"] for r in rows), converged_candidates=sum(r["n_converged"] for r in rows),
+            rows=[{k: r[k] for k in keys} for r in rows],
             volume_increases_with_x=bool(np.all(np.diff(v) > 0)), n_volume_decreases=int(np.sum(np.diff(v) <= 0)),
             slope_A3_per_atom_per_x=float(np.polyfit(x, v, 1)[0]) if len(x) > 1 else None)
         print(f"{label} (base {summary['series'][label]['base_spacegroup']}): x, V/atom (A^3), E/atom (eV), space group")
@@ -134,7 +177,7 @@ def main(argv=None):
             print(f"  {r['x']:.1f}  {r['volume_per_atom']:.3f}  {r['energy_per_atom']:.5f}  {r['spacegroup']:14s} "
                   f"({r['n_candidates']} cand., {r['n_converged']} converged)")
         print(f"  volume increases with x: {summary['series'][label]['volume_increases_with_x']} "
-              f"(slope {summary['series'][label]['slope_A3_per_atom_per_x']:.3f} A^3/atom per x)")
+              f"(slope {summary['series'][label]['slope_A3_per_atom_per_x'] or float('nan'):.3f} A^3/atom per x)")
     summary["total_seconds"] = time.perf_counter() - t_start
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"series: {summary['series_relax_seconds']:.1f} s; total {summary['total_seconds']:.1f} s; wrote {out}")

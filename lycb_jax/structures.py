@@ -402,17 +402,18 @@ def enumerate_orderings(model: SiteModel, max_structures: int | None = None, max
     """Symmetry-distinct orderings of a site model as ordered Structures (vacancies removed).
 
     Exhaustive with icet (Hart-Forcade) when the number of labelings is at most ``max_labelings``
-    (orbit-constrained models: canonical forms of all labelings, ``_distinct_labelings``); otherwise (icet is pure Python and holds all labelings in memory) ``max_structures`` distinct
-    orderings are drawn at random. At most ``max_structures`` are returned (a random subset with
+    (orbit-constrained models, or icet not installed: canonical forms of all labelings,
+    ``_distinct_labelings``); otherwise (icet is pure Python and holds all labelings in memory)
+    ``max_structures`` distinct orderings are drawn at random. At most ``max_structures`` are returned (a random subset with
     ``seed``). Returns (structures, exhaustive).
     """
     if not model.counts:  # nothing to order
         return [model.structure([c[0] for c in model.choices])], True
     n_lab = count_labelings(model)
     if n_lab <= max_labelings:
-        if model.orbits is None:
+        if model.orbits is None and _have_icet():
             labelings = _icet_labelings(model)
-        else:  # icet cannot restrict counts per orbit: all labelings, canonical forms (numpy)
+        else:  # orbit counts (icet cannot restrict them) or no icet: all labelings, canonical forms (numpy)
             alphabet = sorted({s for c in model.choices for s in c})
             labelings = [[alphabet[i] for i in lab] for lab in _distinct_labelings(model)]
         exhaustive = True
@@ -426,6 +427,16 @@ def enumerate_orderings(model: SiteModel, max_structures: int | None = None, max
         labelings = _sample_labelings(model, max_structures, seed)
         exhaustive = False
     return [model.structure(lab) for lab in labelings], exhaustive
+
+
+def _have_icet() -> bool:
+    """Whether icet can be imported; without it exhaustive enumeration uses the brute-force canonical
+    forms (``_distinct_labelings``, same orderings, fine up to ``max_labelings``)."""
+    try:
+        import icet.tools  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _icet_labelings(model: SiteModel) -> list[list[str]]:
@@ -795,7 +806,7 @@ def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01
     relaxed, all labels and x in one ``relax`` call (exhaustive enumeration up to ``max_labelings``
     labelings, random distinct orderings beyond). Returns {label: one row per x with the lowest
     model}: x, n_br, n_candidates, exhaustive, n_converged, energy_per_atom (eV/atom),
-    volume_per_atom (A^3/atom), spacegroup (symprec in A), converged, structure. With ``out``,
+    volume_per_atom (A^3/atom), spacegroup (symprec in A), converged, steps, fmax (eV/A), structure. With ``out``,
     writes {label}_x{x}.cif and {label}_series.csv.
     """
     cands, meta = [], []
@@ -822,7 +833,7 @@ def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01
                                   n_converged=sum(r.converged for r in mine), energy_per_atom=best.energy_per_atom,
                                   volume_per_atom=best.structure.volume / len(best.structure),
                                   spacegroup=spacegroup(best.structure, symprec), converged=best.converged,
-                                  structure=best.structure))
+                                  steps=best.steps, fmax=best.fmax, structure=best.structure))
     if out is not None:
         out = Path(out)
         for label, rows in series.items():

@@ -94,6 +94,17 @@ def test_halide_enumeration_count():
     assert all(c.composition["Br"] == 3 and c.composition["Cl"] == 9 for c in cands)
 
 
+def test_enumeration_without_icet(monkeypatch):
+    """No icet installed: the same symmetry-distinct orderings by brute force (site models without orbits)."""
+    model = S.parent_site_model("LYB", (1, 1, 1))
+    with_icet = {frozenset(c.composition.items()) for c in S.enumerate_orderings(model)[0]}
+    monkeypatch.setattr(S, "_have_icet", lambda: False)
+    monkeypatch.setattr(S, "_icet_labelings", None)  # would raise if called
+    cands, exhaustive = S.enumerate_orderings(model)
+    assert exhaustive and len(cands) == S.count_distinct(model) == len(S.enumerate_orderings(model)[0])
+    assert {frozenset(c.composition.items()) for c in cands} == with_icet
+
+
 def test_ordered_models_keep_composition_and_framework():
     parent = S.load_parent("LYC")
     model = S.parent_site_model(parent, (1, 1, 2))
