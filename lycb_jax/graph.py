@@ -247,12 +247,28 @@ def refine_graph(edges: EdgeList, positions: jax.Array, cell: jax.Array, capacit
     return _refined(edges, positions, cell, ATOM_CUTOFF, BOND_CUTOFF, capacity, select=True)
 
 
+def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(half edges, angles, largest number of short bonds at one atom) of the graph that
+    :func:`refine_graph` would take from ``edges``, without building it (for capacity checks)."""
+    d2 = _list_d2(edges, positions, cell)
+    keep = edges.mask & (d2 < ATOM_CUTOFF**2)
+    short = (keep & (d2 < BOND_CUTOFF**2)).astype(jnp.int32)
+    n = positions.shape[0]
+    count = jax.ops.segment_sum(short, edges.src, n) + jax.ops.segment_sum(short, edges.dst, n)
+    return (jnp.sum(keep, dtype=jnp.int32), jnp.sum(count * (count - 1), dtype=jnp.int32),
+            jnp.max(count).astype(jnp.int32))
+
+
+def _list_d2(edges: EdgeList, positions, cell) -> jax.Array:
+    """Squared lengths (A^2) of the listed half edges at these positions (no gradient)."""
+    positions = jax.lax.stop_gradient(positions)
+    vec = positions[edges.dst] + edges.shift @ jax.lax.stop_gradient(cell) - positions[edges.src]
+    return jnp.sum(vec * vec, axis=-1)
+
+
 def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float, capacity: Capacity,
              select: bool) -> Graph:
-    positions = jax.lax.stop_gradient(positions)
-    cell = jax.lax.stop_gradient(cell)
-    vec = positions[edges.dst] + edges.shift @ cell - positions[edges.src]
-    d2 = jnp.sum(vec * vec, axis=-1)
+    d2 = _list_d2(edges, positions, cell)
     if not select:
         return _with_angles(edges.src, edges.dst, edges.shift, edges.mask, edges.n_edges, d2, positions.shape[0],
                             bond_cut, capacity, edges.images_needed, edges.overflow)

@@ -26,8 +26,8 @@ from ase import units
 from ase.data import atomic_masses
 from jax_md import quantity, simulate, space
 
-from lycb_jax.graph import (ATOM_CUTOFF, Capacity, EdgeList, round_up, build_edges, count_edges, image_range,
-                            refine_graph)
+from lycb_jax.graph import (ATOM_CUTOFF, Capacity, EdgeList, build_edges, count_edges, exact_sizes, image_range,
+                            refine_graph, round_up)
 from lycb_jax.model import EV_A3_TO_GPA, Model, energy_forces_stress, potential
 
 KB = units.kB  # eV/K
@@ -162,7 +162,7 @@ def _frame(model, species, state, cell, kT, integ: Integrator, energy_fn, edges,
         inv = e + ke
     else:
         inv = simulate.nvt_nose_hoover_invariant(energy_fn, state, kT, edges=edges, cell=cell)
-    return Frame(pos, cell_now, temp, e, ke, inv, pressure_bar, stress, vol), graph
+    return Frame(pos, cell_now, temp, e, ke, inv, pressure_bar, stress, vol)
 
 
 N_NEED = 8  # run_chunk's ``need``: exact edges, angles, short bonds/atom, images[3], moved too far, list edges
@@ -177,8 +177,8 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     from ``step0`` of the stage. One Verlet list per replica (cutoff + skin) is rebuilt, for all
     replicas at once, when some live replica is about to move more than skin/2 from where it was
     built; every force call takes CHGNet's exact graph from it. Returns (states, frames [R, F, ...],
-    alive, graph_ok [R], need [R, N_NEED], number of list rebuilds). ``graph_ok`` False means a capacity overflow or a move
-    beyond skin/2 since the list was built: the caller must discard the result and re-run the
+    alive, graph_ok [R], need [R, N_NEED], number of list rebuilds). ``graph_ok`` False means a
+    capacity overflow or a move beyond skin/2 since the list was built: the caller must discard the result and re-run the
     chunk with ``need``-sized capacities.
     """
     model = Model(model_module, params)
@@ -196,24 +196,24 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     def drift(st, cell_now, ref, ref_cell):
         return _drift(st, cell_now, ref, ref_cell, integ, capacity)
 
-    def counts(graph, edges, live, moved_far):
-        c = jnp.concatenate([jnp.stack([graph.n_edges, graph.n_angles, graph.max_short_per_atom]),
-                             edges.images_needed, jnp.stack([moved_far.astype(jnp.int32), edges.n_edges])])
+    def counts(sizes, edges, live, moved_far):
+        c = jnp.concatenate([jnp.stack(sizes), edges.images_needed,
+                             jnp.stack([moved_far.astype(jnp.int32), edges.n_edges])])
         return c * live.astype(jnp.int32)
 
     v_drift = jax.vmap(drift)
     v_list = jax.vmap(lambda st, c, m: verlet_list(real_positions(st, integ), c, m, capacity))
-    v_refine = jax.vmap(lambda e, st, c: refine_graph(e, real_positions(st, integ), c, capacity))
+    v_sizes = jax.vmap(lambda e, st, c: exact_sizes(e, real_positions(st, integ), c))
     v_cell = jax.vmap(lambda st, c: state_cell(st, integ, c))
 
     def ramp(k):
         return kT_start + (kT_end - kT_start) * jnp.minimum(k / jnp.maximum(total_steps, 1), 1.0)
 
     def step(carry, i):
-        st, edges, ref, ref_cell, margin, ok, live, need, rebuilds = carry
+        st, edges, ref, ref_cell, drift, margin, ok, live, need, rebuilds = carry
         cell0 = v_cell(st, cell)
         # rebuild every list when any live replica could cross skin/2 in this step
-        rebuild = jnp.any(live & (v_drift(st, cell0, ref, ref_cell) + margin >= half_skin))
+        rebuild = jnp.any(live & (drift + margin >= half_skin))
         edges, ref, ref_cell = jax.lax.cond(
             rebuild, lambda: (v_list(st, cell0, masks), st, cell0), lambda: (edges, ref, ref_cell))
         new = jax.vmap(advance)(species, cell, st, ramp(step0 + i), edges)
@@ -223,14 +223,15 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
         ke = jax.vmap(lambda p, m: quantity.kinetic_energy(momentum=p, mass=m))(new.momentum, new.mass)
         hot = 2 * ke / (3 * new.position.shape[1]) > max_kT_factor * jnp.maximum(ramp(step0 + i), kT_end)
         live_new = live & finite & ~hot
-        graph = v_refine(edges, new, cell1)  # the graph the next force call uses (for its sizes)
-        valid = ~edges.overflow & ~graph.overflow & (moved < half_skin)
-        ok = ok & (~live_new | valid)
-        need = jnp.maximum(need, jax.vmap(counts)(graph, edges, live_new, moved >= half_skin))
+        n_edges, n_angles, max_short = v_sizes(edges, new, cell1)  # of the graph the last force call used
+        overflow = (edges.overflow | (n_edges > capacity.edges) | (n_angles > capacity.angles)
+                    | (max_short > capacity.short_per_atom))
+        ok = ok & (~live_new | (~overflow & (moved < half_skin)))
+        need = jnp.maximum(need, jax.vmap(counts)((n_edges, n_angles, max_short), edges, live_new, moved >= half_skin))
         # margin for the next step: twice the largest single-step move of a live replica
         step_move = jnp.max(jnp.where(live_new, v_drift(new, cell1, st, cell0), 0.0))
         st = jax.tree.map(lambda a, b: jnp.where(live_new.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, st)
-        return (st, edges, ref, ref_cell, 2 * step_move, ok, live_new, need, rebuilds + rebuild), None
+        return (st, edges, ref, ref_cell, moved, 2 * step_move, ok, live_new, need, rebuilds + rebuild), None
 
     def frame(carry, f):
         carry, _ = jax.lax.scan(step, carry, f * stride + jnp.arange(stride))
@@ -241,15 +242,14 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
             energy_fn, _, _ = _make_integrator(model, species_r, species_r > 0, integ, capacity)
             return _frame(model, species_r, st_r, cell_r, kT_r, integ, energy_fn, edges_r, capacity)
 
-        fr, graph = jax.vmap(one)(species, cell, st, kT, edges)
-        return carry, fr
+        return carry, jax.vmap(one)(species, cell, st, kT, edges)
 
     cell0 = v_cell(states, cell)
     edges0 = v_list(states, cell0, masks)
     n_rep = species.shape[0]
-    init = (states, edges0, states, cell0, jnp.float32(0.0), jnp.ones(n_rep, bool), alive,
-            jnp.zeros((n_rep, N_NEED), jnp.int32), jnp.int32(0))
-    (st, _, _, _, _, ok, live, need, rebuilds), frames = jax.lax.scan(frame, init, jnp.arange(n_frames))
+    init = (states, edges0, states, cell0, jnp.zeros(n_rep, jnp.float32), jnp.float32(0.0), jnp.ones(n_rep, bool),
+            alive, jnp.zeros((n_rep, N_NEED), jnp.int32), jnp.int32(0))
+    (st, _, _, _, _, _, ok, live, need, rebuilds), frames = jax.lax.scan(frame, init, jnp.arange(n_frames))
     frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
     return st, frames, live, ok, need, rebuilds
 

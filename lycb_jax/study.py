@@ -95,27 +95,27 @@ def plot_thermo(h5_path, out) -> Path:
     return path
 
 
-def _trajectory(md: dict) -> str | None:
-    """The trajectory of all replicas to analyse; None on processes other than 0 (several processes:
-    each ran its block of replicas, process 0 writes the report)."""
+def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool) -> tuple[dict, str | None]:
+    """Run the MD into ``out/md`` and plot its thermodynamics; returns (MD summary, trajectory of all
+    replicas). The trajectory is None on processes other than 0 (several processes: each ran its block
+    of replicas, process 0 writes the report)."""
+    md = Simulation(model, structures, protocol, out / "md", resume=resume).run()
     if not distributed.is_main():
-        return None
+        return md, None
     if md["trajectory"] is None:
         raise RuntimeError("process 0 could not join the per-process trajectories (no shared file system?): "
                            "copy every trajectory.p*.h5 into one folder, run lycb_jax.distributed.merge_trajectories")
-    return md["trajectory"]
+    plot_thermo(md["trajectory"], out)
+    return md, md["trajectory"]
 
 
 def study(model, structure, protocol: Protocol, out, resume: bool = False, species: str = "Li") -> dict | None:
     """Run the protocol at every temperature in one batched simulation, then analyse it (with
     several processes: each runs its share of the temperatures, process 0 analyses, the others return None)."""
     out = Path(out)
-    sim = Simulation(model, structure, protocol, out / "md", resume=resume)
-    md = sim.run()
-    h5 = _trajectory(md)
+    md, h5 = _simulate(model, structure, protocol, out, resume)
     if h5 is None:
         return None
-    plot_thermo(h5, out)
     summary = analyse(h5, out, species=species, alive=md["alive"])
     summary["failed_replicas"] = md["failed"]
     (out / "transport.json").write_text(json.dumps(summary, indent=1, default=float))
@@ -135,12 +135,9 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
     temps = tuple(protocol.temperatures_K)
     replicas = [structures[n] for n in names for _ in temps]
     swept = dataclasses.replace(protocol, temperatures_K=temps * len(names))
-    sim = Simulation(model, replicas, swept, out / "md", resume=resume)
-    md = sim.run()
-    h5 = _trajectory(md)
+    md, h5 = _simulate(model, replicas, swept, out, resume)
     if h5 is None:
         return None
-    plot_thermo(h5, out)
     rows = []
     for k, name in enumerate(names):
         idx = np.arange(k * len(temps), (k + 1) * len(temps))

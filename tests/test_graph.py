@@ -69,7 +69,7 @@ def test_edges_and_angles_match_ase(name):
 def test_exact_graph_from_verlet_list(name, strain):
     """A Verlet list (cutoff + 1 A skin) built at x0, refined at x1 (atoms moved <= 0.3 A, cell
     strained): the refined graph is CHGNet's exact graph at x1, by ASE."""
-    from lycb_jax.graph import build_edges, refine_graph
+    from lycb_jax.graph import build_edges, exact_sizes, refine_graph
 
     s = parity_set()[name]
     pos0, cell0 = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
@@ -88,6 +88,8 @@ def test_exact_graph_from_verlet_list(name, strain):
     g = jax.jit(refine_graph, static_argnums=3)(edges, f32(pos1), f32(cell1), cap)
     assert not bool(g.overflow)
     assert int(edges.n_edges) > int(g.n_edges)  # the list really is a superset
+    sizes = [int(x) for x in exact_sizes(edges, f32(pos1), f32(cell1))]  # what MD checks capacities with
+    assert sizes == [int(g.n_edges), int(g.n_angles), int(g.max_short_per_atom)]
     assert_matches_ase(g, pos1, cell1)
 
 
