@@ -51,7 +51,7 @@ def main():
     model = lycb_jax.load_model()
     s = lyc_like(args.n)
     r = args.replicas
-    cap = dataclasses.replace(default_capacity(s.cart_coords, s.lattice.matrix, skin=0.0), skin=0.0)
+    cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=0.0)  # exact cutoffs, as refine_graph gives MD
     species = jnp.asarray(np.tile([x.specie.Z for x in s], (r, 1)), jnp.int32)
     rng = np.random.default_rng(0)
     pos = jnp.asarray(s.cart_coords[None] + rng.normal(scale=0.05, size=(r, len(s), 3)), jnp.float32)
