@@ -13,8 +13,20 @@ if "JAX_DEFAULT_MATMUL_PRECISION" not in os.environ:
 from lycb_jax.checkpoint import load_model  # noqa: E402
 from lycb_jax.predict import Prediction, predict  # noqa: E402
 
-__all__ = ["load_model", "predict", "Prediction", "Calculator"]
+__all__ = ["load_model", "predict", "Prediction", "Calculator", "enable_compilation_cache"]
 __version__ = "0.1.0"
+
+
+def enable_compilation_cache(path: str | None = None) -> str:
+    """Keep compiled XLA programs on disk (JAX's persistent compilation cache), so that a later
+    process with the same shapes (an MD study, a fine-tuning run of the next active-learning
+    round) loads them instead of compiling again. Default folder: $LYCB_JAX_CACHE, else
+    ~/.cache/lycb_jax/xla. The ``lycb-jax`` commands call this unless LYCB_JAX_CACHE=off."""
+    path = path or os.environ.get("LYCB_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lycb_jax", "xla")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path
 
 
 def __getattr__(name):

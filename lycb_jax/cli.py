@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -110,6 +111,10 @@ def _join_processes(argv) -> None:
 def main(argv=None) -> int:
     _join_processes(argv)
     args = build_parser().parse_args(argv)
+    if os.environ.get("LYCB_JAX_CACHE", "").lower() != "off":
+        from lycb_jax import enable_compilation_cache
+
+        enable_compilation_cache()
     return args.func(args) or 0
 
 

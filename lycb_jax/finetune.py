@@ -45,7 +45,9 @@ import functools
 import hashlib
 import json
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -259,6 +261,17 @@ def pack_dataset(ds: Dataset, buckets: Sequence[int]) -> list[PackedBucket]:
     return out
 
 
+def select_packed(packed: list[PackedBucket], index: Sequence[int]) -> list[PackedBucket]:
+    """The structures of ``packed`` whose dataset positions are in ``index`` (a split), with the
+    buckets' capacities kept, so that all splits share one compiled program per bucket."""
+    out = []
+    for pb in packed:
+        sel = np.flatnonzero(np.isin(pb.index, index))
+        if len(sel):
+            out.append(PackedBucket(pb.n_atoms, pb.capacity, pb.index[sel], {k: v[sel] for k, v in pb.arrays.items()}))
+    return out
+
+
 def iter_batches(packed: list[PackedBucket], batch_size: int,
                  rng: np.random.Generator | None = None) -> Iterator[tuple[Capacity, dict]]:
     """Fixed-shape batches [batch_size, N_bucket]; the last batch of a bucket is filled with
@@ -441,6 +454,27 @@ def _eval_step(module, loss_key: tuple):
                    static_argnums=2)
 
 
+def compile_programs(train_step, eval_step, params, opt_state, packs: dict, batch_size: int):
+    """Ahead-of-time compile every bucket's train and eval program at once: ({capacity: train},
+    {capacity: eval}), called without the capacity argument.
+
+    Tracing runs here one program after the other; the XLA compilations run in threads, which
+    XLA does outside the GIL, so that the 2 x buckets programs build side by side instead of
+    one per first batch of each bucket (the train step takes about a minute alone on an H100)."""
+    jobs = {}
+    for name, packed in packs.items():
+        for pb in packed:
+            cap, batch = next(iter_batches([pb], batch_size))
+            if name == "train" and ("train", cap) not in jobs:
+                jobs["train", cap] = train_step.lower(params, opt_state, batch, cap)
+            if ("eval", cap) not in jobs:
+                jobs["eval", cap] = eval_step.lower(params, batch, cap)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        done = dict(zip(jobs, pool.map(lambda lowered: lowered.compile(), jobs.values())))
+    return ({cap: fn for (kind, cap), fn in done.items() if kind == "train"},
+            {cap: fn for (kind, cap), fn in done.items() if kind == "eval"})
+
+
 def _check_overflow(overflow, capacity):
     if bool(np.any(np.asarray(overflow))):
         raise RuntimeError(f"graph capacity {capacity} exceeded; please report this structure")
@@ -558,20 +592,29 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
             print(f"composition refit: {refit_info}")
 
     buckets = choose_buckets([len(s) for s in ds.systems], cfg.max_buckets)
-    packs = {name: pack_dataset(d, buckets) for name, d in (("train", train), ("val", val), ("test", test)) if len(d)}
+    packed = pack_dataset(ds, buckets)  # one graph capacity per bucket for every split
+    packs = {name: select_packed(packed, split[name]) for name in ("train", "val", "test") if len(split[name])}
     steps_per_epoch = sum(math.ceil(len(pb.index) / cfg.batch_size) for pb in packs["train"])
     labels = param_labels(model.params, cfg.freeze)
     tx = make_optimizer(cfg, steps_per_epoch, labels)
     train_step, eval_step = _make_steps(model.module, tx, labels, cfg)
     params = jax.tree.map(jnp.array, model.params)  # own copy (buffers are donated)
     opt_state = tx.init(params)
+    t_compile = time.perf_counter()
+    train_progs, eval_progs = compile_programs(train_step, eval_step, params, opt_state, packs, cfg.batch_size)
+    t_compile = time.perf_counter() - t_compile
+
+    def eval_step(p, batch, cap):  # the compiled program of the batch's bucket
+        return eval_progs[cap](p, batch)
+
     n_train = sum(int(np.size(v)) for v, lab in zip(jax.tree.leaves(params), jax.tree.leaves(labels))
                   if lab == "trainable")
     if verbose:
         print(f"{len(train)}/{len(val)}/{len(test)} train/val/test structures, buckets {buckets} atoms, "
-              f"batch {cfg.batch_size}, {steps_per_epoch} steps/epoch, {n_train:,} trainable parameters")
+              f"batch {cfg.batch_size}, {steps_per_epoch} steps/epoch, {n_train:,} trainable parameters; "
+              f"{len(train_progs) + len(eval_progs)} programs compiled in {t_compile:.1f} s")
 
-    history = [{"epoch": 0, **{f"{k}_{m}": v for k in ("train", "val") if k in packs and cfg.evaluate_initial
+    history = [{"epoch": 0, "compile_s": t_compile, **{f"{k}_{m}": v for k in ("train", "val") if k in packs and cfg.evaluate_initial
                                for m, v in evaluate_packed(eval_step, params, packs[k], cfg.batch_size).items()}}]
     if verbose and cfg.evaluate_initial:
         print(f"epoch 0: train {_fmt({k[6:]: v for k, v in history[0].items() if k.startswith('train_')})} | "
@@ -586,7 +629,7 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
         bar = tqdm(iter_batches(packs["train"], cfg.batch_size, rng), total=steps_per_epoch,
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=not verbose, leave=False)
         for step, (cap, batch) in enumerate(bar):
-            params, opt_state, loss, stats, overflow = train_step(params, opt_state, batch, cap)
+            params, opt_state, loss, stats, overflow = train_progs[cap](params, opt_state, batch)
             outs.append((cap, loss, stats, overflow))
             if verbose and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4g}")

@@ -273,6 +273,30 @@ def _shard_replicas(mesh, n_pad: int, *trees):
     return [jax.tree.map(pad, t) for t in trees]
 
 
+@functools.lru_cache(maxsize=8)
+def _sharded_run_chunk(mesh: jax.sharding.Mesh):
+    """``run_chunk`` with the replica axis split over ``mesh`` by ``shard_map``: each device runs
+    its own block of replicas as one program, list-rebuild decisions included, with no
+    communication between devices (replicas never interact). Same arguments and outputs,
+    except that the rebuild count is per device [n_devices]."""
+    rep, rest = jax.sharding.PartitionSpec("replica"), jax.sharding.PartitionSpec()
+    static = ("model_module", "integ", "capacity", "n_frames", "stride")
+
+    @functools.partial(jax.jit, static_argnames=static)
+    def chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+              integ, capacity, n_frames, stride, max_kT_factor=3.0):
+        def local(params, species, cell, states, kT_start, kT_end, alive, step0, total_steps, max_kT_factor):
+            *out, rebuilds = run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0,
+                                       total_steps, integ, capacity, n_frames, stride, max_kT_factor)
+            return (*out, rebuilds[None])
+
+        return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 6 + (rest,) * 3, out_specs=(rep,) * 6,
+                             check_vma=False)(params, species, cell, states, kT_start, kT_end, alive, step0,
+                                              total_steps, max_kT_factor)
+
+    return chunk
+
+
 def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, alive, step0, total_steps,
                       integ: Integrator, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
                       retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False):
@@ -297,8 +321,9 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
         (alive_dev,) = _shard_replicas(mesh, n_pad, jnp.arange(n_pad) < n_rep)
         alive_dev = alive_dev & jnp.concatenate([jnp.asarray(alive), jnp.zeros(n_pad - n_rep, bool)])
     for _ in range(retries + 1):
-        out = run_chunk(model.module, model.params, species, cells_dev, states, kT_start, kT_end, alive_dev, step0,
-                        total_steps, integ, capacity, n_frames, stride, max_kT_factor)
+        chunk = run_chunk if mesh is None else _sharded_run_chunk(mesh)
+        out = chunk(model.module, model.params, species, cells_dev, states, kT_start, kT_end, alive_dev, step0,
+                    total_steps, integ, capacity, n_frames, stride, max_kT_factor)
         out = jax.tree.map(lambda x: x[:n_rep], out[:5])
         ok = np.asarray(out[3])
         if ok.all():
