@@ -89,9 +89,8 @@ def main():
         rows.append(row)
         print(f"{k} device(s), {row['replicas']} x {row['atoms']} atoms: {row['atom_steps_per_s']:,.0f} atom-steps/s, "
               f"{row['ns_per_day_per_replica']:.2f} ns/day/replica, efficiency {row['efficiency']:.3f}", flush=True)
-    res = {"device": jax.devices()[0].device_kind, "rows": rows}
-    with open(os.path.join(os.environ.get("OUT", "."), "bench_scaling.json"), "w") as fh:
-        json.dump(res, fh, indent=1)
+        with open(os.path.join(os.environ.get("OUT", "."), "bench_scaling.json"), "w") as fh:  # after each row
+            json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":
