@@ -386,7 +386,7 @@ def batch_loss(module, params, batch: dict, capacity: Capacity, cfg: FinetuneCon
     """Weighted loss of one padded batch and error sums {e, f, s, m: [sum|d|, sum d^2, count]}.
 
     Energy per atom (eV/atom), forces (eV/A), stress (GPa, 9 components), magmoms (muB).
-    Returns (loss, stats, overflow[B])."""
+    Returns (loss, stats, overflow[B], predicted total energies [B] in eV)."""
     e, f, s, m, overflow = jax.vmap(single_point, in_axes=(None, None, 0, 0, 0, 0, None))(
         module, params, batch["species"], batch["positions"], batch["cells"], batch["atom_mask"], capacity)
     w = batch["weight"] > 0
@@ -400,7 +400,7 @@ def batch_loss(module, params, batch: dict, capacity: Capacity, cfg: FinetuneCon
     }
     weights = {"e": cfg.energy_weight, "f": cfg.force_weight, "s": cfg.stress_weight, "m": cfg.magmom_weight}
     loss = sum(weights[k] * terms[k][0] for k in terms)
-    return loss, {k: v[1] for k, v in terms.items()}, overflow & w
+    return loss, {k: v[1] for k, v in terms.items()}, overflow & w, e
 
 
 def make_optimizer(cfg: FinetuneConfig, steps_per_epoch: int, labels) -> optax.GradientTransformation:
@@ -424,7 +424,7 @@ def make_optimizer(cfg: FinetuneConfig, steps_per_epoch: int, labels) -> optax.G
 
 def _make_steps(module, tx, labels, cfg: FinetuneConfig):
     def loss_aux(params, batch, capacity):
-        loss, stats, overflow = batch_loss(module, params, batch, capacity, cfg)
+        loss, stats, overflow, _ = batch_loss(module, params, batch, capacity, cfg)
         return loss, (stats, overflow)
 
     def train_step(params, opt_state, batch, capacity):
@@ -448,7 +448,7 @@ def _loss_key(cfg: FinetuneConfig) -> tuple:
 
 @functools.lru_cache(maxsize=16)
 def _eval_step(module, loss_key: tuple):
-    """Jitted (loss, stats, overflow) of a batch, cached per module and loss settings."""
+    """Jitted (loss, stats, overflow, energies) of a batch, cached per module and loss settings."""
     cfg = FinetuneConfig(**dict(loss_key))
     return jax.jit(lambda params, batch, capacity: batch_loss(module, params, batch, capacity, cfg),
                    static_argnums=2)
@@ -501,10 +501,23 @@ def _accumulate(total: dict | None, stats) -> dict:
     return stats if total is None else {k: total[k] + stats[k] for k in total}
 
 
+def predict_energies_packed(eval_step, params, packed: list[PackedBucket], batch_size: int, n: int) -> np.ndarray:
+    """Predicted total energies (eV) of the packed structures, at their dataset positions in an
+    array of length ``n`` (NaN elsewhere), from the already compiled eval programs."""
+    out = np.full(n, np.nan)
+    for pb in packed:
+        for k, (cap, batch) in enumerate(iter_batches([pb], batch_size)):  # no rng: in pb.index order
+            _, _, overflow, e = eval_step(params, batch, cap)
+            _check_overflow(overflow, cap)
+            sel = pb.index[k * batch_size:(k + 1) * batch_size]
+            out[sel] = np.asarray(e, np.float64)[:len(sel)]
+    return out
+
+
 def evaluate_packed(eval_step, params, packed: list[PackedBucket], batch_size: int) -> dict:
     total, loss_sum, nb = None, 0.0, 0
     for cap, batch in iter_batches(packed, batch_size):
-        loss, stats, overflow = eval_step(params, batch, cap)
+        loss, stats, overflow, _ = eval_step(params, batch, cap)
         _check_overflow(overflow, cap)
         total, loss_sum, nb = _accumulate(total, stats), loss_sum + float(loss), nb + 1
     return _metrics(total, loss_sum, nb) if nb else {}
@@ -521,19 +534,24 @@ def evaluate(model: Model, ds: Dataset, config: FinetuneConfig | None = None) ->
 # ----------------------------------------------------------------------------- composition refit
 
 
-def refit_composition(model: Model, ds: Dataset) -> tuple[Model, dict]:
+def refit_composition(model: Model, ds: Dataset, predicted: np.ndarray | None = None) -> tuple[Model, dict]:
     """Least-squares refit of ``atom_ref`` (eV per element) so that the mean energy per atom
     residual (labels minus model, eV/atom) is removed element-wise.
 
     Solves ``fractions @ delta = residual_per_atom`` for the elements present (minimum-norm
     solution when compositions are linearly dependent, e.g. fixed Li:Y ratio), adds ``delta`` to
-    ``atom_ref``; other elements are untouched. Returns the new model and the per-element shifts.
+    ``atom_ref``; other elements are untouched. ``predicted``: the model's total energies (eV) of
+    ``ds`` if already known (else :func:`lycb_jax.predict` computes them). Returns the new model
+    and the per-element shifts.
     """
     ok = np.isfinite(ds.energy)
     sub = ds.subset(np.flatnonzero(ok))
-    pred = predict(model, sub.systems)
+    if predicted is None:
+        pred = np.array([p.energy for p in predict(model, sub.systems)])
+    else:
+        pred = np.asarray(predicted, np.float64)[ok]
     n = np.array([len(s) for s in sub.systems], float)
-    resid = (sub.energy - np.array([p.energy for p in pred])) / n
+    resid = (sub.energy - pred) / n
     z = sorted({int(v) for s in sub.systems for v in s.numbers})
     frac = np.array([[np.sum(s.numbers == e) for e in z] for s in sub.systems], float) / n[:, None]
     delta, *_ = np.linalg.lstsq(frac, resid, rcond=None)
@@ -586,10 +604,6 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     train, val, test, split = ds.split(cfg.val_fraction, cfg.test_fraction, cfg.seed)
     parent = load_model(cfg.parent)
     model, refit_info = parent, None
-    if cfg.refit_composition:
-        model, refit_info = refit_composition(model, train)
-        if verbose:
-            print(f"composition refit: {refit_info}")
 
     buckets = choose_buckets([len(s) for s in ds.systems], cfg.max_buckets)
     packed = pack_dataset(ds, buckets)  # one graph capacity per bucket for every split
@@ -606,6 +620,13 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
 
     def eval_step(p, batch, cap):  # the compiled program of the batch's bucket
         return eval_progs[cap](p, batch)
+
+    if cfg.refit_composition:  # the parent's energies from the compiled eval programs: no extra compilation
+        energies = predict_energies_packed(eval_step, params, packs["train"], cfg.batch_size, len(ds))
+        model, refit_info = refit_composition(model, train, energies[split["train"]])
+        params["atom_ref"] = jnp.asarray(model.params["atom_ref"])  # frozen or not: Adam's moments start at 0
+        if verbose:
+            print(f"composition refit: {refit_info}")
 
     n_train = sum(int(np.size(v)) for v, lab in zip(jax.tree.leaves(params), jax.tree.leaves(labels))
                   if lab == "trainable")
