@@ -454,7 +454,8 @@ def _eval_step(module, loss_key: tuple):
                    static_argnums=2)
 
 
-def compile_programs(train_step, eval_step, params, opt_state, packs: dict, batch_size: int):
+def compile_programs(train_step, eval_step, params, opt_state, packs: dict, batch_size: int,
+                     eval_splits: Sequence[str] = ("train", "val", "test")):
     """Ahead-of-time compile every bucket's train and eval program at once: ({capacity: train},
     {capacity: eval}), called without the capacity argument.
 
@@ -467,7 +468,7 @@ def compile_programs(train_step, eval_step, params, opt_state, packs: dict, batc
             cap, batch = next(iter_batches([pb], batch_size))
             if name == "train" and ("train", cap) not in jobs:
                 jobs["train", cap] = train_step.lower(params, opt_state, batch, cap)
-            if ("eval", cap) not in jobs:
+            if name in eval_splits and ("eval", cap) not in jobs:
                 jobs["eval", cap] = eval_step.lower(params, batch, cap)
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
         done = dict(zip(jobs, pool.map(lambda lowered: lowered.compile(), jobs.values())))
@@ -566,6 +567,44 @@ def refit_composition(model: Model, ds: Dataset, predicted: np.ndarray | None = 
 
 # ----------------------------------------------------------------------------- training
 
+TRAIN_STATE = "train_state.npz"  # in the output folder while training; removed once the checkpoint is written
+
+
+def _save_train_state(path: Path, epoch: int, params, opt_state, best, rng, history, meta: dict) -> None:
+    """Everything needed to continue after ``epoch`` (parameters, optimiser state, best epoch,
+    shuffling RNG, history), written atomically (temporary file, then rename)."""
+    arrays = {f"p{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(params))}
+    arrays |= {f"o{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(opt_state))}
+    arrays |= {f"b{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(best[2]))}
+    info = dict(meta, epoch=epoch, best_loss=best[0], best_epoch=best[1], rng=rng.bit_generator.state,
+                history=history)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{TRAIN_STATE}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, info=np.array(json.dumps(info, default=float)), **arrays)
+    os.replace(tmp, path / TRAIN_STATE)
+
+
+def _load_train_state(path: Path, params, opt_state, rng, meta: dict):
+    """(epoch, params, opt_state, best, history) saved by :func:`_save_train_state`; sets ``rng``.
+    Raises ValueError when the saved run used other data or hyperparameters."""
+    with np.load(path / TRAIN_STATE) as z:
+        info = json.loads(str(z["info"]))
+        for key in meta:
+            if info.get(key) != json.loads(json.dumps(meta[key], default=float)):
+                raise ValueError(f"cannot resume from {path / TRAIN_STATE}: its {key} differs from this run's "
+                                 f"({info.get(key)} vs {meta[key]}); use another --out or drop --resume")
+
+        def restore(tree, prefix):
+            leaves, treedef = jax.tree.flatten(tree)
+            return jax.tree.unflatten(treedef, [jnp.asarray(z[f"{prefix}{i}"]) for i in range(len(leaves))])
+
+        params_r, opt_r = restore(params, "p"), restore(opt_state, "o")
+        best_params = jax.tree.map(np.array, restore(params, "b"))
+    rng.bit_generator.state = info["rng"]
+    return info["epoch"], params_r, opt_r, (info["best_loss"], info["best_epoch"], best_params), info["history"]
+
+
 
 @dataclasses.dataclass
 class FinetuneResult:
@@ -584,7 +623,8 @@ def _fmt(m: dict) -> str:
 
 
 def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | None = None,
-             out: str | Path | None = None, verbose: bool = True, **overrides) -> FinetuneResult:
+             out: str | Path | None = None, verbose: bool = True, resume: bool = False,
+             **overrides) -> FinetuneResult:
     """Fine-tune ``config.parent`` on ``data`` (a Dataset, file path(s) or ASE Atoms list).
 
     Splits by ``config.seed``, optionally refits the composition model on the training split,
@@ -593,6 +633,9 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     without a lower validation loss, evaluates the test split and writes a checkpoint folder to
     ``out`` (default ``checkpoints/<parent>-ft-<dataset sha[:8]>``; ``out=False``: none).
     ``overrides`` replace config fields (``finetune(path, epochs=10, freeze=["embeddings"])``).
+    After every epoch the training state goes to ``<out>/train_state.npz``; ``resume=True``
+    continues a killed run from it (same data and config), with the same result as an
+    uninterrupted run.
     """
     cfg = dataclasses.replace(config or FinetuneConfig(), **overrides)
     if isinstance(data, Dataset):
@@ -604,6 +647,11 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     train, val, test, split = ds.split(cfg.val_fraction, cfg.test_fraction, cfg.seed)
     parent = load_model(cfg.parent)
     model, refit_info = parent, None
+    sha = ds.sha256()
+    name = f"{Path(str(cfg.parent)).name}-ft-{sha[:8]}"
+    path = None if out is False else (Path(out) if out else checkpoint_dir() / name)
+    if resume and (path is None or not (path / TRAIN_STATE).exists()):
+        raise FileNotFoundError(f"resume: no {TRAIN_STATE} in {path} (nothing to continue)")
 
     buckets = choose_buckets([len(s) for s in ds.systems], cfg.max_buckets)
     packed = pack_dataset(ds, buckets)  # one graph capacity per bucket for every split
@@ -615,7 +663,9 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     params = jax.tree.map(jnp.array, model.params)  # own copy (buffers are donated)
     opt_state = tx.init(params)
     t_compile = time.perf_counter()
-    train_progs, eval_progs = compile_programs(train_step, eval_step, params, opt_state, packs, cfg.batch_size)
+    eval_splits = ["val", "test"] + (["train"] if cfg.refit_composition or cfg.evaluate_initial else [])
+    train_progs, eval_progs = compile_programs(train_step, eval_step, params, opt_state, packs, cfg.batch_size,
+                                               eval_splits)
     t_compile = time.perf_counter() - t_compile
 
     def eval_step(p, batch, cap):  # the compiled program of the batch's bucket
@@ -642,10 +692,20 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
               f"val {_fmt({k[4:]: v for k, v in history[0].items() if k.startswith('val_')})}")
     best = (history[0].get("val_loss", np.inf), 0, jax.tree.map(np.array, params))  # host copies
     rng = np.random.default_rng(cfg.seed)
+    state_meta = {"dataset_sha256": sha, "hyperparameters": dataclasses.asdict(cfg)}
+    first_epoch, elapsed = 1, 0.0
+    if resume:
+        done, params, opt_state, best, history = _load_train_state(path, params, opt_state, rng, state_meta)
+        first_epoch, elapsed = done + 1, history[-1].get("time_s", 0.0)
+        if verbose:
+            print(f"resumed after epoch {done} from {path / TRAIN_STATE}")
     from tqdm.auto import tqdm
 
-    t0 = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    t0 = time.perf_counter() - elapsed
+    epoch = first_epoch - 1
+    if cfg.patience is not None and epoch - best[1] >= cfg.patience > 0:
+        first_epoch = cfg.epochs + 1  # resumed after the epoch that stopped it early
+    for epoch in range(first_epoch, cfg.epochs + 1):
         outs = []  # kept on device: no host sync per step (jax dispatches ahead)
         bar = tqdm(iter_batches(packs["train"], cfg.batch_size, rng), total=steps_per_epoch,
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=not verbose, leave=False)
@@ -674,6 +734,8 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
             tqdm.write(f"epoch {epoch}: train loss {row['train_loss']:.4g} {_fmt({k[6:]: v for k, v in row.items() if k.startswith('train_')})}"
                        f" | val loss {val.get('loss', np.nan):.4g} {_fmt(val)}{' *' if improved else ''}"
                        f" | {row['time_s']:.1f} s")
+        if path is not None:
+            _save_train_state(path, epoch, params, opt_state, best, rng, history, state_meta)
         if cfg.patience is not None and epoch - best[1] >= cfg.patience:
             if verbose:
                 print(f"early stop: no better validation loss for {cfg.patience} epochs")
@@ -684,12 +746,8 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     if verbose and test_metrics:
         print(f"test (epoch {best[1] if cfg.restore_best else epoch}): {_fmt(test_metrics)}")
 
-    sha = ds.sha256()
-    name = f"{Path(str(cfg.parent)).name}-ft-{sha[:8]}"
     tuned = Model(model.module, params, name, dict(parent.metadata))
-    path = None
-    if out is not False:
-        path = Path(out) if out else checkpoint_dir() / name
+    if path is not None:
         manifest = {
             "parent_model": parent.name, "parent_source_sha256": parent.metadata.get("source_sha256"),
             "finetune": {
@@ -701,6 +759,7 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
             },
         }
         save_checkpoint(path, tuned, manifest)
+        (path / TRAIN_STATE).unlink(missing_ok=True)  # the run is complete
         if verbose:
             print(f"checkpoint: {path}")
     return FinetuneResult(tuned, history, test_metrics, path, {k: [int(i) for i in v] for k, v in split.items()})
@@ -720,6 +779,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--list-groups", action="store_true", help="print layer groups, aliases and sizes, then exit")
     p.add_argument("--save-config", help="write the resolved config to this file and exit")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--resume", action="store_true", help=f"continue a killed run from <out>/{TRAIN_STATE}")
     defaults = FinetuneConfig()
     for f in dataclasses.fields(FinetuneConfig):
         if f.name == "freeze":
@@ -756,5 +816,5 @@ def _cli_main(args) -> int:
         return 0
     if not args.data:
         raise SystemExit("finetune: no data files given")
-    finetune(args.data, cfg, out=args.out, verbose=not args.quiet)
+    finetune(args.data, cfg, out=args.out, verbose=not args.quiet, resume=args.resume)
     return 0

@@ -148,3 +148,35 @@ def test_dft_adaptation_cli_and_checkpoint(tmp_path, model, gpaw_set):
     # usable like the pretrained model
     pred = lycb_jax.predict(tuned, ase.io.read(DATA, ":1"))[0]
     assert np.isfinite(pred.energy) and pred.forces.shape == (10, 3)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, gpaw_set, monkeypatch):
+    """A run killed after epoch 2 of 4 and resumed ends with the same parameters, bit for bit."""
+    data = gpaw_set.subset(range(12))
+    cfg = ft.FinetuneConfig(epochs=4, batch_size=4, learning_rate=2e-3, refit_composition=True, val_fraction=0.25,
+                            test_fraction=0.0, evaluate_initial=False, restore_best=True)
+    whole = ft.finetune(data, cfg, out=tmp_path / "whole", verbose=False)
+    assert not (tmp_path / "whole" / ft.TRAIN_STATE).exists()  # removed once the checkpoint is written
+
+    save = ft._save_train_state
+
+    def save_then_kill(path, epoch, *args):
+        save(path, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(ft, "_save_train_state", save_then_kill)
+    with pytest.raises(KeyboardInterrupt):
+        ft.finetune(data, cfg, out=tmp_path / "killed", verbose=False)
+    monkeypatch.setattr(ft, "_save_train_state", save)
+    assert (tmp_path / "killed" / ft.TRAIN_STATE).exists()
+    with pytest.raises(ValueError, match="hyperparameters differs"):
+        ft.finetune(data, cfg, out=tmp_path / "killed", verbose=False, resume=True, learning_rate=1e-3)
+    resumed = ft.finetune(data, cfg, out=tmp_path / "killed", verbose=False, resume=True)
+    for a, b in zip(jax.tree.leaves(whole.model.params), jax.tree.leaves(resumed.model.params)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    strip = [{k: v for k, v in row.items() if k not in ("time_s", "compile_s")} for row in whole.history]
+    assert strip == [{k: v for k, v in row.items() if k not in ("time_s", "compile_s")} for row in resumed.history]
+    assert len(whole.history) == 5 and whole.history[-1]["train_loss"] != whole.history[1]["train_loss"]
+    with pytest.raises(FileNotFoundError, match="nothing to continue"):
+        ft.finetune(data, cfg, out=tmp_path / "whole", verbose=False, resume=True)
