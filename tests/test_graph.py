@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.neighborlist import primitive_neighbor_list
 
-from lycb_jax.graph import ATOM_CUTOFF, BOND_CUTOFF, Capacity, build_graph, estimate_capacity
+from lycb_jax.graph import ATOM_CUTOFF, BOND_CUTOFF, Capacity, build_graph, count_edges, estimate_capacity
 from structures import lyc_like, lyc_trigonal, parity_set, rattled
 
 CASES = ["LYC_trig_30", "LYC_trig_skewed", "LYC_skewed", "LYB_skewed", "MgO", "NiAl_skewed", "LYC_rs_111",
@@ -49,6 +49,17 @@ def assert_matches_ase(g, pos, cell):
     ours_angles = {(dir_edges[a], dir_edges[b]) for a, b in zip(np.asarray(g.angle_e1)[am], np.asarray(g.angle_e2)[am])}
     assert int(g.n_angles) == len(ref_angles)
     assert ours_angles == ref_angles
+
+
+@pytest.mark.parametrize("skin", [0.0, 1.0])
+def test_host_counts_match_ase(skin):
+    """count_edges (pymatgen's neighbour search, for capacities) gives ASE's edge, angle and short-bond counts."""
+    for name in CASES:
+        s = parity_set()[name]
+        pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
+        edges = ase_edges(pos, cell, ATOM_CUTOFF + skin)
+        short = np.bincount([e[0] for e in ase_edges(pos, cell, BOND_CUTOFF + skin)], minlength=len(pos))
+        assert count_edges(pos, cell, skin) == (len(edges) // 2, int(np.sum(short * (short - 1))), int(short.max())), name
 
 
 @pytest.mark.parametrize("name", CASES)
