@@ -48,6 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.fft import next_fast_len
 
+from lycb_jax.distributed import replica_mesh, shard_replicas
+
 KB_EV = 8.617333262e-5  # Boltzmann constant, eV/K
 KB_J = 1.380649e-23  # Boltzmann constant, J/K
 E_C = 1.602176634e-19  # elementary charge, C
@@ -286,7 +288,8 @@ class Diffusion:
 
 def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=None, *, n_blocks=5,
                           end_fraction=0.5, tol=0.1, fallback_start=0.2, window_fs=None,
-                          hop_distance=2.5, min_hops=3.0, temperature=None, volume_A3=None, charge=1.0):
+                          hop_distance=2.5, min_hops=3.0, temperature=None, volume_A3=None, charge=1.0,
+                          mesh="auto"):
     """Tracer/collective D (cm^2/s) of unwrapped positions [T, N, 3] or [R, T, N, 3] (A).
 
     dt_fs: time between frames (fs).  Window and error rules: module docstring.  ``window_fs``
@@ -294,7 +297,9 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
     With ``temperature`` (K) and ``volume_A3`` the Nernst-Einstein conductivity (mS/cm) is added
     (scalars, or one value per replica).
     Warns when fewer than ``min_hops`` hops of ``hop_distance`` (A) per ion happened in the window.
-    Returns a ``Diffusion`` (or a list of them for a leading replica axis R, vmapped).
+    Returns a ``Diffusion`` (or a list of them for a leading replica axis R, vmapped). With several
+    local devices (``mesh="auto"``, or a ``distributed.replica_mesh``) the replica axis is padded
+    and sharded over them; each device analyses its own replicas.
     """
     pos = np.asarray(positions)
     if pos.ndim not in (3, 4) or pos.shape[-1] != 3:
@@ -321,12 +326,15 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
     x = _select(pos, mobile, framework, masses)
     run = partial(_analyze, dt_fs=float(dt_fs), i0_fixed=i0, n_blocks=n_blocks, i1=i1, tol=tol,
                   fallback_start=fallback_start, fixed=window_fs is not None)
-    out = jax.vmap(run)(x) if x.ndim == 4 else run(x)
-    out = jax.tree_util.tree_map(np.asarray, out)
     if x.ndim == 4:
-        rows = [jax.tree_util.tree_map(lambda v, r=r: v[r], out) for r in range(x.shape[0])]
+        mesh = replica_mesh() if mesh == "auto" else mesh
+        n_rep = x.shape[0]
+        if mesh is not None:
+            (x,) = shard_replicas(mesh, -(-n_rep // mesh.devices.size) * mesh.devices.size, x)
+        out = jax.tree_util.tree_map(lambda v: np.asarray(v)[:n_rep], jax.vmap(run)(x))  # padding dropped
+        rows = [jax.tree_util.tree_map(lambda v, r=r: v[r], out) for r in range(n_rep)]
     else:
-        rows = [out]
+        rows = [jax.tree_util.tree_map(np.asarray, run(x))]
     per = lambda v, r: v[r] if np.ndim(v) else v  # noqa: E731  (per-replica T / volume allowed)
     res = [_result(o, i1, dt_fs, x.shape[-2], n_frames, hop_distance, min_hops, per(temperature, r),
                    per(volume_A3, r), charge) for r, o in enumerate(rows)]

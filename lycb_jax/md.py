@@ -26,6 +26,7 @@ from ase import units
 from ase.data import atomic_masses
 from jax_md import quantity, simulate, space
 
+from lycb_jax.distributed import replica_mesh, shard_replicas
 from lycb_jax.graph import (ATOM_CUTOFF, Capacity, EdgeList, build_edges, count_edges, exact_sizes, image_range,
                             refine_graph, round_up)
 from lycb_jax.model import EV_A3_TO_GPA, Model, energy_forces_stress, potential
@@ -254,25 +255,6 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     return st, frames, live, ok, need, rebuilds
 
 
-def replica_mesh(devices=None) -> jax.sharding.Mesh | None:
-    """A 1-D mesh named 'replica' over the given (default: all local) devices; None for one device."""
-    devices = jax.local_devices() if devices is None else list(devices)
-    return jax.sharding.Mesh(np.array(devices), ("replica",)) if len(devices) > 1 else None
-
-
-def _shard_replicas(mesh, n_pad: int, *trees):
-    """Pad axis 0 of every leaf to ``n_pad`` (copies of replica 0) and shard it over the mesh."""
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("replica"))
-
-    def pad(x):
-        x = jnp.asarray(x)
-        if x.shape[0] < n_pad:
-            x = jnp.concatenate([x, jnp.repeat(x[:1], n_pad - x.shape[0], axis=0)])
-        return jax.device_put(x, sharding)
-
-    return [jax.tree.map(pad, t) for t in trees]
-
-
 @functools.lru_cache(maxsize=8)
 def _sharded_run_chunk(mesh: jax.sharding.Mesh):
     """``run_chunk`` with the replica axis split over ``mesh`` by ``shard_map``: each device runs
@@ -316,9 +298,9 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
     if mesh is not None:
         n_dev = mesh.devices.size
         n_pad = -(-n_rep // n_dev) * n_dev
-        species, cells_dev, states, kT_start, kT_end = _shard_replicas(
+        species, cells_dev, states, kT_start, kT_end = shard_replicas(
             mesh, n_pad, species, cells_dev, states, kT_start, kT_end)
-        (alive_dev,) = _shard_replicas(mesh, n_pad, jnp.arange(n_pad) < n_rep)
+        (alive_dev,) = shard_replicas(mesh, n_pad, jnp.arange(n_pad) < n_rep)
         alive_dev = alive_dev & jnp.concatenate([jnp.asarray(alive), jnp.zeros(n_pad - n_rep, bool)])
     for _ in range(retries + 1):
         chunk = run_chunk if mesh is None else _sharded_run_chunk(mesh)

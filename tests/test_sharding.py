@@ -38,6 +38,22 @@ SCRIPT = textwrap.dedent('''
         np.testing.assert_allclose(np.asarray(f4.positions), np.asarray(f1.positions), atol=1e-5)
         np.testing.assert_allclose(np.asarray(f4.temperature), np.asarray(f1.temperature), rtol=1e-5)
         print("replicas", n_rep, "sharded == unsharded")
+
+    # the MSD / diffusion analysis with its replica axis sharded over the 4 devices
+    from lycb_jax.analysis import diffusion_coefficient
+    rng = np.random.default_rng(0)
+    for n_rep in (3, 6):
+        steps = rng.normal(0, 0.05, (n_rep, 400, 12, 3)) * np.arange(1, n_rep + 1)[:, None, None, None]
+        pos = np.cumsum(steps, axis=1)
+        mobile = np.arange(12) < 8
+        kw = dict(mobile=mobile, framework=~mobile, temperature=np.linspace(500, 800, n_rep), volume_A3=1000.0)
+        one = diffusion_coefficient(pos, 2.0, mesh=None, **kw)
+        four = diffusion_coefficient(pos, 2.0, mesh="auto", **kw)
+        assert len(four) == n_rep
+        for a, b in zip(one, four):
+            np.testing.assert_allclose(b.msd, a.msd, rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose([b.D, b.D_err, b.D_collective, b.sigma], [a.D, a.D_err, a.D_collective, a.sigma], rtol=1e-6)
+        print("msd", n_rep, "sharded == unsharded")
 ''')
 
 
@@ -49,3 +65,5 @@ def test_sharded_replicas_equal_unsharded():
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for n in (3, 4, 6):
         assert f"replicas {n} sharded == unsharded" in res.stdout
+    for n in (3, 6):
+        assert f"msd {n} sharded == unsharded" in res.stdout
