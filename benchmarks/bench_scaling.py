@@ -22,10 +22,17 @@ import numpy as np
 from ase import units
 
 sys.path.insert(0, os.path.dirname(__file__))
-import lycb_jax  # noqa: E402
-from common import lyc_like  # noqa: E402
-from lycb_jax.distributed import replica_mesh  # noqa: E402
-from lycb_jax.md import Integrator, default_capacity, init_replica, masses_of, run_chunk_checked  # noqa: E402
+from common import lyc_like
+
+import lycb_jax
+from lycb_jax.distributed import replica_mesh
+from lycb_jax.md import (
+    Integrator,
+    default_capacity,
+    init_replica,
+    masses_of,
+    run_chunk_checked,
+)
 
 
 def rate_on(model, s, k: int, per_device: int, steps: int, stride: int, repeats: int) -> dict:

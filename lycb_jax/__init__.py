@@ -13,7 +13,7 @@ if "JAX_DEFAULT_MATMUL_PRECISION" not in os.environ:
 from lycb_jax.checkpoint import load_model  # noqa: E402
 from lycb_jax.predict import Prediction, predict  # noqa: E402
 
-__all__ = ["load_model", "predict", "Prediction", "Calculator", "enable_compilation_cache"]
+__all__ = ["Calculator", "Prediction", "enable_compilation_cache", "load_model", "predict"]
 __version__ = "0.1.0"
 
 
