@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import ase.io
@@ -64,6 +65,30 @@ def test_dataset_units_masks_split_hash(tmp_path, gpaw_set):
     assert sorted(sum(s1.values(), [])) == list(range(len(gpaw_set)))
     buckets = ft.choose_buckets(range(10, 201), 3)  # a few padded shapes -> a few jit compilations
     assert len(buckets) == 3 and max(buckets) >= 200
+
+
+def test_vasp_outputs_units_and_signs():
+    """OUTCAR and vasprun.xml (ASE's own test files) read to the documented units and signs, checked
+    against numbers taken from the files' text: energy(sigma->0) / TOTEN in eV, forces eV/A, and
+    stress in GPa, tensile positive: -0.1 x VASP's kB (XX YY ZZ XY YZ ZX)."""
+    vasp = Path(ase.__file__).parent / "test" / "testdata" / "vasp"
+    outcar = (vasp / "OUTCAR_example_1").read_text()
+    xx, yy, zz, xy, yz, zx = (float(v) for v in re.findall(r"in kB\s+(.*)", outcar)[-1].split())
+    ds = ft.read_dataset(vasp / "OUTCAR_example_1")
+    np.testing.assert_allclose(ds.stress[-1], -0.1 * np.array([[xx, xy, zx], [xy, yy, yz], [zx, yz, zz]]), atol=1e-6)
+    assert ds.energy[-1] == pytest.approx(float(re.findall(r"energy\(sigma->0\)\s*=\s*(\S+)", outcar)[-1]), abs=1e-8)
+    free = ft.read_dataset(vasp / "OUTCAR_example_1", energy_key="free_energy")
+    assert free.energy[-1] == pytest.approx(float(re.findall(r"TOTEN\s*=\s*(\S+)", outcar)[-1]), abs=1e-8)
+    block = outcar[outcar.rindex("TOTAL-FORCE (eV/Angst)"):].splitlines()[2:4]
+    np.testing.assert_allclose(ds.forces[-1][:2], [[float(v) for v in row.split()[3:6]] for row in block], atol=1e-6)
+
+    vasprun = (vasp / "vasprun_pstress.xml").read_text()
+    kb = re.findall(r'<varray name="stress" >(.*?)</varray>', vasprun, re.S)[-1]
+    kb = np.array([[float(v) for v in row.split()] for row in re.findall(r"<v>(.*?)</v>", kb)])
+    xml = ft.read_dataset(vasp / "vasprun_pstress.xml")
+    np.testing.assert_allclose(xml.stress[-1], -0.1 * kb, atol=1e-6)
+    packed = ft.pack_dataset(xml, [8])[0]  # the loss sees GPa with the same sign
+    np.testing.assert_allclose(packed.arrays["stress"][-1], -0.1 * kb, rtol=1e-6)
 
 
 def test_config_file_roundtrip(tmp_path):
