@@ -28,3 +28,11 @@ def test_quickstart_runs_and_its_derivative_is_the_stress():
     volume = ns["lyc"].volume
     assert np.isclose(dE_ds, volume * np.trace(ns["pred"].stress) / EV_A3_TO_GPA, rtol=2e-3, atol=1e-3)
     assert abs(dE_ds) > 1.0  # a strained demo cell: not a trivially zero derivative
+
+
+def test_finetune_notebook_lowers_held_out_errors():
+    ns = run_notebook("finetune.ipynb")
+    before, after = ns["before"], ns["after"]
+    assert after["energy_mae_meV/atom"] < 0.5 * before["energy_mae_meV/atom"]
+    assert after["force_mae_meV/A"] < before["force_mae_meV/A"]
+    assert abs(ns["pred"].energy - ns["data"].energy[ns["result"].split["test"][0]]) < 0.05 * len(ns["atoms"])
