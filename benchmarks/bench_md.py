@@ -54,10 +54,11 @@ def main():
 
     t0 = time.perf_counter()  # first chunk: compilation, and capacity growth if the graph overflows
     out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, args.stride,
-                                 fit=True)  # as Simulation does: capacity fitted to what the chunk needed
+                                 fit=True, mesh=None)  # as Simulation does: capacity fitted to what the chunk needed
     first = time.perf_counter() - t0
-    jax.block_until_ready(run_chunk(model.module, model.params, species, cell, out[0], kT, kT, alive, 0, 0, integ, cap,
-                                    n_frames, args.stride))  # compile the fitted shape (untimed)
+    # compile the fitted shape, untimed; run_chunk_checked grows it here if the next chunk needs more
+    out, cap = run_chunk_checked(model, species, cell, out[0], kT, kT, alive, 0, 0, integ, cap, n_frames, args.stride,
+                                 mesh=None)
     states = out[0]
 
     def chunk(st):
