@@ -11,6 +11,7 @@ SCRIPT = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np
     assert len(jax.devices()) == 4, jax.devices()
     from ase import units
+    import lycb_jax.md as lycb_md
     from lycb_jax.md import Integrator, default_capacity, init_replica, masses_of, run_chunk_checked
     import dataclasses
     from potentials import argon, lj_model
@@ -34,6 +35,7 @@ SCRIPT = textwrap.dedent('''
         (s1, f1, a1, ok1), _ = run_chunk_checked(*args, mesh=None)
         (s4, f4, a4, ok4), _ = run_chunk_checked(*args, mesh="auto")
         assert f4.positions.shape[0] == n_rep and bool(ok4.all()) and bool(a4.all())
+        assert lycb_md._sharded_run_chunk.cache_info().currsize == 1  # the shard_map program ran
         np.testing.assert_allclose(np.asarray(f4.positions), np.asarray(f1.positions), atol=1e-5)
         np.testing.assert_allclose(np.asarray(f4.temperature), np.asarray(f1.temperature), rtol=1e-5)
         print("replicas", n_rep, "sharded == unsharded")
