@@ -17,15 +17,17 @@ __all__ = ["Calculator", "Prediction", "enable_compilation_cache", "load_model",
 __version__ = "0.1.0"
 
 
-def enable_compilation_cache(path: str | None = None) -> str:
+def enable_compilation_cache(path: str | None = None, max_size_gb: float = 4.0) -> str:
     """Keep compiled XLA programs on disk (JAX's persistent compilation cache), so that a later
     process with the same shapes (an MD study, a fine-tuning run of the next active-learning
     round) loads them instead of compiling again. Default folder: $LYCB_JAX_CACHE, else
-    ~/.cache/lycb_jax/xla. The ``lycb-jax`` commands call this unless LYCB_JAX_CACHE=off."""
+    ~/.cache/lycb_jax/xla. Beyond ``max_size_gb`` the least recently used programs are dropped.
+    The ``lycb-jax`` commands call this unless LYCB_JAX_CACHE=off."""
     path = path or os.environ.get("LYCB_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lycb_jax", "xla")
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_compilation_cache_max_size", int(max_size_gb * 2**30))
     return path
 
 
