@@ -666,16 +666,17 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
         print(f"compiling the train and eval programs of buckets {buckets} atoms side by side "
               f"(about a minute each on an H100; a persistent compilation cache skips it next time)", flush=True)
     t_compile = time.perf_counter()
-    eval_splits = ["val", "test"] + (["train"] if cfg.refit_composition or cfg.evaluate_initial else [])
+    initial = cfg.evaluate_initial and not resume  # a resumed run takes its history from the saved state
+    eval_splits = ["val", "test"] + (["train"] if cfg.refit_composition or initial else [])
     train_progs, eval_progs = compile_programs(train_step, eval_step, params, opt_state, packs, cfg.batch_size,
                                                eval_splits)
     t_compile = time.perf_counter() - t_compile
 
-    def eval_step(p, batch, cap):  # the compiled program of the batch's bucket
+    def run_eval(p, batch, cap):  # the compiled eval program of the batch's bucket
         return eval_progs[cap](p, batch)
 
     if cfg.refit_composition:  # the parent's energies from the compiled eval programs: no extra compilation
-        energies = predict_energies_packed(eval_step, params, packs["train"], cfg.batch_size, len(ds))
+        energies = predict_energies_packed(run_eval, params, packs["train"], cfg.batch_size, len(ds))
         model, refit_info = refit_composition(model, train, energies[split["train"]])
         params["atom_ref"] = jnp.asarray(model.params["atom_ref"])  # frozen or not: Adam's moments start at 0
         if verbose:
@@ -688,9 +689,9 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
               f"batch {cfg.batch_size}, {steps_per_epoch} steps/epoch, {n_train:,} trainable parameters; "
               f"{len(train_progs) + len(eval_progs)} programs compiled in {t_compile:.1f} s")
 
-    history = [{"epoch": 0, "compile_s": t_compile, **{f"{k}_{m}": v for k in ("train", "val") if k in packs and cfg.evaluate_initial
-                               for m, v in evaluate_packed(eval_step, params, packs[k], cfg.batch_size).items()}}]
-    if verbose and cfg.evaluate_initial:
+    history = [{"epoch": 0, "compile_s": t_compile, **{f"{k}_{m}": v for k in ("train", "val") if k in packs and initial
+                               for m, v in evaluate_packed(run_eval, params, packs[k], cfg.batch_size).items()}}]
+    if verbose and initial:
         print(f"epoch 0: train {_fmt({k[6:]: v for k, v in history[0].items() if k.startswith('train_')})} | "
               f"val {_fmt({k[4:]: v for k, v in history[0].items() if k.startswith('val_')})}")
     best = (history[0].get("val_loss", np.inf), 0, jax.tree.map(np.array, params))  # host copies
@@ -724,7 +725,7 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
             total = _accumulate(total, stats)
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in _metrics(total, loss_sum, steps_per_epoch).items()}}
         if "val" in packs:
-            row.update({f"val_{k}": v for k, v in evaluate_packed(eval_step, params, packs["val"], cfg.batch_size).items()})
+            row.update({f"val_{k}": v for k, v in evaluate_packed(run_eval, params, packs["val"], cfg.batch_size).items()})
         row["time_s"] = time.perf_counter() - t0  # s since training began, this epoch's validation included
         history.append(row)
         if not np.isfinite(row["train_loss"]):
@@ -745,7 +746,7 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
             break
     if cfg.restore_best:
         params = jax.tree.map(jnp.asarray, best[2])
-    test_metrics = evaluate_packed(eval_step, params, packs["test"], cfg.batch_size) if "test" in packs else {}
+    test_metrics = evaluate_packed(run_eval, params, packs["test"], cfg.batch_size) if "test" in packs else {}
     if verbose and test_metrics:
         print(f"test (epoch {best[1] if cfg.restore_best else epoch}): {_fmt(test_metrics)}")
 
