@@ -181,6 +181,7 @@ def main() -> None:
                          "epoch when the next one would overrun it (its MAEs are then not comparable)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--max-buckets", type=int, help="padded atom counts (default 1 on GPU, 3 on CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-fraction", type=float, default=0.15)
     ap.add_argument("--test-fraction", type=float, default=0.25)
@@ -205,6 +206,7 @@ def main() -> None:
     from lycb_jax.checkpoint import params_from_torch_state_dict
     from lycb_jax.finetune import (
         FinetuneConfig,
+        bucket_limit,
         choose_buckets,
         evaluate,
         finetune,
@@ -221,7 +223,8 @@ def main() -> None:
         ds = ds.subset(range(args.n_structures))
     cfg = FinetuneConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
                          val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                         refit_composition=not args.no_refit, restore_best=False, evaluate_initial=False)
+                         refit_composition=not args.no_refit, restore_best=False, evaluate_initial=False,
+                         max_buckets=args.max_buckets)
     train, val, test, _ = ds.split(cfg.val_fraction, cfg.test_fraction, cfg.seed)
     sizes = [len(s) for s in ds.systems]
     dev = jax.devices()[0]
@@ -250,7 +253,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     ends = [h["time_s"] for h in ours.history[1:]]  # s since the first epoch began, at each epoch's end
     epoch_s = list(np.diff([0.0, *ends]))
-    buckets = choose_buckets(sizes, cfg.max_buckets)  # as finetune() pads: one batch stream per bucket
+    buckets = choose_buckets(sizes, bucket_limit(cfg))  # as finetune() pads: one batch stream per bucket
     per_bucket = np.bincount([buckets.index(min(b for b in buckets if b >= len(s))) for s in train.systems])
     compile_s = ours.history[0]["compile_s"]  # all bucket programs, compiled ahead of epoch 1
     res["lycb_jax"] = {"epochs": args.epochs, "s_per_epoch": steady(epoch_s),

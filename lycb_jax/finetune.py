@@ -34,6 +34,16 @@ trainable parameters (last atom conv, bond weights, site-wise magmom head, reado
 
 Batching: structures are padded to at most ``max_buckets`` atom counts and a fixed batch
 size; each bucket has one graph capacity, so ``jit`` compiles once per bucket (train and eval).
+By default one bucket on a GPU, where a step of these small graphs costs about the same at
+any padding (measured: benchmarks/bench_compile.py) while every train program costs 30-60 s
+to compile, and three on a CPU, where time grows with the padded atoms. On a GPU the programs
+are compiled with XLA's autotuning off (``:func:`compiler_options`): 35 instead of 56 s for the
+train program, 5% slower steps (H200, benchmarks/results/bench_compile_h200.json).
+Atoms do not move while training, so every structure's crystal graph is built once, on the
+device, when the data set is packed (as CHGNet's ``StructureData`` caches its graphs); the train
+and eval programs take the graphs as inputs. The learning rate is an input of the train
+program too (the schedule is evaluated on the host), so runs that differ only in learning
+rate, schedule or number of epochs share compiled programs (and the persistent cache).
 """
 
 from __future__ import annotations
@@ -58,9 +68,9 @@ import optax
 from flax import traverse_util
 
 from lycb_jax.checkpoint import checkpoint_dir, load_model, save_checkpoint
-from lycb_jax.graph import Capacity
-from lycb_jax.model import EV_A3_TO_GPA, Model
-from lycb_jax.predict import System, _bucket, pack, predict, single_point, to_system
+from lycb_jax.graph import Capacity, Graph, build_graph
+from lycb_jax.model import EV_A3_TO_GPA, Model, energy_forces_stress
+from lycb_jax.predict import Batch, System, _bucket, pack, predict, to_system
 
 # ----------------------------------------------------------------------------- config
 
@@ -95,7 +105,7 @@ class FinetuneConfig:
     patience: int | None = None  # early stopping: epochs without a better validation loss
     restore_best: bool = True  # keep the parameters of the best validation epoch
     evaluate_initial: bool = True  # metrics of the starting model as epoch 0
-    max_buckets: int = 3  # distinct padded atom counts (jit compilations)
+    max_buckets: int | None = None  # distinct padded atom counts (compilations); None: 1 on GPU, 3 on CPU
     energy_key: str = "energy"  # ASE result to use: "energy" or "free_energy"
 
     @classmethod
@@ -206,6 +216,16 @@ def read_dataset(paths: str | Path | Sequence[str | Path], index: str = ":", for
     return Dataset.from_atoms(images, energy_key)
 
 
+def bucket_limit(cfg: "FinetuneConfig") -> int:
+    """``cfg.max_buckets``, or by default 1 on an accelerator and 3 on the CPU."""
+    return cfg.max_buckets or (3 if jax.default_backend() == "cpu" else 1)
+
+
+def compiler_options() -> dict | None:
+    """XLA options for the fine-tuning programs: no autotuning on a GPU (see the module docstring)."""
+    return {"xla_gpu_autotune_level": 0} if jax.default_backend() == "gpu" else None
+
+
 def choose_buckets(sizes: Sequence[int], max_buckets: int = 3) -> list[int]:
     """Padded atom counts: ``_bucket`` sizes merged (least added padding first) down to ``max_buckets``."""
     counts: dict[int, int] = {}
@@ -222,7 +242,7 @@ def choose_buckets(sizes: Sequence[int], max_buckets: int = 3) -> list[int]:
 
 @dataclasses.dataclass
 class PackedBucket:
-    """All structures of one padded size: host arrays [S, N, ...], one graph capacity."""
+    """All structures of one padded size: host arrays [S, N, ...] (graphs under ``g_<field>``), one capacity."""
 
     n_atoms: int
     capacity: Capacity
@@ -230,8 +250,36 @@ class PackedBucket:
     arrays: dict[str, np.ndarray]
 
 
+GRAPH_FIELDS = tuple(f.name for f in dataclasses.fields(Graph))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _batched_graphs(positions, cells, atom_mask, capacity: Capacity) -> Graph:
+    return jax.vmap(build_graph, in_axes=(0, 0, 0, None))(positions, cells, atom_mask, capacity)
+
+
+def graph_arrays(p: Batch, chunk: int = 8) -> dict[str, np.ndarray]:
+    """Crystal graphs of the packed structures (``g_<Graph field>`` host arrays [S, ...]), built on
+    the device ``chunk`` structures at a time (one fixed shape: one compilation per bucket).
+    Raises RuntimeError if a graph overflows ``p.capacity`` (the host count disagrees)."""
+    s = len(p.counts)
+    out: dict[str, list] = {k: [] for k in GRAPH_FIELDS}
+    for start in range(0, s, chunk):
+        sel = np.arange(start, start + chunk) % s  # the last chunk wraps around: fixed shape
+        g = _batched_graphs(p.positions[sel].astype(np.float32), p.cells[sel].astype(np.float32),
+                            p.atom_mask[sel], p.capacity)
+        for k in GRAPH_FIELDS:
+            out[k].append(np.asarray(getattr(g, k)))
+    arrays = {f"g_{k}": np.concatenate(v)[:s] for k, v in out.items()}
+    if np.any(arrays["g_overflow"]):
+        raise RuntimeError(f"graph capacity {p.capacity} exceeded for structure(s) "
+                           f"{np.flatnonzero(arrays['g_overflow']).tolist()} of a bucket; please report this")
+    return arrays
+
+
 def pack_dataset(ds: Dataset, buckets: Sequence[int]) -> list[PackedBucket]:
-    """Pad every structure to the smallest bucket that fits; labels in loss units (eV/atom, eV/A, GPa, muB)."""
+    """Pad every structure to the smallest bucket that fits and build its graph; labels in loss
+    units (eV/atom, eV/A, GPa, muB)."""
     out = []
     which = np.array([min(b for b in buckets if b >= len(s)) for s in ds.systems])
     for nb in sorted(set(which)):
@@ -241,22 +289,22 @@ def pack_dataset(ds: Dataset, buckets: Sequence[int]) -> list[PackedBucket]:
         forces = np.zeros((S, nb, 3), np.float32)
         magmom = np.zeros((S, nb), np.float32)
         m_mask = np.zeros((S, nb), bool)
+        f_mask = np.zeros((S, nb), bool)
         for k, i in enumerate(idx):
             n = len(ds.systems[i])
             forces[k, :n] = np.nan_to_num(ds.forces[i])
+            f_mask[k, :n] = np.all(np.isfinite(ds.forces[i]), axis=1)
             if ds.magmoms[i] is not None:
                 magmom[k, :n] = np.nan_to_num(ds.magmoms[i])
                 m_mask[k, :n] = np.isfinite(ds.magmoms[i])
-        f_mask = np.zeros((S, nb), bool)
-        for k, i in enumerate(idx):
-            f_mask[k, :len(ds.systems[i])] = np.all(np.isfinite(ds.forces[i]), axis=1)
         n_at = np.array(p.counts, np.float32)
-        arrays = dict(species=p.species, positions=p.positions, cells=p.cells, atom_mask=p.atom_mask,
+        arrays = dict(species=p.species, positions=p.positions.astype(np.float32),
+                      cells=p.cells.astype(np.float32), atom_mask=p.atom_mask,
                       energy=np.nan_to_num(ds.energy[idx] / n_at).astype(np.float32),
                       e_mask=np.isfinite(ds.energy[idx]), forces=forces, f_mask=f_mask,
                       stress=np.nan_to_num(ds.stress[idx]).astype(np.float32),
                       s_mask=np.all(np.isfinite(ds.stress[idx]), axis=(1, 2)),
-                      magmom=magmom, m_mask=m_mask, weight=np.ones(S, np.float32))
+                      magmom=magmom, m_mask=m_mask, weight=np.ones(S, np.float32), **graph_arrays(p))
         out.append(PackedBucket(int(nb), p.capacity, idx, arrays))
     return out
 
@@ -382,13 +430,18 @@ def _term(pred, target, mask, cfg: FinetuneConfig):
     return loss, jnp.stack([jnp.sum(jnp.abs(d)), jnp.sum(d * d), n.astype(d.dtype)])
 
 
-def batch_loss(module, params, batch: dict, capacity: Capacity, cfg: FinetuneConfig):
+def batch_graph(batch: dict) -> Graph:
+    """The batch's precomputed graphs (``g_<field>`` arrays [B, ...], see :func:`graph_arrays`)."""
+    return Graph(**{k: batch[f"g_{k}"] for k in GRAPH_FIELDS})
+
+
+def batch_loss(module, params, batch: dict, cfg: FinetuneConfig):
     """Weighted loss of one padded batch and error sums {e, f, s, m: [sum|d|, sum d^2, count]}.
 
-    Energy per atom (eV/atom), forces (eV/A), stress (GPa, 9 components), magmoms (muB).
-    Returns (loss, stats, overflow[B], predicted total energies [B] in eV)."""
-    e, f, s, m, overflow = jax.vmap(single_point, in_axes=(None, None, 0, 0, 0, 0, None))(
-        module, params, batch["species"], batch["positions"], batch["cells"], batch["atom_mask"], capacity)
+    Energy per atom (eV/atom), forces (eV/A), stress (GPa, 9 components), magmoms (muB), on
+    the batch's precomputed graphs. Returns (loss, stats, predicted total energies [B] in eV)."""
+    e, f, s, m = jax.vmap(energy_forces_stress, in_axes=(None, None, 0, 0, 0, 0, 0))(
+        module, params, batch["species"], batch["positions"], batch["cells"], batch["atom_mask"], batch_graph(batch))
     w = batch["weight"] > 0
     n_atoms = jnp.maximum(jnp.sum(batch["atom_mask"], axis=1), 1)
     atom_ok = w[:, None] & batch["atom_mask"]
@@ -400,43 +453,52 @@ def batch_loss(module, params, batch: dict, capacity: Capacity, cfg: FinetuneCon
     }
     weights = {"e": cfg.energy_weight, "f": cfg.force_weight, "s": cfg.stress_weight, "m": cfg.magmom_weight}
     loss = sum(weights[k] * terms[k][0] for k in terms)
-    return loss, {k: v[1] for k, v in terms.items()}, overflow & w, e
+    return loss, {k: v[1] for k, v in terms.items()}, e
 
 
-def make_optimizer(cfg: FinetuneConfig, steps_per_epoch: int, labels) -> optax.GradientTransformation:
-    """Adam/AdamW with CHGNet's cosine schedule on trainable groups, ``set_to_zero`` on frozen ones."""
+def learning_rates(cfg: FinetuneConfig, steps_per_epoch: int) -> np.ndarray:
+    """Learning rate of every optimiser step of the run (float32 [epochs * steps_per_epoch])."""
+    n = max(1, cfg.epochs * steps_per_epoch)
     if cfg.scheduler == "cos":
-        lr = optax.cosine_decay_schedule(cfg.learning_rate, max(1, cfg.epochs * steps_per_epoch),
-                                         alpha=cfg.decay_fraction)
+        lr = optax.cosine_decay_schedule(cfg.learning_rate, n, alpha=cfg.decay_fraction)(jnp.arange(n))
     elif cfg.scheduler == "constant":
-        lr = cfg.learning_rate
+        lr = jnp.full(n, cfg.learning_rate)
     else:
         raise ValueError(f"scheduler {cfg.scheduler!r}: use cos or constant")
+    return np.asarray(lr, np.float32)
+
+
+def make_optimizer(cfg: FinetuneConfig, labels) -> optax.GradientTransformation:
+    """Adam/AdamW at unit learning rate on trainable groups, ``set_to_zero`` on frozen ones; the
+    train step scales the updates by -learning rate (:func:`learning_rates`), which is how
+    ``optax.adam``/``adamw`` end (``scale_by_learning_rate``)."""
     if cfg.optimizer == "adam":
         wd = cfg.weight_decay or 0.0
-        opt = optax.adam(lr) if wd == 0 else optax.chain(optax.add_decayed_weights(wd), optax.adam(lr))
+        opt = optax.scale_by_adam() if wd == 0 else optax.chain(optax.add_decayed_weights(wd), optax.scale_by_adam())
     elif cfg.optimizer == "adamw":
-        opt = optax.adamw(lr, weight_decay=1e-2 if cfg.weight_decay is None else cfg.weight_decay)
+        opt = optax.chain(optax.scale_by_adam(),
+                          optax.add_decayed_weights(1e-2 if cfg.weight_decay is None else cfg.weight_decay))
     else:
         raise ValueError(f"optimizer {cfg.optimizer!r}: use adam or adamw")
     return optax.multi_transform({"trainable": opt, "frozen": optax.set_to_zero()}, labels)
 
 
 def _make_steps(module, tx, labels, cfg: FinetuneConfig):
-    def loss_aux(params, batch, capacity):
-        loss, stats, overflow, _ = batch_loss(module, params, batch, capacity, cfg)
-        return loss, (stats, overflow)
+    """(train_step(params, opt_state, batch, learning_rate), eval_step(params, batch)), jitted."""
+    def loss_aux(params, batch):
+        loss, stats, _ = batch_loss(module, params, batch, cfg)
+        return loss, stats
 
-    def train_step(params, opt_state, batch, capacity):
-        (loss, (stats, overflow)), grads = jax.value_and_grad(loss_aux, has_aux=True)(params, batch, capacity)
+    def train_step(params, opt_state, batch, learning_rate):
+        (loss, stats), grads = jax.value_and_grad(loss_aux, has_aux=True)(params, batch)
         updates, opt_state = tx.update(grads, opt_state, params)
-        new = optax.apply_updates(params, updates)
+        new = optax.apply_updates(params, jax.tree.map(lambda u: -learning_rate * u, updates))
         # frozen leaves are carried over as they are (bit-identical, and no dead compute)
         new = jax.tree.map(lambda lab, old, nw: old if lab == "frozen" else nw, labels, params, new)
-        return new, opt_state, loss, stats, overflow
+        return new, opt_state, loss, stats
 
     donate = (0, 1) if jax.default_backend() != "cpu" else ()  # CPU cannot donate buffers
-    return jax.jit(train_step, static_argnums=3, donate_argnums=donate), _eval_step(module, _loss_key(cfg))
+    return jax.jit(train_step, donate_argnums=donate), _eval_step(module, _loss_key(cfg))
 
 
 LOSS_FIELDS = ("criterion", "huber_delta", "energy_weight", "force_weight", "stress_weight", "magmom_weight")
@@ -448,16 +510,15 @@ def _loss_key(cfg: FinetuneConfig) -> tuple:
 
 @functools.lru_cache(maxsize=16)
 def _eval_step(module, loss_key: tuple):
-    """Jitted (loss, stats, overflow, energies) of a batch, cached per module and loss settings."""
+    """Jitted (loss, stats, energies) of a batch, cached per module and loss settings."""
     cfg = FinetuneConfig(**dict(loss_key))
-    return jax.jit(lambda params, batch, capacity: batch_loss(module, params, batch, capacity, cfg),
-                   static_argnums=2)
+    return jax.jit(lambda params, batch: batch_loss(module, params, batch, cfg), compiler_options=compiler_options())
 
 
 def compile_programs(train_step, eval_step, params, opt_state, packs: dict, batch_size: int,
                      eval_splits: Sequence[str] = ("train", "val", "test")):
     """Ahead-of-time compile every bucket's train and eval program at once: ({capacity: train},
-    {capacity: eval}), called without the capacity argument.
+    {capacity: eval}).
 
     Tracing runs here one program after the other; the XLA compilations run in threads, which
     XLA does outside the GIL, so that the 2 x buckets programs build side by side instead of
@@ -467,18 +528,13 @@ def compile_programs(train_step, eval_step, params, opt_state, packs: dict, batc
         for pb in packed:
             cap, batch = next(iter_batches([pb], batch_size))
             if name == "train" and ("train", cap) not in jobs:
-                jobs["train", cap] = train_step.lower(params, opt_state, batch, cap)
+                jobs["train", cap] = train_step.lower(params, opt_state, batch, np.float32(0.0))
             if name in eval_splits and ("eval", cap) not in jobs:
-                jobs["eval", cap] = eval_step.lower(params, batch, cap)
+                jobs["eval", cap] = eval_step.lower(params, batch)
     with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        done = dict(zip(jobs, pool.map(lambda lowered: lowered.compile(), jobs.values())))
+        done = dict(zip(jobs, pool.map(lambda lowered: lowered.compile(compiler_options()), jobs.values())))
     return ({cap: fn for (kind, cap), fn in done.items() if kind == "train"},
             {cap: fn for (kind, cap), fn in done.items() if kind == "eval"})
-
-
-def _check_overflow(overflow, capacity):
-    if bool(np.any(np.asarray(overflow))):
-        raise RuntimeError(f"graph capacity {capacity} exceeded; please report this structure")
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -504,22 +560,22 @@ def _accumulate(total: dict | None, stats) -> dict:
 
 def predict_energies_packed(eval_step, params, packed: list[PackedBucket], batch_size: int, n: int) -> np.ndarray:
     """Predicted total energies (eV) of the packed structures, at their dataset positions in an
-    array of length ``n`` (NaN elsewhere), from the already compiled eval programs."""
+    array of length ``n`` (NaN elsewhere), from the already compiled eval programs
+    (``eval_step(params, batch, capacity)``)."""
     out = np.full(n, np.nan)
     for pb in packed:
         for k, (cap, batch) in enumerate(iter_batches([pb], batch_size)):  # no rng: in pb.index order
-            _, _, overflow, e = eval_step(params, batch, cap)
-            _check_overflow(overflow, cap)
+            _, _, e = eval_step(params, batch, cap)
             sel = pb.index[k * batch_size:(k + 1) * batch_size]
             out[sel] = np.asarray(e, np.float64)[:len(sel)]
     return out
 
 
 def evaluate_packed(eval_step, params, packed: list[PackedBucket], batch_size: int) -> dict:
+    """Loss and metrics (:func:`_metrics`) over packed buckets; ``eval_step(params, batch, capacity)``."""
     total, loss_sum, nb = None, 0.0, 0
     for cap, batch in iter_batches(packed, batch_size):
-        loss, stats, overflow, _ = eval_step(params, batch, cap)
-        _check_overflow(overflow, cap)
+        loss, stats, _ = eval_step(params, batch, cap)
         total, loss_sum, nb = _accumulate(total, stats), loss_sum + float(loss), nb + 1
     return _metrics(total, loss_sum, nb) if nb else {}
 
@@ -528,8 +584,8 @@ def evaluate(model: Model, ds: Dataset, config: FinetuneConfig | None = None) ->
     """Loss and MAE/RMSE (meV/atom, meV/A, GPa, muB) of ``model`` on a dataset."""
     cfg = config or FinetuneConfig()
     eval_step = _eval_step(model.module, _loss_key(cfg))
-    packed = pack_dataset(ds, choose_buckets([len(s) for s in ds.systems], cfg.max_buckets))
-    return evaluate_packed(eval_step, model.params, packed, cfg.batch_size)
+    packed = pack_dataset(ds, choose_buckets([len(s) for s in ds.systems], bucket_limit(cfg)))
+    return evaluate_packed(lambda p, batch, _cap: eval_step(p, batch), model.params, packed, cfg.batch_size)
 
 
 # ----------------------------------------------------------------------------- composition refit
@@ -653,12 +709,13 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     if resume and (path is None or not (path / TRAIN_STATE).exists()):
         raise FileNotFoundError(f"resume: no {TRAIN_STATE} in {path} (nothing to continue)")
 
-    buckets = choose_buckets([len(s) for s in ds.systems], cfg.max_buckets)
+    buckets = choose_buckets([len(s) for s in ds.systems], bucket_limit(cfg))
     packed = pack_dataset(ds, buckets)  # one graph capacity per bucket for every split
     packs = {name: select_packed(packed, split[name]) for name in ("train", "val", "test") if len(split[name])}
     steps_per_epoch = sum(math.ceil(len(pb.index) / cfg.batch_size) for pb in packs["train"])
     labels = param_labels(model.params, cfg.freeze)
-    tx = make_optimizer(cfg, steps_per_epoch, labels)
+    tx = make_optimizer(cfg, labels)
+    lr = learning_rates(cfg, steps_per_epoch)
     train_step, eval_step = _make_steps(model.module, tx, labels, cfg)
     params = jax.tree.map(jnp.array, model.params)  # own copy (buffers are donated)
     opt_state = tx.init(params)
@@ -714,13 +771,13 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
         bar = tqdm(iter_batches(packs["train"], cfg.batch_size, rng), total=steps_per_epoch,
                    desc=f"epoch {epoch}/{cfg.epochs}", disable=not verbose, leave=False)
         for step, (cap, batch) in enumerate(bar):
-            params, opt_state, loss, stats, overflow = train_progs[cap](params, opt_state, batch)
-            outs.append((cap, loss, stats, overflow))
+            params, opt_state, loss, stats = train_progs[cap](params, opt_state, batch,
+                                                              lr[(epoch - 1) * steps_per_epoch + step])
+            outs.append((loss, stats))
             if verbose and step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss):.4g}")
         total, loss_sum = None, 0.0
-        for cap, loss, stats, overflow in outs:
-            _check_overflow(overflow, cap)
+        for loss, stats in outs:
             loss_sum += float(loss)
             total = _accumulate(total, stats)
         row = {"epoch": epoch, **{f"train_{k}": v for k, v in _metrics(total, loss_sum, steps_per_epoch).items()}}
@@ -792,7 +849,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
         else:
-            kind = {"patience": int, "weight_decay": float}.get(f.name, type(default))
+            kind = {"patience": int, "weight_decay": float, "max_buckets": int}.get(f.name, type(default))
             choices = {"optimizer": ["adam", "adamw"], "scheduler": ["cos", "constant"],
                        "criterion": ["mse", "huber", "mae"]}.get(f.name)
             p.add_argument(flag, type=kind, default=None, choices=choices, help=f"default {default}")

@@ -67,6 +67,44 @@ def test_dataset_units_masks_split_hash(tmp_path, gpaw_set):
     assert len(buckets) == 3 and max(buckets) >= 200
 
 
+def test_packed_evaluation_matches_predict(model, gpaw_set):
+    """The training-side evaluation (graphs built once at packing, padded fixed-shape batches whose
+    last one wraps around) gives the energies and MAEs of the independent lycb_jax.predict path."""
+    ds = gpaw_set.subset(range(5))
+    cfg = ft.FinetuneConfig(batch_size=2)
+    packed = ft.pack_dataset(ds, [16])
+    assert packed[0].arrays["g_edge_mask"].sum(1).min() > 0 and not packed[0].arrays["g_overflow"].any()
+    eval_step = ft._eval_step(model.module, ft._loss_key(cfg))
+    energies = ft.predict_energies_packed(lambda p, b, _cap: eval_step(p, b), model.params, packed, 2, len(ds))
+    preds = lycb_jax.predict(model, [ase.io.read(DATA, i) for i in range(5)])
+    np.testing.assert_allclose(energies, [p.energy for p in preds], rtol=1e-5)
+    metrics = ft.evaluate(model, ds, cfg)
+    n = np.array([len(s) for s in ds.systems])
+    e_mae = 1e3 * np.mean(np.abs(np.array([p.energy for p in preds]) / n - ds.energy / n))
+    f_mae = 1e3 * np.mean(np.abs(np.concatenate([p.forces - f for p, f in zip(preds, ds.forces)])))
+    np.testing.assert_allclose(metrics["energy_mae_meV/atom"], e_mae, rtol=1e-4)
+    np.testing.assert_allclose(metrics["force_mae_meV/A"], f_mae, rtol=1e-4)
+
+
+def test_train_program_independent_of_learning_rate_and_epochs(model, gpaw_set):
+    """Runs that differ in learning rate, schedule or epochs share one compiled train program
+    (the rate is an input), so a hyperparameter scan or the next active-learning round reuses it."""
+    packed = ft.pack_dataset(gpaw_set.subset(range(4)), [16])
+    _, batch = next(ft.iter_batches(packed, 2))
+    texts = []
+    for cfg in (ft.FinetuneConfig(learning_rate=1e-3, epochs=5), ft.FinetuneConfig(learning_rate=3e-2, epochs=40,
+                                                                                   scheduler="constant")):
+        labels = ft.param_labels(model.params, cfg.freeze)
+        tx = ft.make_optimizer(cfg, labels)
+        train_step, _ = ft._make_steps(model.module, tx, labels, cfg)
+        texts.append(train_step.lower(model.params, tx.init(model.params), batch, np.float32(0.0)).as_text())
+    assert texts[0] == texts[1]
+    lr = ft.learning_rates(ft.FinetuneConfig(learning_rate=1e-2, epochs=4, decay_fraction=0.01), 10)
+    # CHGNet's CosLR: lr * (0.01 + 0.99 * (1 + cos(pi t / T)) / 2)
+    t = np.arange(40)
+    np.testing.assert_allclose(lr, 1e-2 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t / 40))), rtol=1e-5)
+
+
 def test_vasp_outputs_units_and_signs():
     """OUTCAR and vasprun.xml (ASE's own test files) read to the documented units and signs, checked
     against numbers taken from the files' text: energy(sigma->0) / TOTEN in eV, forces eV/A, and
@@ -110,8 +148,8 @@ def test_loss_gradient_matches_finite_differences(model, gpaw_set):
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), model.params)
         b64 = {k: jnp.asarray(v, jnp.float64) if v.dtype == np.float32 else jnp.asarray(v) for k, v in batch.items()}
-        loss = jax.jit(lambda p: ft.batch_loss(model.module, p, b64, cap, cfg)[0])
-        grad = jax.jit(jax.grad(lambda p: ft.batch_loss(model.module, p, b64, cap, cfg)[0]))(p64)
+        loss = jax.jit(lambda p: ft.batch_loss(model.module, p, b64, cfg)[0])
+        grad = jax.jit(jax.grad(lambda p: ft.batch_loss(model.module, p, b64, cfg)[0]))(p64)
         flat_g = traverse_util.flatten_dict(grad)
         for pick in picks:
             path, idx = pick[:-1], pick[-1]

@@ -1,0 +1,118 @@
+"""XLA compile time against run time of the fine-tuning programs, per set of compiler options.
+
+For the largest (or every) atom-count bucket of a fine-tuning data set, lowers the train step,
+the eval step (both on precomputed graphs) and the graph builder once, then compiles each
+lowered program with every option set in turn (sequentially, no persistent cache) and times
+it: compile seconds and milliseconds per call (median of --calls calls after one warm-up). Option sets are XLA debug options, passed to
+``Lowered.compile(compiler_options=...)``; an option this XLA does not know is reported, not fatal.
+
+  python benchmarks/bench_compile.py --data runs/bench_finetune_r2scan_300_0.extxyz
+  python benchmarks/bench_compile.py --options '{}' '{"xla_gpu_autotune_level": 0}'
+
+The result JSON goes to benchmarks/results/bench_compile_<device>.json (and $OUT when set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OPTIONS = ['{}', '{"xla_gpu_autotune_level": 0}', '{"xla_gpu_enable_triton_gemm": false}',
+                   '{"xla_gpu_autotune_level": 0, "xla_gpu_enable_triton_gemm": false}']
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT / "runs" / "bench_finetune_r2scan_300_0.extxyz"))
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--all-buckets", action="store_true", help="every bucket, not only the largest")
+    ap.add_argument("--max-buckets", type=int, default=3, help="buckets of the data set's atom counts")
+    ap.add_argument("--options", nargs="*", default=DEFAULT_OPTIONS, help="JSON dicts of compiler options")
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_finetune import device_slug, gpu_scale_data
+
+    from lycb_jax.checkpoint import load_model
+    from lycb_jax.finetune import (FinetuneConfig, _make_steps, choose_buckets, iter_batches, make_optimizer,
+                                   pack_dataset, param_labels, read_dataset)
+    from lycb_jax.graph import build_graph
+
+    data = args.data if Path(args.data).exists() else str(gpu_scale_data())
+    ds = read_dataset(data)
+    cfg = FinetuneConfig(batch_size=args.batch_size)
+    model = load_model(cfg.parent)
+    buckets = choose_buckets([len(s) for s in ds.systems], args.max_buckets)
+    packed = pack_dataset(ds, buckets)
+    labels = param_labels(model.params, cfg.freeze)
+    tx = make_optimizer(cfg, labels)
+    train_step, eval_step = _make_steps(model.module, tx, labels, cfg)
+    dev = jax.devices()[0]
+    res = {"device": f"{dev.platform}: {dev.device_kind}", "jax": jax.__version__, "data": os.path.relpath(data, ROOT),
+           "batch_size": args.batch_size, "buckets": buckets, "runs": []}
+    name = f"bench_compile_{device_slug(dev.device_kind)}.json"
+    outs = [Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name]
+    if os.environ.get("OUT"):
+        outs.append(Path(os.environ["OUT"]) / name)
+
+    for pb in packed if args.all_buckets else packed[-1:]:
+        cap, batch = next(iter_batches([pb], args.batch_size))
+        batch = jax.device_put(batch)
+        params = jax.tree.map(jnp.array, model.params)
+        opt_state = tx.init(params)
+        t = time.perf_counter()
+        lr = np.float32(1e-3)
+        graph = jax.jit(jax.vmap(build_graph, in_axes=(0, 0, 0, None)), static_argnums=3)
+        lowered = {"train": train_step.lower(params, opt_state, batch, lr), "eval": eval_step.lower(params, batch),
+                   "graph": graph.lower(batch["positions"], batch["cells"], batch["atom_mask"], cap)}
+        lower_s = time.perf_counter() - t
+        for text in args.options:
+            opts = json.loads(text)
+            for kind, low in lowered.items():
+                row = {"bucket_atoms": pb.n_atoms, "capacity": str(cap), "program": kind, "options": opts,
+                       "lower_s_both": lower_s}
+                try:
+                    t = time.perf_counter()
+                    prog = low.compile(compiler_options=opts or None)
+                    row["compile_s"] = time.perf_counter() - t
+                except Exception as err:  # an option unknown to this XLA: say so, go on
+                    row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+                    res["runs"].append(row)
+                    print(row, flush=True)
+                    continue
+                times = []
+                p, o = jax.tree.map(jnp.array, params), tx.init(params)
+                for _ in range(args.calls + 1):
+                    t = time.perf_counter()
+                    if kind == "train":
+                        p, o, loss, _ = prog(p, o, batch, lr)
+                    elif kind == "eval":
+                        loss, *_ = prog(p, batch)
+                    else:
+                        loss = prog(batch["positions"], batch["cells"], batch["atom_mask"]).n_edges
+                    loss.block_until_ready()
+                    times.append(time.perf_counter() - t)
+                row["ms_per_call"] = 1e3 * float(np.median(times[1:]))
+                row["last_output"] = float(np.sum(loss)) if kind != "train" else None
+                res["runs"].append(row)
+                print(f"bucket {pb.n_atoms} {kind:5s} {json.dumps(opts):60s} compile {row['compile_s']:6.1f} s  "
+                      f"{row['ms_per_call']:7.2f} ms/call", flush=True)
+                for out in outs:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
