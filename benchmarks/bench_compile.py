@@ -3,8 +3,10 @@
 For the largest (or every) atom-count bucket of a fine-tuning data set, lowers the train step,
 the eval step (both on precomputed graphs) and the graph builder once, then compiles each
 lowered program with every option set in turn (sequentially, no persistent cache) and times
-it: compile seconds and milliseconds per call (median of --calls calls after one warm-up). Option sets are XLA debug options, passed to
-``Lowered.compile(compiler_options=...)``; an option this XLA does not know is reported, not fatal.
+it: compile seconds and milliseconds per call (median of --calls calls after one warm-up) on two
+device-resident batches: the bucket's largest structures and its smallest (most padding).
+Option sets are XLA debug options, passed to ``Lowered.compile(compiler_options=...)``; an
+option this XLA does not know is reported, not fatal.
 
   python benchmarks/bench_compile.py --data runs/bench_finetune_r2scan_300_0.extxyz
   python benchmarks/bench_compile.py --options '{}' '{"xla_gpu_autotune_level": 0}'
@@ -36,6 +38,7 @@ def main() -> None:
     ap.add_argument("--max-buckets", type=int, default=3, help="buckets of the data set's atom counts")
     ap.add_argument("--options", nargs="*", default=DEFAULT_OPTIONS, help="JSON dicts of compiler options")
     ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--programs", nargs="*", default=["train", "eval", "graph"], choices=["train", "eval", "graph"])
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -47,7 +50,7 @@ def main() -> None:
 
     from lycb_jax.checkpoint import load_model
     from lycb_jax.finetune import (FinetuneConfig, _make_steps, choose_buckets, iter_batches, make_optimizer,
-                                   pack_dataset, param_labels, read_dataset)
+                                   pack_dataset, param_labels, read_dataset, select_packed)
     from lycb_jax.graph import build_graph
 
     data = args.data if Path(args.data).exists() else str(gpu_scale_data())
@@ -68,8 +71,13 @@ def main() -> None:
         outs.append(Path(os.environ["OUT"]) / name)
 
     for pb in packed if args.all_buckets else packed[-1:]:
-        cap, batch = next(iter_batches([pb], args.batch_size))
-        batch = jax.device_put(batch)
+        # the bucket's largest structures (least padding) and its smallest (most padding)
+        order = pb.index[np.argsort(pb.arrays["atom_mask"].sum(1), kind="stable")]
+        batches = {}
+        for which, idx in (("full", order[-args.batch_size:]), ("padded", order[:args.batch_size])):
+            cap, bt = next(iter_batches(select_packed([pb], idx), args.batch_size))
+            batches[which] = jax.device_put(bt)
+        batch = batches["full"]
         params = jax.tree.map(jnp.array, model.params)
         opt_state = tx.init(params)
         t = time.perf_counter()
@@ -80,7 +88,7 @@ def main() -> None:
         lower_s = time.perf_counter() - t
         for text in args.options:
             opts = json.loads(text)
-            for kind, low in lowered.items():
+            for kind, low in ((k, v) for k, v in lowered.items() if k in args.programs):
                 row = {"bucket_atoms": pb.n_atoms, "capacity": str(cap), "program": kind, "options": opts,
                        "lower_s_both": lower_s}
                 try:
@@ -92,23 +100,24 @@ def main() -> None:
                     res["runs"].append(row)
                     print(row, flush=True)
                     continue
-                times = []
-                p, o = jax.tree.map(jnp.array, params), tx.init(params)
-                for _ in range(args.calls + 1):
-                    t = time.perf_counter()
-                    if kind == "train":
-                        p, o, loss, _ = prog(p, o, batch, lr)
-                    elif kind == "eval":
-                        loss, *_ = prog(p, batch)
-                    else:
-                        loss = prog(batch["positions"], batch["cells"], batch["atom_mask"]).n_edges
-                    loss.block_until_ready()
-                    times.append(time.perf_counter() - t)
-                row["ms_per_call"] = 1e3 * float(np.median(times[1:]))
-                row["last_output"] = float(np.sum(loss)) if kind != "train" else None
+                for which, bt in batches.items():
+                    times = []
+                    p, o = jax.tree.map(jnp.array, params), tx.init(params)
+                    for _ in range(args.calls + 1):
+                        t = time.perf_counter()
+                        if kind == "train":
+                            p, o, loss, _ = prog(p, o, bt, lr)
+                        elif kind == "eval":
+                            loss, *_ = prog(p, bt)
+                        else:
+                            loss = prog(bt["positions"], bt["cells"], bt["atom_mask"]).n_edges
+                        loss.block_until_ready()
+                        times.append(time.perf_counter() - t)
+                    row[f"ms_per_call_{which}"] = 1e3 * float(np.median(times[1:]))
                 res["runs"].append(row)
-                print(f"bucket {pb.n_atoms} {kind:5s} {json.dumps(opts):60s} compile {row['compile_s']:6.1f} s  "
-                      f"{row['ms_per_call']:7.2f} ms/call", flush=True)
+                print(f"bucket {pb.n_atoms} {kind:5s} {json.dumps(opts):46s} compile {row['compile_s']:6.1f} s  "
+                      "ms/call "
+                      + ", ".join(f"{w} {row[f'ms_per_call_{w}']:.2f}" for w in batches), flush=True)
                 for out in outs:
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_text(json.dumps(res, indent=2) + "\n")

@@ -174,8 +174,15 @@ def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cut
     src = (sel // (n * m)).astype(jnp.int32)
     dst = ((sel // m) % n).astype(jnp.int32)
     shift = shifts[sel % m] - wrapped_shift[dst] + wrapped_shift[src]
-    return EdgeList(jnp.where(mask, src, 0), jnp.where(mask, dst, 0), jnp.where(mask[:, None], shift, 0.0), mask,
+    return EdgeList(_spread(src, mask, n), _spread(dst, mask, n), jnp.where(mask[:, None], shift, 0.0), mask,
                     n_edges, needed, ~images_ok | (n_edges > size))
+
+
+def _spread(index: jax.Array, mask: jax.Array, n: int) -> jax.Array:
+    """``index`` where ``mask``; padding entry k points at k mod n instead. Padding contributes
+    zero either way, but spread out it does not pile onto one row in the model's scatter-adds
+    (segment sums, and the gradients of gathers), where GPU atomics on one address serialise."""
+    return jnp.where(mask, index, jnp.arange(index.shape[0], dtype=index.dtype) % n)
 
 
 def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: float, capacity: Capacity,
@@ -210,8 +217,8 @@ def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: flo
         edge_dst=dst,
         edge_shift=shift,
         edge_mask=mask,
-        angle_e1=jnp.where(angle_mask, e1, 0).astype(jnp.int32),
-        angle_e2=jnp.where(angle_mask, e2, 0).astype(jnp.int32),
+        angle_e1=_spread(e1.astype(jnp.int32), angle_mask, n_dir),
+        angle_e2=_spread(e2.astype(jnp.int32), angle_mask, n_dir),
         angle_mask=angle_mask,
         n_edges=n_edges,
         n_angles=n_angles,
@@ -276,7 +283,8 @@ def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float,
     n_edges = jnp.sum(keep, dtype=jnp.int32)
     (sel,) = jnp.nonzero(keep, size=capacity.edges, fill_value=0)
     mask = jnp.arange(capacity.edges) < n_edges
-    return _with_angles(jnp.where(mask, edges.src[sel], 0), jnp.where(mask, edges.dst[sel], 0),
+    n = positions.shape[0]
+    return _with_angles(_spread(edges.src[sel], mask, n), _spread(edges.dst[sel], mask, n),
                         jnp.where(mask[:, None], edges.shift[sel], 0.0), mask, n_edges, d2[sel], positions.shape[0],
                         bond_cut, capacity, edges.images_needed, edges.overflow)
 
