@@ -34,9 +34,10 @@ trainable parameters (last atom conv, bond weights, site-wise magmom head, reado
 
 Batching: structures are padded to at most ``max_buckets`` atom counts and a fixed batch
 size; each bucket has one graph capacity, so ``jit`` compiles once per bucket (train and eval).
-By default one bucket on a GPU, where a step of these small graphs costs about the same at
-any padding (measured: benchmarks/bench_compile.py) while every train program costs 30-60 s
-to compile, and three on a CPU, where time grows with the padded atoms. On a GPU the programs
+By default one bucket on a GPU: one train program to compile instead of three (34 vs 48 s,
+compiled side by side), at 0.65 instead of 0.50 s per epoch (H200, 300 structures of 60-180
+atoms, benchmarks/results/bench_finetune_gpu50_h200*.json), so fewer compilations win for runs
+below about 100 epochs; three on a CPU, where compiling is cheaper and time grows with padding. On a GPU the programs
 are compiled with XLA's autotuning off (``:func:`compiler_options`): 35 instead of 56 s for the
 train program, 5% slower steps (H200, benchmarks/results/bench_compile_h200.json).
 Atoms do not move while training, so every structure's crystal graph is built once, on the
