@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,37 @@ DEFAULT_OPTIONS = ['{}', '{"xla_gpu_autotune_level": 0}', '{"xla_gpu_enable_trit
                    '{"xla_gpu_autotune_level": 0, "xla_gpu_enable_triton_gemm": false}']
 
 
+def gpu_profile(call, calls: int) -> dict:
+    """GPU kernel time per call (ms) by kind and the top kernels, from a ``jax.profiler`` trace of
+    ``calls`` calls of ``call()``."""
+    import glob
+    import tempfile
+    from collections import defaultdict
+
+    import jax
+    from profile_md import kind_of
+
+    tmp = tempfile.mkdtemp()
+    jax.profiler.start_trace(tmp)
+    for _ in range(calls):
+        jax.block_until_ready(call())
+    jax.profiler.stop_trace()
+    pd = jax.profiler.ProfileData.from_file(glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)[0])
+    by_kind, by_name = defaultdict(float), defaultdict(float)
+    for plane in pd.planes:
+        if "gpu" not in plane.name.lower():
+            continue
+        for line in plane.lines:
+            if "kernel" not in line.name.lower() and "stream" not in line.name.lower():
+                continue
+            for ev in line.events:
+                by_kind[kind_of(ev.name)] += ev.duration_ns / 1e6 / calls
+                by_name[re.sub(r"[._]\d+", "", ev.name)[:80]] += ev.duration_ns / 1e6 / calls
+        break
+    return {"ms_by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])), "ms_total": sum(by_kind.values()),
+            "top_kernels_ms": dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:20])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT / "runs" / "bench_finetune_r2scan_300_0.extxyz"))
@@ -39,6 +71,8 @@ def main() -> None:
     ap.add_argument("--options", nargs="*", default=DEFAULT_OPTIONS, help="JSON dicts of compiler options")
     ap.add_argument("--calls", type=int, default=20)
     ap.add_argument("--programs", nargs="*", default=["train", "eval", "graph"], choices=["train", "eval", "graph"])
+    ap.add_argument("--profile", action="store_true",
+                    help="trace the calls of the first option set's train program: GPU ms per kernel kind")
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -114,6 +148,14 @@ def main() -> None:
                         loss.block_until_ready()
                         times.append(time.perf_counter() - t)
                     row[f"ms_per_call_{which}"] = 1e3 * float(np.median(times[1:]))
+                    if args.profile and kind == "train" and which == "full" and text == args.options[0]:
+                        state = [p, o]
+
+                        def step():  # params and optimiser state are donated: feed the outputs back
+                            state[0], state[1], loss, _ = prog(state[0], state[1], bt, lr)
+                            return loss
+
+                        row["gpu_profile"] = gpu_profile(step, args.calls)
                 res["runs"].append(row)
                 print(f"bucket {pb.n_atoms} {kind:5s} {json.dumps(opts):46s} compile {row['compile_s']:6.1f} s  "
                       "ms/call "
