@@ -97,7 +97,8 @@ def main() -> None:
     tx = make_optimizer(cfg, labels)
     train_step, eval_step = _make_steps(model.module, tx, labels, cfg)
     dev = jax.devices()[0]
-    res = {"device": f"{dev.platform}: {dev.device_kind}", "jax": jax.__version__, "data": os.path.relpath(data, ROOT),
+    res = {"device": f"{dev.platform}: {dev.device_kind}", "jax": jax.__version__,
+           "matmul_precision": str(jax.config.jax_default_matmul_precision), "data": os.path.relpath(data, ROOT),
            "batch_size": args.batch_size, "buckets": buckets, "runs": []}
     name = f"bench_compile_{device_slug(dev.device_kind)}.json"
     outs = [Path(args.out) if args.out else ROOT / "benchmarks" / "results" / name]
@@ -147,6 +148,7 @@ def main() -> None:
                             loss = prog(bt["positions"], bt["cells"], bt["atom_mask"]).n_edges
                         loss.block_until_ready()
                         times.append(time.perf_counter() - t)
+                        row.setdefault(f"first_output_{which}", float(np.sum(loss)))  # same inputs for every option set
                     row[f"ms_per_call_{which}"] = 1e3 * float(np.median(times[1:]))
                     if args.profile and kind == "train" and which == "full" and text == args.options[0]:
                         state = [p, o]
