@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import sys, jax, jax.numpy as jnp, lycb_jax
 from jax._src import monitoring
@@ -16,7 +18,13 @@ print("hits", len(hits) > 0)
 """
 
 
-def test_second_process_loads_compiled_program(tmp_path):
+@pytest.mark.parametrize("legacy_entry", [False, True])
+def test_second_process_loads_compiled_program(tmp_path, legacy_entry):
+    """Also when the folder holds an entry written without a size cap (no access-time file),
+    which makes JAX's size-capped cache fail every write unless lycb_jax repairs the folder."""
+    if legacy_entry:
+        (tmp_path / "xla").mkdir()
+        (tmp_path / "xla" / "jit_f-0123abcd-cache").write_bytes(b"written by a process with no size cap")
     run = [sys.executable, "-c", SCRIPT, str(tmp_path / "xla")]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     first = subprocess.run(run, check=False, capture_output=True, text=True, env=env, timeout=300)
