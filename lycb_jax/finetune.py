@@ -37,9 +37,10 @@ size; each bucket has one graph capacity, so ``jit`` compiles once per bucket (t
 By default one bucket on a GPU: one train program to compile instead of three (34 vs 48 s,
 compiled side by side), at 0.65 instead of 0.50 s per epoch (H200, 300 structures of 60-180
 atoms, benchmarks/results/bench_finetune_gpu50_h200*.json), so fewer compilations win for runs
-below about 100 epochs; three on a CPU, where compiling is cheaper and time grows with padding. On a GPU the programs
-are compiled with XLA's autotuning off (``:func:`compiler_options`): 35 instead of 56 s for the
-train program, 5% slower steps (H200, benchmarks/results/bench_compile_h200.json).
+below about 100 epochs; three on a CPU, where compiling is cheaper and time grows with padding.
+On a GPU the programs are compiled with XLA's autotuning off (:func:`compiler_options`: 35
+instead of 56 s for the train program, 5% slower steps, bench_compile_h200_autotune.json) and
+use three-pass TF32 matrix products (:func:`matmul_precision`).
 Atoms do not move while training, so every structure's crystal graph is built once, on the
 device, when the data set is packed (as CHGNet's ``StructureData`` caches its graphs); the train
 and eval programs take the graphs as inputs. The learning rate is an input of the train
