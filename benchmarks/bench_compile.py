@@ -84,8 +84,8 @@ def main() -> None:
 
     from lycb_jax.checkpoint import load_model
     from lycb_jax.finetune import (FinetuneConfig, _make_steps, choose_buckets, iter_batches, make_optimizer,
-                                   pack_dataset, param_labels, read_dataset, select_packed)
-    from lycb_jax.graph import build_graph
+                                   batched_graphs, pack_dataset, param_labels, read_dataset,
+                                   select_packed)
 
     data = args.data if Path(args.data).exists() else str(gpu_scale_data())
     ds = read_dataset(data)
@@ -117,9 +117,8 @@ def main() -> None:
         opt_state = tx.init(params)
         t = time.perf_counter()
         lr = np.float32(1e-3)
-        graph = jax.jit(jax.vmap(build_graph, in_axes=(0, 0, 0, None)), static_argnums=3)
         lowered = {"train": train_step.lower(params, opt_state, batch, lr), "eval": eval_step.lower(params, batch),
-                   "graph": graph.lower(batch["positions"], batch["cells"], batch["atom_mask"], cap)}
+                   "graph": batched_graphs.lower(batch["positions"], batch["cells"], batch["atom_mask"], cap)}
         lower_s = time.perf_counter() - t
         for text in args.options:
             opts = json.loads(text)

@@ -266,7 +266,8 @@ GRAPH_FIELDS = tuple(f.name for f in dataclasses.fields(Graph))
 
 
 @functools.partial(jax.jit, static_argnums=3)
-def _batched_graphs(positions, cells, atom_mask, capacity: Capacity) -> Graph:
+def batched_graphs(positions, cells, atom_mask, capacity: Capacity) -> Graph:
+    """:func:`lycb_jax.graph.build_graph` of a batch [B, N, 3], [B, 3, 3], [B, N] (one program per shape)."""
     return jax.vmap(build_graph, in_axes=(0, 0, 0, None))(positions, cells, atom_mask, capacity)
 
 
@@ -278,7 +279,7 @@ def graph_arrays(p: Batch, chunk: int = 8) -> dict[str, np.ndarray]:
     out: dict[str, list] = {k: [] for k in GRAPH_FIELDS}
     for start in range(0, s, chunk):
         sel = np.arange(start, start + chunk) % s  # the last chunk wraps around: fixed shape
-        g = _batched_graphs(p.positions[sel].astype(np.float32), p.cells[sel].astype(np.float32),
+        g = batched_graphs(p.positions[sel].astype(np.float32), p.cells[sel].astype(np.float32),
                             p.atom_mask[sel], p.capacity)
         for k in GRAPH_FIELDS:
             out[k].append(np.asarray(getattr(g, k)))
