@@ -82,7 +82,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_finetune import device_slug, gpu_scale_data
 
-    from lycb_jax.checkpoint import load_model
+    from lycb_jax.models import load_model
     from lycb_jax.finetune import (FinetuneConfig, _make_steps, choose_buckets, iter_batches, make_optimizer,
                                    batched_graphs, pack_dataset, param_labels, read_dataset,
                                    select_packed)

@@ -203,7 +203,7 @@ def main() -> None:
 
     if args.cache_dir:
         lycb_jax.enable_compilation_cache(args.cache_dir)
-    from lycb_jax.checkpoint import params_from_torch_state_dict
+    from lycb_jax.models.convert_chgnet import params_from_torch_state_dict
     from lycb_jax.finetune import (
         FinetuneConfig,
         bucket_limit,
@@ -212,7 +212,7 @@ def main() -> None:
         finetune,
         read_dataset,
     )
-    from lycb_jax.model import Model
+    from lycb_jax.models import Model
 
     data = args.data or ([str(ROOT / "tests" / "data" / "lycb_gpaw.extxyz")] if args.size == "small"
                          else [str(gpu_scale_data(N_GPU_SET, args.seed, args.device))])

@@ -24,7 +24,7 @@ from common import lyc_like, time_call  # noqa: E402
 from lycb_jax.graph import refine_graph  # noqa: E402
 from lycb_jax.md import (Integrator, default_capacity, init_replica, masses_of, run_chunk,  # noqa: E402
                          _grow, run_chunk_checked, verlet_list)
-from lycb_jax.model import energy_forces_stress, potential  # noqa: E402
+from lycb_jax.models import energy_forces_stress, potential  # noqa: E402
 
 
 def main():

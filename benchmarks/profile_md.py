@@ -27,7 +27,8 @@ import lycb_jax  # noqa: E402
 from common import lyc_like, time_call  # noqa: E402
 from lycb_jax.md import default_capacity  # noqa: E402
 from lycb_jax.graph import build_graph  # noqa: E402
-from lycb_jax.model import CHGNet, Model, potential  # noqa: E402
+from lycb_jax.models import Model, potential  # noqa: E402
+from lycb_jax.models.chgnet import CHGNet  # noqa: E402
 
 KINDS = [("matmul", r"gemm|cublas|cutlass|xmma|dot|matmul|triton"), ("scatter", r"scatter"),
          ("gather", r"gather|dynamic.slice"), ("sort", r"sort|radix"), ("reduce", r"reduc|reduction"),

@@ -1,49 +1,17 @@
-"""lycb_jax: CHGNet in JAX/Flax, batched MD and Li-ion transport analysis for halide electrolytes."""
+"""lycb_jax: CHGNet in JAX/Flax, batched MD and Li-ion transport analysis for halide electrolytes.
 
-import os
+Importing changes no JAX setting: the matrix-product precision of lycb_jax's programs is
+:func:`lycb_jax.runtime.set_matmul_precision` (default "highest", full float32), and the persistent
+compilation cache is :func:`enable_compilation_cache` (the command line turns it on).
+"""
 
-import jax
+from lycb_jax.models import load_model
+from lycb_jax.predict import Prediction, predict
+from lycb_jax.runtime import enable_compilation_cache, matmul_precision, set_matmul_precision
 
-# float32 matrix products in full float32 precision: on NVIDIA GPUs JAX's default may use TF32
-# (10-bit mantissa), which moves positions (shift @ cell) by ~1e-3 A and forces by ~1e-3 relative.
-# Set JAX_DEFAULT_MATMUL_PRECISION yourself to choose otherwise.
-if "JAX_DEFAULT_MATMUL_PRECISION" not in os.environ:
-    jax.config.update("jax_default_matmul_precision", "highest")
-
-from lycb_jax.checkpoint import load_model  # noqa: E402
-from lycb_jax.predict import Prediction, predict  # noqa: E402
-
-__all__ = ["Calculator", "Prediction", "enable_compilation_cache", "load_model", "predict"]
+__all__ = ["Calculator", "Prediction", "enable_compilation_cache", "load_model", "matmul_precision", "predict",
+           "set_matmul_precision"]
 __version__ = "0.1.0"
-
-
-def enable_compilation_cache(path: str | None = None, max_size_gb: float = 4.0) -> str:
-    """Keep compiled XLA programs on disk (JAX's persistent compilation cache), so that a later
-    process with the same shapes (an MD study, a fine-tuning run of the next active-learning
-    round) loads them instead of compiling again. Default folder: $LYCB_JAX_CACHE, else
-    ~/.cache/lycb_jax/xla. Beyond ``max_size_gb`` the least recently used programs are dropped.
-    The ``lycb-jax`` commands call this unless LYCB_JAX_CACHE=off."""
-    path = path or os.environ.get("LYCB_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "lycb_jax", "xla")
-    os.makedirs(path, exist_ok=True)
-    _add_missing_atimes(path)
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    jax.config.update("jax_compilation_cache_max_size", int(max_size_gb * 2**30))
-    return path
-
-
-def _add_missing_atimes(path: str) -> None:
-    """Give every cached program without an access-time file one (its modification time).
-
-    Entries written with no size cap (JAX's default, or a user's own cache settings) have none,
-    and JAX's size-capped cache then fails every later write (FileNotFoundError while choosing
-    what to evict), so nothing new would be cached."""
-    for name in os.listdir(path):
-        if name.endswith("-cache"):
-            atime = os.path.join(path, name[: -len("-cache")] + "-atime")
-            if not os.path.exists(atime):
-                with open(atime, "wb") as fh:
-                    fh.write(os.stat(os.path.join(path, name)).st_mtime_ns.to_bytes(8, "little"))
 
 
 def __getattr__(name):

@@ -6,9 +6,9 @@ from ase.calculators.calculator import Calculator as _AseCalculator
 from ase.calculators.calculator import all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from lycb_jax.checkpoint import load_model
-from lycb_jax.model import EV_A3_TO_GPA, Model
+from lycb_jax.models import Model, load_model
 from lycb_jax.predict import predict
+from lycb_jax.units import EV_A3_TO_GPA
 
 
 class Calculator(_AseCalculator):

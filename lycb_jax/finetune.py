@@ -69,10 +69,12 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from lycb_jax.checkpoint import checkpoint_dir, load_model, save_checkpoint
-from lycb_jax.graph import Capacity, Graph, build_graph
-from lycb_jax.model import EV_A3_TO_GPA, Model, energy_forces_stress
-from lycb_jax.predict import Batch, System, _bucket, pack, predict, to_system
+from lycb_jax.capacity import Capacity
+from lycb_jax.capacity import bucket_size as _bucket
+from lycb_jax.graph import Graph, build_graph
+from lycb_jax.models import Model, checkpoint_dir, energy_forces_stress, load_model, save_checkpoint
+from lycb_jax.predict import Batch, System, pack, predict, to_system
+from lycb_jax.units import EV_A3_TO_GPA
 
 # ----------------------------------------------------------------------------- config
 

@@ -9,7 +9,7 @@ A graph holds CHGNet's two neighbour structures of one periodic system (batches 
   both shorter than 3 Angstrom (the angles).
 
 Every array has a static capacity. When the true count exceeds it, ``overflow`` is set and
-the caller must rebuild with larger capacities (``Capacity.grown``); nothing is dropped
+the caller must rebuild with larger capacities (:mod:`lycb_jax.capacity`); nothing is dropped
 silently. Candidate pairs are enumerated over all atom pairs and every periodic image that
 can reach the cutoff, so cells thinner than twice the cutoff are handled exactly.
 Brute force is used on purpose (O(N^2 * images)): it needs no cell list that breaks for
@@ -19,14 +19,12 @@ small or strongly skewed cells, and on a GPU it is cheap next to the model for N
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-ATOM_CUTOFF = 6.0  # Angstrom, CHGNet atom graph
-BOND_CUTOFF = 3.0  # Angstrom, CHGNet bond graph (angles)
+from lycb_jax.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity
 
 
 @jax.tree_util.register_dataclass
@@ -58,57 +56,6 @@ class Graph:
     max_short_per_atom: jax.Array
     images_needed: jax.Array
     overflow: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class Capacity:
-    """Static sizes of a graph: half edges, angles, short bonds per atom, image range, and a skin
-    (Angstrom). :func:`build_graph` adds the skin to both cutoffs, so that the graph stays a
-    superset while atoms move less than skin/2 (edges beyond the cutoffs contribute exactly zero
-    to CHGNet). MD instead keeps a Verlet list of ``list_edges`` half edges within
-    ``ATOM_CUTOFF + skin`` and takes the exact graph (``edges``, ``angles``) from it each step
-    (:func:`refine_graph`)."""
-
-    edges: int
-    angles: int
-    short_per_atom: int = 16
-    images: tuple[int, int, int] = (1, 1, 1)
-    skin: float = 0.0
-    list_edges: int = 0
-
-    def grown(self, graph: Graph | None = None, factor: float = 1.25) -> "Capacity":
-        """Capacities large enough for ``graph``'s true counts (host side), with headroom."""
-        if graph is None:
-            return Capacity(round_up(self.edges * 2), round_up(self.angles * 2),
-                            self.short_per_atom * 2, self.images, self.skin,
-                            self.list_edges and round_up(self.list_edges * 2))
-        ne = int(np.max(np.asarray(graph.n_edges)))
-        na = int(np.max(np.asarray(graph.n_angles)))
-        ns = int(np.max(np.asarray(graph.max_short_per_atom)))
-        need = np.asarray(graph.images_needed).reshape(-1, 3).max(0)
-        return Capacity(
-            edges=max(self.edges, round_up(ne * factor)),
-            angles=max(self.angles, round_up(na * factor)),
-            short_per_atom=max(self.short_per_atom, ns + 4),
-            images=tuple(int(max(a, b)) for a, b in zip(self.images, need)),
-            skin=self.skin,
-            list_edges=self.list_edges,
-        )
-
-
-def round_up(n: float, multiple: int = 64) -> int:
-    return int(max(multiple, math.ceil(n / multiple) * multiple))
-
-
-def image_range(cell: np.ndarray, cutoff: float = ATOM_CUTOFF + 0.5) -> tuple[int, int, int]:
-    """Images needed along each lattice vector so that every pair within ``cutoff`` is found.
-
-    Lattice planes k are 1/|b_k| apart (b: reciprocal vectors), and wrapped fractional
-    differences lie in (-1, 1), so images |n_k| <= floor(cutoff |b_k|) + 1 suffice. The
-    default cutoff has 0.5 A of slack so that a cell deforming under NpT keeps the range.
-    """
-    recip = np.linalg.inv(np.asarray(cell, dtype=np.float64)).T
-    return tuple(int(math.floor(cutoff * np.linalg.norm(recip[k]))) + 1 for k in range(3))
 
 
 def _images_needed(cell: jax.Array, cutoff: float) -> jax.Array:
@@ -238,28 +185,29 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
       capacity: static capacities (hashable; part of the jit cache key). Both cutoffs include
         ``capacity.skin``.
     """
-    edges = build_edges(positions, cell, atom_mask, ATOM_CUTOFF + capacity.skin, capacity.edges, capacity.images)
-    return _refined(edges, positions, cell, ATOM_CUTOFF + capacity.skin, BOND_CUTOFF + capacity.skin, capacity,
-                    select=False)
+    edges = build_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.edges, capacity.images)
+    return _refined(edges, positions, cell, capacity.cutoff + capacity.skin, capacity.bond_cutoff + capacity.skin,
+                    capacity, select=False)
 
 
 def refine_graph(edges: EdgeList, positions: jax.Array, cell: jax.Array, capacity: Capacity) -> Graph:
     """CHGNet's exact graph (cutoffs without skin) at ``positions``, taken from a Verlet list.
 
-    ``edges`` must have been built with cutoff ``ATOM_CUTOFF + skin`` at positions from which no
+    ``edges`` must have been built with cutoff ``capacity.cutoff + skin`` at positions from which no
     atom has moved more than skin/2 (and the cell strained accordingly little); the caller checks
     that. Costs O(list length), against O(N^2 images) for :func:`build_graph`. ``capacity.edges``,
     ``.angles`` and ``.short_per_atom`` size the exact graph; its ``overflow`` includes the list's.
     """
-    return _refined(edges, positions, cell, ATOM_CUTOFF, BOND_CUTOFF, capacity, select=True)
+    return _refined(edges, positions, cell, capacity.cutoff, capacity.bond_cutoff, capacity, select=True)
 
 
-def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array,
+                cutoffs: tuple[float, float] = (ATOM_CUTOFF, BOND_CUTOFF)) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(half edges, angles, largest number of short bonds at one atom) of the graph that
     :func:`refine_graph` would take from ``edges``, without building it (for capacity checks)."""
     d2 = _list_d2(edges, positions, cell)
-    keep = edges.mask & (d2 < ATOM_CUTOFF**2)
-    short = (keep & (d2 < BOND_CUTOFF**2)).astype(jnp.int32)
+    keep = edges.mask & (d2 < cutoffs[0]**2)
+    short = (keep & (d2 < cutoffs[1]**2)).astype(jnp.int32)
     n = positions.shape[0]
     count = jax.ops.segment_sum(short, edges.src, n) + jax.ops.segment_sum(short, edges.dst, n)
     return (jnp.sum(keep, dtype=jnp.int32), jnp.sum(count * (count - 1), dtype=jnp.int32),
@@ -287,27 +235,3 @@ def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float,
     return _with_angles(_spread(edges.src[sel], mask, n), _spread(edges.dst[sel], mask, n),
                         jnp.where(mask[:, None], edges.shift[sel], 0.0), mask, n_edges, d2[sel], positions.shape[0],
                         bond_cut, capacity, edges.images_needed, edges.overflow)
-
-
-def estimate_capacity(positions: np.ndarray, cell: np.ndarray, headroom: float = 1.3, skin: float = 0.0) -> Capacity:
-    """Host-side capacity for one system: exact counts from ASE's neighbour list, plus headroom."""
-    ne, na, ns = count_edges(positions, cell, skin)
-    return Capacity(round_up(ne * headroom), round_up(na * headroom), max(8, ns + 4),
-                    image_range(cell, ATOM_CUTOFF + skin + 0.5), skin)
-
-
-def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0) -> tuple[int, int, int]:
-    """(half edges, angles, max short bonds per atom) of one system, on the host.
-
-    pymatgen's compiled neighbour search: the same counts as ASE's ``neighbor_list`` (checked in
-    tests/test_graph.py), about 150x faster, which matters when a data set of hundreds of
-    structures is packed for fine-tuning."""
-    from pymatgen.optimization.neighbors import find_points_in_spheres
-
-    cut, bond_cut = ATOM_CUTOFF + skin, BOND_CUTOFF + skin
-    pos = np.ascontiguousarray(positions, np.float64)
-    i, _, _, d = find_points_in_spheres(pos, pos, cut, np.ones(3, np.int64), np.ascontiguousarray(cell, np.float64),
-                                        tol=1e-8)
-    keep = (d < cut) & (d > 1e-8)  # not the atom itself
-    short = np.bincount(i[keep & (d < bond_cut)], minlength=len(positions))
-    return int(keep.sum()) // 2, int(np.sum(short * (short - 1))), int(short.max(initial=0))

@@ -27,9 +27,10 @@ from ase.data import atomic_masses
 from jax_md import quantity, simulate, space
 
 from lycb_jax.distributed import replica_mesh, shard_replicas
-from lycb_jax.graph import (ATOM_CUTOFF, Capacity, EdgeList, build_edges, count_edges, exact_sizes, image_range,
-                            refine_graph, round_up)
-from lycb_jax.model import EV_A3_TO_GPA, Model, energy_forces_stress, potential
+from lycb_jax.capacity import ATOM_CUTOFF, Capacity, count_edges, image_range, round_up
+from lycb_jax.graph import EdgeList, build_edges, exact_sizes, refine_graph
+from lycb_jax.models.base import Model, energy_forces_stress, potential
+from lycb_jax.units import EV_A3_TO_GPA
 
 KB = units.kB  # eV/K
 
@@ -760,7 +761,7 @@ def protocol_from_args(args) -> Protocol:
 
 def _cli(args) -> int:
     import lycb_jax
-    from lycb_jax.cli import read_structure
+    from lycb_jax.cli.predict import read_structure_or_exit as read_structure
 
     structure = read_structure(args.structure)
     protocol = protocol_from_args(args)

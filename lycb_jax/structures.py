@@ -25,7 +25,7 @@ import numpy as np
 import spglib
 from pymatgen.core import Lattice, Structure
 
-from lycb_jax.model import EV_A3_TO_GPA
+from lycb_jax.units import EV_A3_TO_GPA
 from lycb_jax.predict import System, pack, single_point, to_system
 
 PARENTS = {"LYC": "Li3YCl6_P-3m1_Schlem2021.cif", "LYB": "Li3YBr6_C2m_Schlem2021.cif"}
@@ -589,7 +589,7 @@ def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000
     """
     from tqdm.auto import tqdm
 
-    from lycb_jax.predict import _bucket
+    from lycb_jax.capacity import bucket_size as _bucket
 
     systems = [to_system(s) for s in structures]
     results: list[Relaxed | None] = [None] * len(systems)
@@ -685,7 +685,7 @@ def _relax_group(model, systems, idx, results, n_pad, fmax, max_steps, batch_siz
 
 def _grow(capacity, st, n_pad):
     """Capacity for the current geometries (host neighbour count, 30% headroom), at least 1.5x the old."""
-    from lycb_jax.graph import Capacity
+    from lycb_jax.capacity import Capacity
 
     x, n = np.asarray(st["x"], np.float64), np.asarray(st["n"])
     sys_now = []
@@ -887,7 +887,7 @@ def add_cli(subparsers) -> None:
 
 
 def _cli(args) -> None:
-    from lycb_jax.checkpoint import load_model
+    from lycb_jax.models import load_model
 
     model = load_model(args.model)
     kw = dict(fmax=args.fmax, max_steps=args.max_steps, batch_size=args.batch_size)

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from ase.build import bulk
 
-from lycb_jax.model import Model
+from lycb_jax.models import Model
 
 EPS, SIGMA, RC = 0.0104, 3.40, 6.0  # eV, Angstrom (argon), cutoff = CHGNet's atom-graph cutoff
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import lycb_jax
-from lycb_jax.checkpoint import checkpoint_dir, convert_pretrained
+from lycb_jax.models.checkpoint import checkpoint_dir
+from lycb_jax.models.convert_chgnet import convert_pretrained
 from structures import lyc_trigonal, rattled
 
 

@@ -16,7 +16,7 @@ from flax import traverse_util
 
 import lycb_jax
 from lycb_jax import finetune as ft
-from lycb_jax.model import EV_A3_TO_GPA
+from lycb_jax.units import EV_A3_TO_GPA
 
 DATA = Path(__file__).parent / "data" / "lycb_gpaw.extxyz"
 

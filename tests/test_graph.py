@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from ase.neighborlist import primitive_neighbor_list
 
-from lycb_jax.graph import ATOM_CUTOFF, BOND_CUTOFF, Capacity, build_graph, count_edges, estimate_capacity
+from lycb_jax.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity, count_edges, estimate_capacity
+from lycb_jax.graph import build_graph
 from structures import lyc_like, lyc_trigonal, parity_set, rattled
 
 CASES = ["LYC_trig_30", "LYC_trig_skewed", "LYC_skewed", "LYB_skewed", "MgO", "NiAl_skewed", "LYC_rs_111",

@@ -6,7 +6,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from lycb_jax.model import EV_A3_TO_GPA
+from lycb_jax.units import EV_A3_TO_GPA
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -181,7 +181,7 @@ def test_halide_series_in_one_relax_call(model, tmp_path):
 @pytest.mark.slow
 def test_capacity_overflow_regrows(model, monkeypatch):
     """A graph capacity that is too small is detected on device, grown on the host, and the run goes on."""
-    from lycb_jax.graph import Capacity
+    from lycb_jax.capacity import Capacity
 
     real_pack = S.pack
 

@@ -1,0 +1,199 @@
+"""Graph capacities: the static sizes of a fixed-shape crystal graph, how to estimate them from
+structures on the host, and how to grow or shrink them from what a program reported it needed.
+
+Every jit-compiled program (prediction, MD, relaxation, training) takes a :class:`Capacity`
+as a static argument; a new capacity is a new compilation, so sizes are rounded (to multiples of
+64, or to :func:`bucket_size`) and only grown when exceeded, never silently truncated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+ATOM_CUTOFF = 6.0  # Angstrom, default atom-graph cutoff (CHGNet's)
+BOND_CUTOFF = 3.0  # Angstrom, default bond-graph cutoff for angles (CHGNet's)
+IMAGE_SLACK = 0.5  # Angstrom added to the cutoff when choosing the image range, for cells that deform
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    """Static shape of a graph: half edges, angles, short bonds per atom, image range, skin
+    (Angstrom), Verlet-list length, and the cutoffs (Angstrom) of the model it is built for.
+
+    :func:`lycb_jax.graph.build_graph` adds the skin to both cutoffs, so that the graph stays a
+    superset while atoms move less than skin/2 (edges beyond the cutoffs contribute exactly zero).
+    MD instead keeps a Verlet list of ``list_edges`` half edges within ``cutoff + skin`` and takes
+    the exact graph (``edges``, ``angles``) from it each step (:func:`lycb_jax.graph.refine_graph`)."""
+
+    edges: int
+    angles: int
+    short_per_atom: int = 16
+    images: tuple[int, int, int] = (1, 1, 1)
+    skin: float = 0.0
+    list_edges: int = 0
+    cutoff: float = ATOM_CUTOFF
+    bond_cutoff: float = BOND_CUTOFF
+
+    def grown(self, graph=None, factor: float = 1.25) -> "Capacity":
+        """Large enough for ``graph``'s true counts (a :class:`lycb_jax.graph.Graph`, host side),
+        with headroom; without a graph, every size doubled."""
+        if graph is None:
+            return dataclasses.replace(self, edges=round_up(self.edges * 2), angles=round_up(self.angles * 2),
+                                       short_per_atom=self.short_per_atom * 2,
+                                       list_edges=self.list_edges and round_up(self.list_edges * 2))
+        images = np.asarray(graph.images_needed).reshape(-1, 3).max(0)
+        need = Need(int(np.max(np.asarray(graph.n_edges))), int(np.max(np.asarray(graph.n_angles))),
+                    int(np.max(np.asarray(graph.max_short_per_atom))), tuple(int(i) for i in images))
+        return grow(self, need, factor=factor)
+
+
+class Need(NamedTuple):
+    """Sizes a graph needed (host integers): half edges, angles, largest number of short bonds at one
+    atom, images each side, Verlet-list edges, and whether an atom moved beyond skin/2 before a rebuild."""
+
+    edges: int
+    angles: int
+    short_per_atom: int
+    images: tuple[int, int, int] = (1, 1, 1)
+    list_edges: int = 0
+    moved_far: bool = False
+
+    SIZE = 8  # length of the flat int vector form (edges, angles, short, images x3, moved_far, list_edges)
+
+    @classmethod
+    def from_vector(cls, v) -> "Need":
+        """From one or many flat vectors [..., 8] (maximum over the leading axes)."""
+        v = np.asarray(v).reshape(-1, cls.SIZE).max(axis=0)
+        return cls(int(v[0]), int(v[1]), int(v[2]), tuple(int(x) for x in v[3:6]), int(v[7]), bool(v[6]))
+
+
+def round_up(n: float, multiple: int = 64) -> int:
+    return int(max(multiple, math.ceil(n / multiple) * multiple))
+
+
+def bucket_size(n: int) -> int:
+    """Round a size up to 1, 1.25, 1.5 or 1.75 times a power of two (at most ~25% padding), at least 16."""
+    if n <= 16:
+        return 16
+    p = 2 ** math.floor(math.log2(n))
+    for f in (1.0, 1.25, 1.5, 1.75, 2.0):
+        if n <= f * p:
+            return int(f * p)
+    return 2 * p
+
+
+def image_range(cell: np.ndarray, cutoff: float = ATOM_CUTOFF + IMAGE_SLACK) -> tuple[int, int, int]:
+    """Images needed along each lattice vector so that every pair within ``cutoff`` is found.
+
+    Lattice planes k are 1/|b_k| apart (b: reciprocal vectors), and wrapped fractional
+    differences lie in (-1, 1), so images |n_k| <= floor(cutoff |b_k|) + 1 suffice. The
+    default cutoff has 0.5 A of slack so that a cell deforming under NpT keeps the range.
+    """
+    recip = np.linalg.inv(np.asarray(cell, dtype=np.float64)).T
+    return tuple(int(math.floor(cutoff * np.linalg.norm(recip[k]))) + 1 for k in range(3))
+
+
+def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0, cutoff: float = ATOM_CUTOFF,
+                bond_cutoff: float = BOND_CUTOFF) -> tuple[int, int, int]:
+    """(half edges, angles, max short bonds per atom) of one system, on the host.
+
+    pymatgen's compiled neighbour search: the same counts as ASE's ``neighbor_list`` (checked in
+    tests/test_graph.py), about 150x faster, which matters when a data set of hundreds of
+    structures is packed for fine-tuning."""
+    from pymatgen.optimization.neighbors import find_points_in_spheres
+
+    cut, bond_cut = cutoff + skin, bond_cutoff + skin
+    pos = np.ascontiguousarray(positions, np.float64)
+    i, _, _, d = find_points_in_spheres(pos, pos, cut, np.ones(3, np.int64), np.ascontiguousarray(cell, np.float64),
+                                        tol=1e-8)
+    keep = (d < cut) & (d > 1e-8)  # not the atom itself
+    short = np.bincount(i[keep & (d < bond_cut)], minlength=len(positions))
+    return int(keep.sum()) // 2, int(np.sum(short * (short - 1))), int(short.max(initial=0))
+
+
+def measure(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), skin: float = 0.0, with_list: bool = False) -> Need:
+    """What the graphs of ``systems`` (objects with ``positions`` [N, 3] and ``cell`` [3, 3], Angstrom)
+    need at their current geometry: maxima over the systems. With ``with_list`` also the length of
+    a Verlet list within cutoff + ``skin`` (the graph itself at the cutoffs); without, the graph is
+    counted at cutoffs + ``skin`` (as :func:`lycb_jax.graph.build_graph` builds it)."""
+    cut, bond = cutoffs
+    need = Need(0, 0, 0, (1, 1, 1))
+    for s in systems:
+        pos, cell = np.asarray(s.positions, np.float64), np.asarray(s.cell, np.float64)
+        ne, na, ns = count_edges(pos, cell, 0.0 if with_list else skin, cut, bond)  # no list: the graph has the skin
+        nl = count_edges(pos, cell, skin, cut, bond)[0] if with_list else 0
+        img = image_range(cell, cut + skin + IMAGE_SLACK)
+        need = Need(max(need.edges, ne), max(need.angles, na), max(need.short_per_atom, ns),
+                    tuple(max(a, b) for a, b in zip(need.images, img)), max(need.list_edges, nl))
+    return need
+
+
+def estimate(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), headroom: float = 1.3,
+             angle_headroom: float | None = None, skin: float = 0.0, with_list: bool = False,
+             bucketed: bool = False) -> Capacity:
+    """Capacity for ``systems`` from exact host counts plus headroom (angles fluctuate more: their
+    own headroom, default the same). ``bucketed`` rounds edges and angles with :func:`bucket_size`
+    (few distinct shapes across data sets) instead of to multiples of 64."""
+    need = measure(systems, cutoffs, skin, with_list)
+    rnd = (lambda n: bucket_size(int(n) + 16)) if bucketed else round_up
+    return Capacity(rnd(need.edges * headroom), rnd(need.angles * (angle_headroom or headroom)),
+                    max(8, need.short_per_atom + 4), need.images, skin,
+                    round_up(need.list_edges * headroom) if with_list else 0, *cutoffs)
+
+
+def estimate_capacity(positions: np.ndarray, cell: np.ndarray, headroom: float = 1.3, skin: float = 0.0,
+                      cutoffs=(ATOM_CUTOFF, BOND_CUTOFF)) -> Capacity:
+    """:func:`estimate` for one system given as arrays (positions [N, 3], cell [3, 3], Angstrom)."""
+    return estimate([_Geometry(np.asarray(positions), np.asarray(cell))], cutoffs, headroom, skin=skin)
+
+
+class _Geometry(NamedTuple):
+    positions: np.ndarray
+    cell: np.ndarray
+
+
+def grow(capacity: Capacity, need: Need, factor: float = 1.25, min_factor: float = 1.0, cells=None) -> Capacity:
+    """Capacity at least ``need`` x ``factor`` (and ``min_factor`` x the old sizes), never smaller.
+
+    If ``need.moved_far`` (an atom moved beyond skin/2 before the Verlet list was rebuilt) the skin
+    grows 1.5x (at most 2 A), the image range is recomputed for ``cells`` and the list grows with
+    the volume of its cutoff sphere."""
+    skin = min(2.0, capacity.skin * 1.5) if need.moved_far else capacity.skin
+    images = np.maximum(need.images, capacity.images)
+    if cells is not None:
+        images = np.maximum(images, np.max([image_range(c, capacity.cutoff + skin + IMAGE_SLACK)
+                                            for c in np.asarray(cells).reshape(-1, 3, 3)], axis=0))
+    list_grow = ((capacity.cutoff + skin) / (capacity.cutoff + capacity.skin)) ** 3
+    list_edges = capacity.list_edges and max(round_up(capacity.list_edges * list_grow),
+                                             round_up(need.list_edges * factor * list_grow))
+    return dataclasses.replace(
+        capacity, edges=max(capacity.edges, round_up(need.edges * factor), int(min_factor * capacity.edges)),
+        angles=max(capacity.angles, round_up(need.angles * factor), int(min_factor * capacity.angles)),
+        short_per_atom=max(capacity.short_per_atom, need.short_per_atom + 4),
+        images=tuple(int(x) for x in images), skin=skin, list_edges=list_edges)
+
+
+def fit(capacity: Capacity, need: Need, shrink_below: float = 0.8) -> Capacity:
+    """Shrink a capacity that is far larger than ``need`` (a recompile, worth it for long runs).
+
+    A size is cut to need x headroom (edges and list 10%, angles 20%: they fluctuate more) when that
+    is below ``shrink_below`` x the current size; growth is :func:`grow`'s job."""
+    def fitted(current, n, headroom):
+        target = round_up(n * headroom)
+        return target if target < shrink_below * current else current
+
+    return dataclasses.replace(capacity, edges=fitted(capacity.edges, need.edges, 1.1),
+                               angles=fitted(capacity.angles, need.angles, 1.2),
+                               list_edges=fitted(capacity.list_edges, need.list_edges, 1.1))
+
+
+def merged(a: Capacity, b: Capacity) -> Capacity:
+    """The elementwise larger of two capacities (same skin and cutoffs as ``a``)."""
+    return dataclasses.replace(a, edges=max(a.edges, b.edges), angles=max(a.angles, b.angles),
+                               short_per_atom=max(a.short_per_atom, b.short_per_atom),
+                               images=tuple(max(x, y) for x, y in zip(a.images, b.images)),
+                               list_edges=max(a.list_edges, b.list_edges))

@@ -1,0 +1,57 @@
+"""The `lycb-jax` command line: argparse here only; each subcommand calls library functions.
+
+No module of the library imports this package."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.structures", "lycb_jax.cli.finetune")  # each defines add_cli(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lycb-jax", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    import importlib
+
+    for module in SUBCOMMAND_MODULES:
+        importlib.import_module(module).add_cli(sub)
+    return parser
+
+
+MULTI_PROCESS_COMMANDS = ("md", "study", "sweep")  # options --coordinator, --num-processes, --process-id
+
+
+def _join_processes(argv) -> None:
+    """md / study / sweep: join a multi-process run if asked (lycb_jax.distributed.initialize). It
+    must come before the subcommands are imported: importing jax_md already starts JAX."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in MULTI_PROCESS_COMMANDS or {"-h", "--help"} & set(argv):
+        return
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--coordinator")
+    pre.add_argument("--num-processes", type=int)
+    pre.add_argument("--process-id", type=int)
+    known, _ = pre.parse_known_args(argv[1:])
+    from lycb_jax import distributed
+
+    try:
+        distributed.initialize(known.coordinator, known.num_processes, known.process_id)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+
+
+def main(argv=None) -> int:
+    _join_processes(argv)
+    args = build_parser().parse_args(argv)
+    if os.environ.get("LYCB_JAX_CACHE", "").lower() != "off":
+        from lycb_jax.runtime import enable_compilation_cache
+
+        enable_compilation_cache()
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The model interface that every workflow takes (prediction, MD, relaxation, fine-tuning).
+
+A *potential* is a hashable object (static under ``jax.jit``; a Flax module is one) with
+
+* ``cutoffs``: a :class:`Cutoffs` (the graph it needs: atom cutoff, and bond cutoff for angles
+  or None for none), Angstrom;
+* ``energy(params, species, positions, cell, atom_mask, graph)``: total energy (eV) of one
+  system and per-atom magnetic moments [N] (muB; zeros if the model has none);
+* ``layer_groups()``: :class:`LayerGroups`, the named parameter groups that fine-tuning can freeze.
+
+A :class:`Model` pairs a potential with its parameters. Forces and stress come from
+:func:`energy_forces_stress` by autodiff for any potential. A second model is one new module
+under ``lycb_jax/models/`` that implements the three members and registers its architecture
+in :data:`lycb_jax.models.checkpoint.ARCHITECTURES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+
+from lycb_jax.graph import Graph
+from lycb_jax.units import EV_A3_TO_GPA
+
+
+class Cutoffs(NamedTuple):
+    """Graph cutoffs of a model, Angstrom; ``bond`` None: the model uses no angles."""
+
+    atom: float
+    bond: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerGroups:
+    """Named groups of a model's parameters, for freezing while fine-tuning.
+
+    ``groups``: group name -> top-level parameter names; ``aliases``: alias -> group names;
+    ``default_frozen``: groups or aliases frozen by default."""
+
+    groups: dict[str, tuple[str, ...]]
+    aliases: dict[str, tuple[str, ...]]
+    default_frozen: tuple[str, ...]
+
+
+class Potential(Protocol):
+    cutoffs: Cutoffs
+
+    def energy(self, params, species, positions, cell, atom_mask, graph: Graph) -> tuple[jax.Array, jax.Array]: ...
+
+    def layer_groups(self) -> LayerGroups: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A potential (``module``) with its parameter pytree, a name and its checkpoint manifest."""
+
+    module: Any  # a Potential
+    params: Any
+    name: str = "chgnet"
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def cutoffs(self) -> Cutoffs:
+        return self.module.cutoffs
+
+
+def edge_vectors(positions: jax.Array, cell: jax.Array, graph: Graph) -> jax.Array:
+    """Half-edge vectors x_j + shift @ cell - x_i (Angstrom), [H, 3]."""
+    return positions[graph.edge_dst] + graph.edge_shift @ cell - positions[graph.edge_src]
+
+
+def potential(module: Potential, params, species, positions, cell, atom_mask, graph: Graph):
+    """Total energy (eV) and magmoms [N] (muB) of one system: ``module.energy``."""
+    return module.energy(params, species, positions, cell, atom_mask, graph)
+
+
+def energy_forces_stress(module: Potential, params, species, positions, cell, atom_mask, graph: Graph):
+    """Energy (eV), forces (eV/A) [N, 3], stress (GPa, ASE sign) [3, 3] and magmoms [N] of one system.
+
+    Forces are -dE/dx and stress (1/V) dE/d(strain) at zero strain, both by autodiff, with
+    positions and cell deformed together as x (I + strain), cell (I + strain). V is |det cell|
+    (CHGNet uses the signed volume, which flips the stress of left-handed cells).
+    """
+    def total(pos, strain):
+        deform = jnp.eye(3, dtype=pos.dtype) + strain
+        return module.energy(params, species, pos @ deform, cell @ deform, atom_mask, graph)
+
+    strain0 = jnp.zeros((3, 3), positions.dtype)
+    (energy, magmom), (de_dx, de_ds) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(positions, strain0)
+    stress = de_ds / jnp.abs(jnp.linalg.det(cell)) * EV_A3_TO_GPA
+    return energy, -de_dx * atom_mask[:, None], stress, magmom
