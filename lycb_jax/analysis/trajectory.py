@@ -1,0 +1,144 @@
+"""Trajectory inputs (arrays, ASE files, lycb-jax's MD HDF5) and the one-call analyses on them.
+
+Units: positions and cells in Angstrom, time in fs, masses in amu, temperatures in K, volumes in
+Angstrom^3.  Both paths (``analyze_trajectory`` and ``analyse_md``) choose the mobile ions and
+the drift reference with ``species_masks`` and remove the mass-weighted framework drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from lycb_jax.analysis.diffusion import diffusion_coefficient
+from lycb_jax.analysis.msd import species_masks
+from lycb_jax.analysis.report import write_report
+from lycb_jax.analysis.wrapping import _unwrap64, check_unwrapped
+
+
+def _masses_of(symbols):
+    """Standard atomic masses [N] (amu) of element symbols, or None if one is not an element."""
+    from ase.data import atomic_masses, atomic_numbers
+
+    try:
+        return np.array([atomic_masses[atomic_numbers[s]] for s in symbols])
+    except KeyError:
+        return None
+
+
+@dataclass
+class Trajectory:
+    """Unwrapped positions [T, N, 3] (A), element symbols [N], cell [3, 3] or [T, 3, 3] (A), dt (fs).
+
+    masses [N] (amu) weight the framework drift; default: standard masses of the symbols.
+    """
+
+    positions: np.ndarray
+    symbols: list
+    cell: np.ndarray
+    dt_fs: float
+    masses: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.masses is None:
+            self.masses = _masses_of(self.symbols)
+
+    def masks(self, species="Li"):
+        """(mobile, framework) boolean masks; ValueError if ``species`` is absent."""
+        mobile, _ = species_masks(self.symbols, species)
+        return mobile, ~mobile
+
+    @property
+    def volume_A3(self):
+        return float(np.mean(np.abs(np.linalg.det(np.asarray(self.cell)))))
+
+
+def trajectory_from_arrays(positions, symbols, cell, dt_fs, wrapped="raise"):
+    """Trajectory from raw arrays; ``wrapped`` = 'raise' (ValueError on wrapped coordinates) or 'unwrap'."""
+    pos = np.asarray(positions, np.float64)
+    cell = np.asarray(cell, np.float64)
+    if pos.ndim != 3 or pos.shape[-1] != 3 or pos.shape[1] != len(symbols):
+        raise ValueError(f"positions must be [T, N, 3] with N = len(symbols) = {len(symbols)}, got {pos.shape}")
+    if wrapped == "unwrap":
+        pos = _unwrap64(pos, cell)
+    elif wrapped == "raise":
+        check_unwrapped(pos, cell)
+    else:
+        raise ValueError("wrapped must be 'raise' or 'unwrap'")
+    return Trajectory(pos, list(symbols), cell, float(dt_fs))
+
+
+def trajectory_from_file(path, dt_fs, index=":", wrapped="raise", **read_kwargs):
+    """Trajectory from any ASE-readable file (``ase.io.read(path, index=':')``); dt_fs between frames."""
+    import ase.io
+
+    frames = ase.io.read(path, index=index, **read_kwargs)
+    if not isinstance(frames, list):
+        frames = [frames]
+    if len(frames) < 2:
+        raise ValueError(f"{path}: need a trajectory (>= 2 frames), got {len(frames)}")
+    pos = np.stack([a.get_positions(wrap=False) for a in frames])
+    cell = np.stack([a.cell.array for a in frames])
+    if np.allclose(cell, cell[0]):
+        cell = cell[0]
+    return trajectory_from_arrays(pos, frames[0].get_chemical_symbols(), cell, dt_fs, wrapped)
+
+
+def analyze_trajectory(traj, temperature, species="Li", remove_drift=True, charge=1.0, **kwargs):
+    """Diffusion + Nernst-Einstein conductivity of ``species`` in a ``Trajectory`` at ``temperature`` (K).
+
+    Drift: the mass-weighted centre of mass of all other atoms is removed (``remove_drift``).
+    """
+    mobile, framework = species_masks(traj.symbols, species)
+    return diffusion_coefficient(traj.positions, traj.dt_fs, mobile, framework if remove_drift else None,
+                                 traj.masses, temperature=temperature, volume_A3=traj.volume_A3, charge=charge,
+                                 **kwargs)
+
+
+class MDTrajectory(NamedTuple):
+    """One stage of lycb-jax's MD trajectory.h5 for the kept replicas (one composition)."""
+
+    positions: np.ndarray  # [R, T, N, 3] unwrapped, A
+    symbols: np.ndarray  # [N]
+    masses: np.ndarray  # [N], amu
+    temperatures: np.ndarray  # [R], K (target temperatures)
+    volumes_A3: np.ndarray  # [R], time-averaged
+    dt_fs: float  # time between stored frames
+    replicas: np.ndarray  # [R] indices of the kept replicas in the file
+
+
+def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -> MDTrajectory:
+    """Read ``stage`` of a lycb-jax trajectory.h5 for ``replicas`` (indices, default all) that are
+    ``alive`` (boolean [n_replicas], default all).  Symbols and masses are those of the first
+    requested replica (per-replica attributes [R, N]) or the shared ones ([N])."""
+    import h5py
+    from ase.data import chemical_symbols
+
+    with h5py.File(h5_path) as f:
+        n_rep = len(f.attrs["temperatures_K"])
+        idx = np.arange(n_rep) if replicas is None else np.asarray(replicas)
+        keep = idx[np.ones(n_rep, bool)[idx] if alive is None else np.asarray(alive, bool)[idx]]
+        numbers, masses = (np.atleast_2d(f.attrs[k]) for k in ("numbers", "masses_amu"))
+        numbers, masses = numbers[min(idx[0], len(numbers) - 1)], masses[min(idx[0], len(masses) - 1)]
+        temps = np.asarray(f.attrs["temperatures_K"], float)[keep]
+        pos = f[stage]["positions"][keep]
+        vols = f[stage]["volume"][keep].astype(np.float64).mean(axis=1)
+        time_fs = f[stage]["time_fs"][:]
+    symbols = np.array([chemical_symbols[z] for z in numbers])
+    return MDTrajectory(pos, symbols, masses, temps, vols, float(time_fs[1] - time_fs[0]), keep)
+
+
+def analyse_md(h5_path, out, species="Li", stage="production", alive=None, replicas=None) -> dict:
+    """Diffusion per replica (those in ``replicas``, default all, that are ``alive``; one composition)
+    from the stage's unwrapped positions, Arrhenius fit over their temperatures, report files
+    (transport.json/csv, msd.png/svg, arrhenius.png/svg) into ``out``; returns the summary."""
+    md = read_md_trajectory(h5_path, stage, replicas, alive)
+    mobile, framework = species_masks(md.symbols, species)
+    results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework, md.masses,
+                                    temperature=md.temperatures, volume_A3=md.volumes_A3)
+    if len(results) < 2:
+        raise ValueError("an Arrhenius fit needs at least two temperatures that finished")
+    return write_report(results, Path(out))
