@@ -1,0 +1,142 @@
+"""The paper's iterative fine-tuning (its Fig. 6): for T = t_start, t_start + dT, ..., t_max:
+
+1. MD of every parent structure with the current model at T: heat, NpT at ``pressure_bar`` to find
+   the volume, then NVT at the NpT-averaged cell (``lycb_jax.md.Simulation``);
+2. farthest-point sampling of the NVT frames on the mean squared difference of atom positions,
+   ``per_iteration`` structures split equally over the parents;
+3. labels from a labeller (DFT), cached in ``labels.db`` by structure and settings;
+4. fine-tuning on every label so far, starting from the previous iteration's model;
+5. T += dT.
+
+Everything an iteration makes lives in ``out/iter_KK_TnnnK/`` and is written atomically; a killed
+run started again with the same arguments continues where it stopped (MD from its checkpoint,
+labels from the cache, fine-tuning from its train state) and ends with the same model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.io import read, write
+
+from lycb_jax.active.labellers import ASELabeller, label_structures
+from lycb_jax.active.sampling import farthest_point_sampling, position_features
+
+
+@dataclasses.dataclass
+class ActiveLearningConfig:
+    """Settings of the loop (temperatures K, times ps, pressure bar). ``finetune`` holds overrides
+    of :class:`lycb_jax.finetune.FinetuneConfig` (epochs, learning_rate, freeze, ...)."""
+
+    t_start_K: float = 200.0
+    t_max_K: float = 800.0
+    dt_K: float = 200.0
+    per_iteration: int = 40
+    md_dt_fs: float = 2.0
+    heat_ps: float = 1.0
+    npt_ps: float = 6.0
+    npt_average_ps: float = 4.0
+    sample_ps: float = 10.0
+    save_every_fs: float = 50.0
+    pressure_bar: float = 1.0
+    seed: int = 0
+    finetune: dict = dataclasses.field(default_factory=dict)
+
+    def temperatures(self) -> list[float]:
+        if self.dt_K <= 0 or self.t_max_K < self.t_start_K:
+            raise ValueError(f"need dt_K > 0 and t_max_K >= t_start_K (got {self.t_start_K}, {self.t_max_K}, {self.dt_K})")
+        n = int(np.floor((self.t_max_K - self.t_start_K) / self.dt_K + 1e-9)) + 1
+        return [self.t_start_K + k * self.dt_K for k in range(n)]
+
+
+def _atomic_write(path: Path, frames: list[Atoms]) -> None:
+    tmp = path.with_suffix(".tmp.extxyz")
+    write(tmp, frames, format="extxyz")
+    os.replace(tmp, path)
+
+
+def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningConfig, out: Path, n: int) -> list[Atoms]:
+    """Steps 1-2 for one parent: MD at ``temperature`` (K) into ``out/md_<name>``, then ``n`` frames by FPS."""
+    import h5py
+
+    from lycb_jax.md import Protocol, Simulation
+
+    proto = Protocol(temperatures_K=(temperature,), dt_fs=cfg.md_dt_fs, start_K=min(100.0, temperature),
+                     heat_ps=cfg.heat_ps, nvt_ps=0.0, npt_ps=cfg.npt_ps, npt_average_ps=cfg.npt_average_ps,
+                     pressure_bar=cfg.pressure_bar, production_ps=cfg.sample_ps, save_every_fs=cfg.save_every_fs,
+                     chunk_ps=min(1.0, cfg.sample_ps), checkpoint_every_ps=1.0, seed=cfg.seed)
+    md_dir = out / f"md_{name}"
+    Simulation(model, parent, proto, md_dir, resume=True, progress=False).run()
+    with h5py.File(md_dir / "trajectory.h5") as f:
+        pos, cells = f["production"]["positions"][0], f["production"]["cell"][0]
+        numbers = np.atleast_2d(f.attrs["numbers"])[0]
+    pick = farthest_point_sampling(position_features(pos, cells), n)
+    frames = []
+    for k in pick:
+        atoms = Atoms(numbers=numbers, positions=pos[k], cell=cells[k], pbc=True)
+        atoms.wrap()
+        atoms.info.update(parent=name, T_K=float(temperature), md_frame=int(k))
+        frames.append(atoms)
+    return frames
+
+
+def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, labeller: ASELabeller) -> None:
+    """Add the loop's provenance to the fine-tuned checkpoint's manifest (atomically; idempotent)."""
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    if "active_learning" in manifest:
+        return
+    manifest["active_learning"] = {"iteration": k, "temperature_K": temperature, "parent_model": parent,
+                                   "labeller": labeller.settings}
+    tmp = model_dir / "manifest.tmp.json"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, model_dir / "manifest.json")
+
+
+def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path,
+                 config: ActiveLearningConfig | None = None, model: str = "chgnet-0.3.0", workers: int = 1,
+                 verbose: bool = True) -> list[dict]:
+    """Run (or continue) the loop; ``parents``: name -> structure (pymatgen or ASE). Returns one
+    record per iteration (T, structures, model folder, test metrics). The last model is
+    ``out/iter_KK_T<T_max>K/model``, loadable with :func:`lycb_jax.load_model`."""
+    from lycb_jax.finetune import FinetuneConfig, finetune
+    from lycb_jax.models import load_model
+
+    cfg = config or ActiveLearningConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    current, records, labelled_files = model, [], []
+    per_parent = max(1, cfg.per_iteration // len(parents))
+    for k, temperature in enumerate(cfg.temperatures()):
+        it = out / f"iter_{k:02d}_T{temperature:.0f}K"
+        it.mkdir(exist_ok=True)
+        model_dir = it / "model"
+        cand = it / "candidates.extxyz"
+        if not cand.exists():
+            m = load_model(current)
+            frames = [a for name, s in parents.items() for a in sample_md(m, s, name, temperature, cfg, it, per_parent)]
+            _atomic_write(cand, frames)
+        labelled = it / "labelled.extxyz"
+        if not labelled.exists():
+            if verbose:
+                print(f"iteration {k} (T = {temperature:.0f} K): labelling {len(read(cand, ':'))} structures", flush=True)
+            _atomic_write(labelled, label_structures(read(cand, ":"), labeller, out / "labels.db", workers, verbose))
+        labelled_files.append(labelled)
+        if not (model_dir / "manifest.json").exists() or (model_dir / "train_state.npz").exists():
+            data = [a for f in labelled_files for a in read(f, ":")]
+            ft = FinetuneConfig(parent=str(current), seed=cfg.seed, **cfg.finetune)
+            finetune(data, ft, out=model_dir, verbose=verbose, resume=(model_dir / "train_state.npz").exists())
+        _record_iteration(model_dir, k, temperature, str(current), labeller)
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        records.append({"iteration": k, "temperature_K": temperature, "model": str(model_dir),
+                        "n_structures": manifest.get("finetune", {}).get("n_structures"),
+                        "test_metrics": manifest.get("finetune", {}).get("test_metrics")})
+        current = str(model_dir)
+    (out / "iterations.json").write_text(json.dumps(records, indent=1, default=str))
+    return records
