@@ -204,7 +204,7 @@ def main() -> None:
     if args.cache_dir:
         lycb_jax.enable_compilation_cache(args.cache_dir)
     from lycb_jax.models.convert_chgnet import params_from_torch_state_dict
-    from lycb_jax.finetune import (
+    from lycb_jax.train import (
         FinetuneConfig,
         bucket_limit,
         choose_buckets,

@@ -15,7 +15,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from flax import traverse_util
 
 import lycb_jax
-from lycb_jax import finetune as ft
+from lycb_jax import train as ft
+from lycb_jax.cli.finetune import add_cli
+from lycb_jax.train import loop
 from lycb_jax.units import EV_A3_TO_GPA
 
 DATA = Path(__file__).parent / "data" / "lycb_gpaw.extxyz"
@@ -32,17 +34,18 @@ def gpaw_set():
 
 
 def test_layer_groups_and_default_freeze(model):
-    sizes = ft.group_sizes(model.params)
+    groups = model.module.layer_groups()
+    sizes = ft.group_sizes(model.params, groups)
     assert sum(sizes.values()) == sum(np.size(x) for x in jax.tree.leaves(model.params))
-    frozen = set(ft.resolve_groups(ft.DEFAULT_FREEZE))
+    frozen = set(ft.resolve_groups(groups.default_frozen, groups))
     # CHGNet's fine_tuning notebook leaves 54,082 trainable parameters
     assert sum(n for g, n in sizes.items() if g not in frozen) == 54_082
-    assert ft.resolve_groups(["interaction_1"]) == ["angle_layer_1", "atom_conv_1", "bond_conv_1"]
+    assert ft.resolve_groups(["interaction_1"], groups) == ["angle_layer_1", "atom_conv_1", "bond_conv_1"]
     with pytest.raises(ValueError, match="unknown layer group"):
-        ft.resolve_groups(["decoder"])
+        ft.resolve_groups(["decoder"], groups)
 
 
-def test_dataset_units_masks_split_hash(tmp_path, gpaw_set):
+def test_dataset_units_masks_split_hash(tmp_path, model, gpaw_set):
     atoms = ase.io.read(DATA, ":4")
     stress_ev = np.array([0.01, -0.02, 0.03, 0.001, 0.002, -0.003])
     atoms[0].calc = SinglePointCalculator(atoms[0], energy=-30.0, forces=np.ones((len(atoms[0]), 3)),
@@ -53,7 +56,7 @@ def test_dataset_units_masks_split_hash(tmp_path, gpaw_set):
     np.testing.assert_allclose(ds.stress[0][0, 0], 0.01 * EV_A3_TO_GPA)  # eV/A^3 -> GPa, ASE sign kept
     np.testing.assert_allclose(ds.stress[0][1, 2], 0.001 * EV_A3_TO_GPA)
     assert np.all(np.isnan(ds.stress[1])) and ds.magmoms[1] is None and np.all(ds.magmoms[0] == 1.0)
-    packed = ft.pack_dataset(ds, [16])[0]
+    packed = ft.pack_dataset(ds, [16], model.cutoffs)[0]
     assert packed.arrays["s_mask"].tolist() == [True, False, True, True]
     np.testing.assert_allclose(packed.arrays["energy"][0], -30.0 / len(atoms[0]), rtol=1e-6)  # eV/atom
     # same content through an ASE database -> same hash; splits reproducible by seed
@@ -72,9 +75,9 @@ def test_packed_evaluation_matches_predict(model, gpaw_set):
     last one wraps around) gives the energies and MAEs of the independent lycb_jax.predict path."""
     ds = gpaw_set.subset(range(5))
     cfg = ft.FinetuneConfig(batch_size=2)
-    packed = ft.pack_dataset(ds, [16])
+    packed = ft.pack_dataset(ds, [16], model.cutoffs)
     assert packed[0].arrays["g_edge_mask"].sum(1).min() > 0 and not packed[0].arrays["g_overflow"].any()
-    eval_step = ft._eval_step(model.module, ft._loss_key(cfg))
+    eval_step = ft.make_eval_step(model.module, ft.loss_key(cfg))
     energies = ft.predict_energies_packed(lambda p, b, _cap: eval_step(p, b), model.params, packed, 2, len(ds))
     preds = lycb_jax.predict(model, [ase.io.read(DATA, i) for i in range(5)])
     np.testing.assert_allclose(energies, [p.energy for p in preds], rtol=1e-5)
@@ -89,14 +92,14 @@ def test_packed_evaluation_matches_predict(model, gpaw_set):
 def test_train_program_independent_of_learning_rate_and_epochs(model, gpaw_set):
     """Runs that differ in learning rate, schedule or epochs share one compiled train program
     (the rate is an input), so a hyperparameter scan or the next active-learning round reuses it."""
-    packed = ft.pack_dataset(gpaw_set.subset(range(4)), [16])
+    packed = ft.pack_dataset(gpaw_set.subset(range(4)), [16], model.cutoffs)
     _, batch = next(ft.iter_batches(packed, 2))
     texts = []
     for cfg in (ft.FinetuneConfig(learning_rate=1e-3, epochs=5), ft.FinetuneConfig(learning_rate=3e-2, epochs=40,
                                                                                    scheduler="constant")):
-        labels = ft.param_labels(model.params, cfg.freeze)
+        labels = ft.param_labels(model.params, cfg.freeze, model.module.layer_groups())
         tx = ft.make_optimizer(cfg, labels)
-        train_step, _ = ft._make_steps(model.module, tx, labels, cfg)
+        train_step, _ = ft.make_steps(model.module, tx, labels, cfg)
         texts.append(train_step.lower(model.params, tx.init(model.params), batch, np.float32(0.0)).as_text())
     assert texts[0] == texts[1]
     lr = ft.learning_rates(ft.FinetuneConfig(learning_rate=1e-2, epochs=4, decay_fraction=0.01), 10)
@@ -105,7 +108,7 @@ def test_train_program_independent_of_learning_rate_and_epochs(model, gpaw_set):
     np.testing.assert_allclose(lr, 1e-2 * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t / 40))), rtol=1e-5)
 
 
-def test_vasp_outputs_units_and_signs():
+def test_vasp_outputs_units_and_signs(model):
     """OUTCAR and vasprun.xml (ASE's own test files) read to the documented units and signs, checked
     against numbers taken from the files' text: energy(sigma->0) / TOTEN in eV, forces eV/A, and
     stress in GPa, tensile positive: -0.1 x VASP's kB (XX YY ZZ XY YZ ZX)."""
@@ -125,7 +128,7 @@ def test_vasp_outputs_units_and_signs():
     kb = np.array([[float(v) for v in row.split()] for row in re.findall(r"<v>(.*?)</v>", kb)])
     xml = ft.read_dataset(vasp / "vasprun_pstress.xml")
     np.testing.assert_allclose(xml.stress[-1], -0.1 * kb, atol=1e-6)
-    packed = ft.pack_dataset(xml, [8])[0]  # the loss sees GPa with the same sign
+    packed = ft.pack_dataset(xml, [8], model.cutoffs)[0]  # the loss sees GPa with the same sign
     np.testing.assert_allclose(packed.arrays["stress"][-1], -0.1 * kb, rtol=1e-6)
 
 
@@ -139,7 +142,7 @@ def test_config_file_roundtrip(tmp_path):
 def test_loss_gradient_matches_finite_differences(model, gpaw_set):
     """d loss / d params by autodiff (second order through the forces) vs central differences, float64."""
     cfg = ft.FinetuneConfig(stress_weight=0.1, criterion="mse")
-    packed = ft.pack_dataset(gpaw_set.subset([0, 1]), [16])
+    packed = ft.pack_dataset(gpaw_set.subset([0, 1]), [16], model.cutoffs)
     cap, batch = next(ft.iter_batches(packed, 2))
     picks = [("chgnet", "mlp_3", "bias", (0,)), ("chgnet", "atom_conv_layers_3_mlp_out", "kernel", (3, 5)),
              ("chgnet", "readout_norm", "scale", (7,)), ("chgnet", "bond_weights_ag", "kernel", (4, 2)),
@@ -177,9 +180,10 @@ def test_overfit_tiny_set_and_frozen_groups_bit_identical(model, gpaw_set):
     assert end["force_mae_meV/A"] < 0.15 * first["train_force_mae_meV/A"] and end["energy_mae_meV/atom"] < 5.0
     # frozen groups unchanged bit for bit, trainable groups changed
     before, after = traverse_util.flatten_dict(model.params), traverse_util.flatten_dict(res.model.params)
-    frozen = set(ft.resolve_groups(freeze)) - {"composition_model"}  # atom_ref was refit before training
+    groups = model.module.layer_groups()
+    frozen = set(ft.resolve_groups(freeze, groups)) - {"composition_model"}  # atom_ref was refit before training
     for k in before:
-        group = ft._group_of(k)
+        group = ft.group_of(k, groups)
         same = np.asarray(before[k]).tobytes() == np.asarray(after[k]).tobytes()
         if group in frozen:
             assert same, k
@@ -193,7 +197,7 @@ def test_dft_adaptation_cli_and_checkpoint(tmp_path, model, gpaw_set):
                             test_fraction=0.25, patience=4)
     cfg.save(tmp_path / "cfg.yaml")
     parser = argparse.ArgumentParser()
-    ft.add_cli(parser.add_subparsers())
+    add_cli(parser.add_subparsers())
     out = tmp_path / "ckpt"
     args = parser.parse_args(["finetune", str(DATA), "--config", str(tmp_path / "cfg.yaml"), "--out", str(out),
                               "--quiet"])
@@ -221,17 +225,17 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, gpaw_set, monk
     whole = ft.finetune(data, cfg, out=tmp_path / "whole", verbose=False)
     assert not (tmp_path / "whole" / ft.TRAIN_STATE).exists()  # removed once the checkpoint is written
 
-    save = ft._save_train_state
+    save = loop.save_train_state
 
     def save_then_kill(path, epoch, *args):
         save(path, epoch, *args)
         if epoch == 2:
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(ft, "_save_train_state", save_then_kill)
+    monkeypatch.setattr(loop, "save_train_state", save_then_kill)
     with pytest.raises(KeyboardInterrupt):
         ft.finetune(data, cfg, out=tmp_path / "killed", verbose=False)
-    monkeypatch.setattr(ft, "_save_train_state", save)
+    monkeypatch.setattr(loop, "save_train_state", save)
     assert (tmp_path / "killed" / ft.TRAIN_STATE).exists()
     with pytest.raises(ValueError, match="hyperparameters differs"):
         ft.finetune(data, cfg, out=tmp_path / "killed", verbose=False, resume=True, learning_rate=1e-3)
