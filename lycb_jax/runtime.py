@@ -16,7 +16,8 @@ _precision: str | None = None
 
 def set_matmul_precision(name: str) -> None:
     """Matrix-product precision of every lycb_jax program traced from now on (prediction, MD,
-    relaxation; fine-tuning too unless it picks its own on GPU). Default ``"highest"``: full float32.
+    relaxation, fine-tuning). Default ``"highest"``: full float32, except fine-tuning on a GPU, which
+    uses three-pass TF32 (float32 accuracy) unless a precision was chosen here or in the environment.
     On NVIDIA GPUs JAX's own default may use TF32 (10-bit mantissa), which moves positions
     (shift @ cell) by ~1e-3 A and forces by ~1e-3 relative. Also settable as
     $LYCB_JAX_MATMUL_PRECISION. Programs already compiled keep the precision they were traced with."""
@@ -26,9 +27,14 @@ def set_matmul_precision(name: str) -> None:
     _precision = name
 
 
+def chosen_matmul_precision() -> str | None:
+    """The precision the user chose (:func:`set_matmul_precision` or $LYCB_JAX_MATMUL_PRECISION), else None."""
+    return _precision or os.environ.get("LYCB_JAX_MATMUL_PRECISION") or None
+
+
 def matmul_precision() -> str:
     """The precision set by :func:`set_matmul_precision`, else $LYCB_JAX_MATMUL_PRECISION, else "highest"."""
-    return _precision or os.environ.get("LYCB_JAX_MATMUL_PRECISION") or "highest"
+    return chosen_matmul_precision() or "highest"
 
 
 def precision_scope(name: str | None = None) -> contextlib.AbstractContextManager:

@@ -32,7 +32,7 @@ from lycb_jax.active.sampling import farthest_point_sampling, position_features
 @dataclasses.dataclass
 class ActiveLearningConfig:
     """Settings of the loop (temperatures K, times ps, pressure bar). ``finetune`` holds overrides
-    of :class:`lycb_jax.finetune.FinetuneConfig` (epochs, learning_rate, freeze, ...)."""
+    of :class:`lycb_jax.train.FinetuneConfig` (epochs, learning_rate, freeze, ...)."""
 
     t_start_K: float = 200.0
     t_max_K: float = 800.0
@@ -104,7 +104,7 @@ def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | P
     """Run (or continue) the loop; ``parents``: name -> structure (pymatgen or ASE). Returns one
     record per iteration (T, structures, model folder, test metrics). The last model is
     ``out/iter_KK_T<T_max>K/model``, loadable with :func:`lycb_jax.load_model`."""
-    from lycb_jax.finetune import FinetuneConfig, finetune
+    from lycb_jax.train import FinetuneConfig, finetune
     from lycb_jax.models import load_model
 
     cfg = config or ActiveLearningConfig()

@@ -37,7 +37,8 @@ class Cutoffs(NamedTuple):
 class LayerGroups:
     """Named groups of a model's parameters, for freezing while fine-tuning.
 
-    ``groups``: group name -> top-level parameter names; ``aliases``: alias -> group names;
+    ``groups``: group name -> parameter names (a parameter belongs to the first group that lists a key
+    along its path in the params pytree); ``aliases``: alias -> group names;
     ``default_frozen``: groups or aliases frozen by default."""
 
     groups: dict[str, tuple[str, ...]]

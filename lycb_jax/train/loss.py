@@ -29,8 +29,8 @@ def matmul_precision() -> str:
     train loss to 7 digits as "highest"; forces within 4e-5 eV/A in benchmarks/profile_md.py),
     22% faster train steps (H200, bench_compile_h200_prec_*.json), else
     :func:`lycb_jax.runtime.matmul_precision` ("highest")."""
-    if runtime._precision or os.environ.get("LYCB_JAX_MATMUL_PRECISION"):  # runtime has no public "was it chosen"
-        return runtime.matmul_precision()
+    if runtime.chosen_matmul_precision():
+        return runtime.chosen_matmul_precision()
     if "JAX_DEFAULT_MATMUL_PRECISION" in os.environ:
         return jax.config.jax_default_matmul_precision or "default"
     return "TF32_TF32_F32_X3" if jax.default_backend() == "gpu" else runtime.matmul_precision()
