@@ -8,6 +8,8 @@ import pytest
 from pymatgen.core import Composition
 
 from lycb_jax import structures as S
+from lycb_jax.cli import structures as cli_structures
+from lycb_jax.structures import enumeration, relaxation
 
 
 def _c2_lyc_cell():
@@ -98,8 +100,8 @@ def test_enumeration_without_icet(monkeypatch):
     """No icet installed: the same symmetry-distinct orderings by brute force (site models without orbits)."""
     model = S.parent_site_model("LYB", (1, 1, 1))
     with_icet = {frozenset(c.composition.items()) for c in S.enumerate_orderings(model)[0]}
-    monkeypatch.setattr(S, "_have_icet", lambda: False)
-    monkeypatch.setattr(S, "_icet_labelings", None)  # would raise if called
+    monkeypatch.setattr(enumeration, "_have_icet", lambda: False)
+    monkeypatch.setattr(enumeration, "_icet_labelings", None)  # would raise if called
     cands, exhaustive = S.enumerate_orderings(model)
     assert exhaustive and len(cands) == S.count_distinct(model) == len(S.enumerate_orderings(model)[0])
     assert {frozenset(c.composition.items()) for c in cands} == with_icet
@@ -183,7 +185,7 @@ def test_capacity_overflow_regrows(model, monkeypatch):
     """A graph capacity that is too small is detected on device, grown on the host, and the run goes on."""
     from lycb_jax.capacity import Capacity
 
-    real_pack = S.pack
+    real_pack = relaxation.pack
 
     def small_pack(*a, **k):
         b = real_pack(*a, **k)
@@ -192,8 +194,8 @@ def test_capacity_overflow_regrows(model, monkeypatch):
 
     import dataclasses
 
-    monkeypatch.setattr(S, "pack", small_pack)
-    monkeypatch.setattr(S, "_CAPACITIES", {})  # no capacity reused from earlier relax calls
+    monkeypatch.setattr(relaxation, "pack", small_pack)
+    monkeypatch.setattr(relaxation, "_CAPACITIES", {})  # no capacity reused from earlier relax calls
     res = S.relax(model, [_c2_lyc_cell()], batch_size=1, progress=False)
     assert res[0].converged and res[0].fmax < 0.01
 
@@ -223,7 +225,7 @@ def test_bad_input():
 
 def test_cli_parses():
     parser = argparse.ArgumentParser()
-    S.add_cli(parser.add_subparsers(dest="cmd"))
+    cli_structures.add_cli(parser.add_subparsers(dest="cmd"))
     args = parser.parse_args(["structures", "--parent", "LYB", "--supercell", "1", "1", "2", "--top", "3",
                               "--out", "x", "--wyckoff", "majority"])
     assert args.parent == "LYB" and tuple(args.supercell) == (1, 1, 2) and args.top == 3 and callable(args.func)
