@@ -21,10 +21,12 @@ from ase import units
 sys.path.insert(0, os.path.dirname(__file__))
 import lycb_jax  # noqa: E402
 from common import lyc_like, time_call  # noqa: E402
+from lycb_jax import capacity as caps  # noqa: E402
 from lycb_jax.graph import refine_graph  # noqa: E402
-from lycb_jax.md import (Integrator, default_capacity, init_replica, masses_of, run_chunk,  # noqa: E402
-                         _grow, run_chunk_checked, verlet_list)
+from lycb_jax.md import (IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk,  # noqa: E402
+                         run_chunk_checked, verlet_list)
 from lycb_jax.models import energy_forces_stress, potential  # noqa: E402
+from lycb_jax.runtime import with_precision  # noqa: E402
 
 
 def main():
@@ -39,8 +41,8 @@ def main():
     s = lyc_like(args.n)
     n = len(s)
     temps = np.linspace(500, 1200, args.replicas)
-    integ = Integrator("nvt", dt_fs=1.0)
-    cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=args.skin)
+    integ = IntegratorSettings("nvt", dt_fs=1.0)
+    cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=args.skin, cutoffs=model.cutoffs)
     species = jnp.asarray(np.tile(np.array([x.specie.Z for x in s]), (args.replicas, 1)), jnp.int32)
     pos = jnp.asarray(np.tile(s.cart_coords, (args.replicas, 1, 1)), jnp.float32)
     cell = jnp.asarray(np.tile(s.lattice.matrix, (args.replicas, 1, 1)), jnp.float32)
@@ -73,7 +75,7 @@ def main():
         if not bool(out[3].all()):  # the graph grew while heating up: grow, recompile (untimed), redo the chunk
             need = np.asarray(out[4]).max(0)
             print(f"regrowing {cap}: needed {need.tolist()}", flush=True)
-            cap = _grow(cap, np.asarray(cell), need)
+            cap = caps.grow(cap, caps.Need.from_vector(need), cells=np.asarray(cell))
             regrown += 1
             assert regrown < 5, "capacity keeps growing"
             continue
@@ -95,19 +97,21 @@ def main():
     # where the time goes: the pieces of one step, vmapped over replicas
     x = jax.vmap(lambda st: st.position)(states)
     mask = species > 0
-    list_fn = jax.jit(jax.vmap(lambda p, c, m: verlet_list(p, c, m, cap)))
+    # the pieces traced with the matrix-product precision of run_chunk (lycb_jax.runtime)
+    list_fn = jax.jit(with_precision(jax.vmap(lambda p, c, m: verlet_list(p, c, m, cap))))
     _, t_list = time_call(list_fn, x, cell, mask)
     edges = list_fn(x, cell, mask)
-    refine_fn = jax.jit(jax.vmap(lambda e, p, c: refine_graph(e, p, c, cap)))
+    refine_fn = jax.jit(with_precision(jax.vmap(lambda e, p, c: refine_graph(e, p, c, cap))))
     _, t_refine = time_call(refine_fn, edges, x, cell)
     g = refine_fn(edges, x, cell)
 
     def energy_forces(sp, p, c, m, gr):
         return jax.value_and_grad(lambda q: potential(model.module, model.params, sp, q, c, m, gr)[0])(p)
 
-    ef = jax.jit(jax.vmap(energy_forces))
+    ef = jax.jit(with_precision(jax.vmap(energy_forces)))
     _, t_ef = time_call(ef, species, x, cell, mask, g)
-    efs = jax.jit(jax.vmap(lambda sp, p, c, m, gr: energy_forces_stress(model.module, model.params, sp, p, c, m, gr)))
+    efs = jax.jit(with_precision(jax.vmap(
+        lambda sp, p, c, m, gr: energy_forces_stress(model.module, model.params, sp, p, c, m, gr))))
     _, t_efs = time_call(efs, species, x, cell, mask, g)
     res["ms_verlet_list_rebuild"] = t_list * 1e3
     res["list_rebuilds_per_100_steps"] = 100 * rebuilds / (n_frames * args.stride)

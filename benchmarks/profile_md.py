@@ -29,6 +29,7 @@ from lycb_jax.md import default_capacity  # noqa: E402
 from lycb_jax.graph import build_graph  # noqa: E402
 from lycb_jax.models import Model, potential  # noqa: E402
 from lycb_jax.models.chgnet import CHGNet  # noqa: E402
+from lycb_jax.runtime import precision_scope, with_precision  # noqa: E402
 
 KINDS = [("matmul", r"gemm|cublas|cutlass|xmma|dot|matmul|triton"), ("scatter", r"scatter"),
          ("gather", r"gather|dynamic.slice"), ("sort", r"sort|radix"), ("reduce", r"reduc|reduction"),
@@ -52,25 +53,30 @@ def main():
     model = lycb_jax.load_model()
     s = lyc_like(args.n)
     r = args.replicas
-    cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=0.0)  # exact cutoffs, as refine_graph gives MD
+    cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=0.0, cutoffs=model.cutoffs)  # exact cutoffs, as MD
     species = jnp.asarray(np.tile([x.specie.Z for x in s], (r, 1)), jnp.int32)
     rng = np.random.default_rng(0)
     pos = jnp.asarray(s.cart_coords[None] + rng.normal(scale=0.05, size=(r, len(s), 3)), jnp.float32)
     cell = jnp.asarray(np.tile(s.lattice.matrix, (r, 1, 1)), jnp.float32)
     mask = species > 0
-    graph = jax.jit(jax.vmap(lambda p, c, m: build_graph(p, c, m, cap)))(pos, cell, mask)
+    graph = jax.jit(with_precision(jax.vmap(lambda p, c, m: build_graph(p, c, m, cap))))(pos, cell, mask)
     assert not bool(graph.overflow.any())
     res = {"device": jax.devices()[0].device_kind, "atoms": len(s), "replicas": r,
            "edges_per_atom": float(np.asarray(graph.n_edges).mean() * 2 / len(s)),
            "angles_per_atom": float(np.asarray(graph.n_angles).mean() / len(s))}
 
-    def make(gal):
+    def make(gal, precision=None):
+        """Energy and forces, traced with matrix products of ``precision`` (default: the package's, "highest")."""
         module = CHGNet(dataclasses.replace(model.module.config, gather_after_linear=gal))
         m = Model(module, model.params)
 
         def ef(sp, p, c, mk, g):
             return jax.value_and_grad(lambda q: potential(m.module, m.params, sp, q, c, mk, g)[0])(p)
-        return jax.jit(jax.vmap(ef))
+
+        def traced(*a):
+            with precision_scope(precision):
+                return jax.vmap(ef)(*a)
+        return jax.jit(traced)
 
     fns = {gal: make(gal) for gal in (True, False)}
     for gal, fn in fns.items():
@@ -83,10 +89,9 @@ def main():
     # matrix-product algorithms (the package default is float32 "highest"): speed and force error
     for prec in ("TF32_TF32_F32_X3", "BF16_BF16_F32_X6", "tensorfloat32"):
         try:
-            with jax.default_matmul_precision(prec):
-                fn = make(True)
-                _, t = time_call(fn, species, pos, cell, mask, graph)
-                e, f = fn(species, pos, cell, mask, graph)
+            fn = make(True, prec)
+            _, t = time_call(fn, species, pos, cell, mask, graph)
+            e, f = fn(species, pos, cell, mask, graph)
             res[f"precision_{prec}"] = {"ms_energy_forces": t * 1e3,
                                         "max_force_diff_eV_A": float(jnp.max(jnp.abs(f - f1))),
                                         "max_energy_diff_meV_atom": float(jnp.max(jnp.abs(e - e1))) / len(s) * 1e3}

@@ -1,4 +1,6 @@
-"""`lycb-jax study`: batched multi-temperature MD, then diffusion, Arrhenius and conductivity.
+"""The transport study: batched multi-temperature MD, then diffusion, Arrhenius and conductivity
+(:func:`study`; :func:`sweep` for structures x temperatures). Command line: ``lycb-jax study`` and
+``lycb-jax sweep`` (:mod:`lycb_jax.cli.md`).
 
 Writes into one folder: ``md/`` (trajectory.h5, checkpoint, protocol), ``transport.json`` and
 ``transport.csv`` (T, D, sigma, Ea, sigma at 300 K with errors), ``msd.png/svg``,
@@ -15,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from lycb_jax import analysis, distributed
-from lycb_jax.md import Protocol, Simulation, add_protocol_arguments, protocol_from_args
+from lycb_jax.md import Protocol, Simulation
 
-DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"
+DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # also named in the help of lycb_jax.cli.md
 
 
 def default_structure():
@@ -29,38 +31,8 @@ def default_structure():
 
 
 def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None, replicas=None) -> dict:
-    """Diffusion per replica (those in ``replicas``, default all; one composition) from the stage's
-    unwrapped positions, Arrhenius fit over their temperatures, report files into ``out``."""
-    import h5py
-    from ase.data import chemical_symbols
-
-    with h5py.File(h5_path) as f:
-        n_rep = len(f.attrs["temperatures_K"])
-        idx = np.arange(n_rep) if replicas is None else np.asarray(replicas)
-        keep = idx[np.ones(n_rep, bool)[idx] if alive is None else np.asarray(alive, bool)[idx]]
-        numbers = np.atleast_2d(f.attrs["numbers"])[min(idx[0], len(np.atleast_2d(f.attrs["numbers"])) - 1)]
-        masses = np.atleast_2d(f.attrs["masses_amu"])[min(idx[0], len(np.atleast_2d(f.attrs["masses_amu"])) - 1)]
-        temps = np.asarray(f.attrs["temperatures_K"], float)[keep]
-        pos = f[stage]["positions"][keep]
-        vols = f[stage]["volume"][keep].astype(np.float64).mean(axis=1)
-        time_fs = f[stage]["time_fs"][:]
-    symbols = np.array([chemical_symbols[z] for z in numbers])
-    mobile = symbols == species
-    if not mobile.any():
-        raise ValueError(f"species {species!r} not present (elements: {sorted(set(symbols))})")
-    dt_fs = float(time_fs[1] - time_fs[0])
-    framework = ~mobile if (~mobile).any() else None  # drift removal needs a framework
-    results = analysis.diffusion_coefficient(pos, dt_fs, mobile=mobile, framework=framework, masses=masses,
-                                             temperature=temps, volume_A3=vols)
-    results = results if isinstance(results, list) else [results]
-    out = Path(out)
-    if len(results) < 2:
-        raise ValueError("an Arrhenius fit needs at least two temperatures that finished")
-    summary = analysis.summarize(results)
-    analysis.write_summary(summary, out)
-    analysis.plot_msd(results, out)
-    analysis.plot_arrhenius(summary, out)
-    return summary
+    """Transport report of one composition's replicas: ``lycb_jax.analysis.analyse_md``."""
+    return analysis.analyse_md(h5_path, out, species, stage, alive, replicas)
 
 
 def plot_thermo(h5_path, out) -> Path:
@@ -153,59 +125,3 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
         w.writeheader()
         w.writerows(rows)
     return rows
-
-
-def add_cli(subparsers) -> None:
-    p = subparsers.add_parser("study", help="the main job: batched MD at several T, then D, Ea and conductivity")
-    p.add_argument("--structure", help=f"structure file (default: the shipped {DEFAULT_STRUCTURE})")
-    p.add_argument("--species", default="Li", help="mobile species to analyse")
-    add_protocol_arguments(p)
-    p.set_defaults(func=_cli, out="study_out")
-    p = subparsers.add_parser("sweep", help="structures x temperatures in one batched run (equal atom counts)")
-    p.add_argument("structures", nargs="+", help="structure files, e.g. LYCB compositions of one cell size")
-    p.add_argument("--species", default="Li")
-    add_protocol_arguments(p)
-    p.set_defaults(func=_cli_sweep, out="sweep_out")
-
-
-def _cli(args) -> int:
-    import lycb_jax
-    from lycb_jax.cli import read_structure
-
-    structure = read_structure(args.structure) if args.structure else default_structure()
-    protocol = protocol_from_args(args)
-    try:
-        summary = study(lycb_jax.load_model(args.model), structure, protocol, args.out, args.resume, args.species)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
-    if summary is None:
-        print(f"process {distributed.process_index()}: MD done; process 0 writes the report to {args.out}/")
-        return 0
-    keys = ("Ea", "Ea_err", "T_extrapolate", "sigma_extrapolated", "sigma_extrapolated_err")
-    for row in summary["per_temperature"]:
-        print(f"T = {row['T']:.0f} K: D = {row['D']:.3g} +- {row['D_err']:.2g} cm^2/s, "
-              f"sigma = {row['sigma']:.3g} +- {row['sigma_err']:.2g} mS/cm, hops/ion = {row['hops_per_ion']:.1f}")
-    print("Ea (eV), sigma(T_extrapolate) (mS/cm):", json.dumps({k: summary[k] for k in keys}, default=float))
-    print(f"report written to {args.out}/ (transport.json, transport.csv, msd.png, arrhenius.png, thermo.png)")
-    return 0
-
-
-def _cli_sweep(args) -> int:
-    import lycb_jax
-    from lycb_jax.cli import read_structure
-
-    structures = {Path(p).stem: read_structure(p) for p in args.structures}
-    if len(structures) != len(args.structures):
-        raise SystemExit("error: structure files need distinct names")
-    try:
-        rows = sweep(lycb_jax.load_model(args.model), structures, protocol_from_args(args), args.out, args.resume,
-                     args.species)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
-    if rows is None:
-        print(f"process {distributed.process_index()}: MD done; process 0 writes the report to {args.out}/")
-        return 0
-    for r in rows:
-        print(r)
-    print(f"table written to {args.out}/sweep.csv")
-    return 0

@@ -21,10 +21,19 @@ def lj(r, eps=EPS):
 
 
 @dataclasses.dataclass(frozen=True)
+class LJConfig:
+    cutoff: float = RC  # Angstrom
+
+
+@dataclasses.dataclass(frozen=True)
 class LennardJones:
     """Pair potential on the atom graph (the bond graph is built but unused); parameter: epsilon (eV)."""
 
-    cutoffs: Cutoffs = Cutoffs(RC, 3.0)
+    config: LJConfig = LJConfig()
+
+    @property
+    def cutoffs(self) -> Cutoffs:
+        return Cutoffs(self.config.cutoff, 3.0)
 
     def energy(self, params, species, positions, cell, atom_mask, graph):
         vec = edge_vectors(positions, cell, graph)
@@ -36,6 +45,13 @@ class LennardJones:
         return LayerGroups({"pair": ("epsilon",)}, {}, ())
 
 
+def register() -> None:
+    """Make checkpoints of the LJ model loadable (``lycb_jax.load_model(folder)``)."""
+    from lycb_jax.models import ARCHITECTURES
+
+    ARCHITECTURES["lj-test"] = (LennardJones, LJConfig)
+
+
 def lj_model() -> Model:
     return Model(LennardJones(), {"epsilon": jnp.float32(EPS)}, "lj-argon")
 
@@ -44,3 +60,16 @@ def argon(n=2, a=5.30, seed=0):
     atoms = bulk("Ar", "fcc", a, cubic=True) * (n, n, n)
     atoms.rattle(0.02, seed=seed)
     return atoms
+
+
+def _ase_lj(atoms):
+    from ase.calculators.lj import LennardJones as AseLJ
+
+    return AseLJ(epsilon=0.0125, sigma=SIGMA, rc=RC, smooth=True)
+
+
+def ase_lj_labeller():
+    """A cheap labeller for loop tests: ASE's Lennard-Jones with a different epsilon (0.0125 eV)."""
+    from lycb_jax.active import ASELabeller
+
+    return ASELabeller(_ase_lj, {"code": "ase-lj", "epsilon_eV": 0.0125, "sigma_A": SIGMA, "rc_A": RC})

@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent('''
     import jax, jax.numpy as jnp, numpy as np
     assert len(jax.devices()) == 4, jax.devices()
     from ase import units
-    import lycb_jax.md as lycb_md
+    import lycb_jax.md.chunk as lycb_md
     from lycb_jax.md import Integrator, default_capacity, init_replica, masses_of, run_chunk_checked
     import dataclasses
     from potentials import argon, lj_model

@@ -1,9 +1,122 @@
-"""`lycb-jax md`, `study` and `sweep` (transitional: delegates to the old modules until moved)."""
+"""`lycb-jax md`, `study` and `sweep`: batched multi-temperature MD with the paper's protocol
+(:mod:`lycb_jax.md`), and the transport study on top of it (:mod:`lycb_jax.study`).
 
-from lycb_jax.md import add_cli as _add_md
-from lycb_jax.study import add_cli as _add_study
+The library is imported when a command runs, not when the parser is built: importing jax_md
+takes seconds and starts JAX (after :func:`lycb_jax.cli._join_processes`, as it must)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # as lycb_jax.study.DEFAULT_STRUCTURE (not imported: see above)
 
 
-def add_cli(sub) -> None:
-    _add_md(sub)
-    _add_study(sub)
+def add_protocol_arguments(p) -> None:
+    p.add_argument("-T", "--temperatures", type=float, nargs="+", help="target temperatures, K (one replica each)")
+    p.add_argument("--config", help="JSON or TOML file with Protocol settings (durations in ps, dt_fs, pressure_bar, ...)")
+    p.add_argument("--model", default="chgnet-0.3.0", help="checkpoint name or folder")
+    p.add_argument("--out", default="md_out", help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
+    p.add_argument("--npt-ps", type=float, help="NpT stage length (0 = none)")
+    p.add_argument("--production-ps", type=float, help="NVT production length")
+    p.add_argument("--pressure-bar", type=float, help="NpT target pressure, bar (10 kbar = 10000)")
+    g = p.add_argument_group("several processes (hosts); srun, Open MPI's mpirun and JAX_COORDINATOR_ADDRESS "
+                             "(+ JAX_NUM_PROCESSES, JAX_PROCESS_ID) are detected without these")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (any free port on its host)")
+    g.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    g.add_argument("--process-id", type=int, metavar="K", help="this process's index, 0..N-1")
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("md", help="batched multi-temperature MD with the paper's protocol")
+    p.add_argument("structure", help="structure file (any format ASE or pymatgen reads)")
+    add_protocol_arguments(p)
+    p.set_defaults(func=cmd_md)
+    p = subparsers.add_parser("study", help="the main job: batched MD at several T, then D, Ea and conductivity")
+    p.add_argument("--structure", help=f"structure file (default: the shipped {DEFAULT_STRUCTURE})")
+    p.add_argument("--species", default="Li", help="mobile species to analyse")
+    add_protocol_arguments(p)
+    p.set_defaults(func=cmd_study, out="study_out")
+    p = subparsers.add_parser("sweep", help="structures x temperatures in one batched run (equal atom counts)")
+    p.add_argument("structures", nargs="+", help="structure files, e.g. LYCB compositions of one cell size")
+    p.add_argument("--species", default="Li")
+    add_protocol_arguments(p)
+    p.set_defaults(func=cmd_sweep, out="sweep_out")
+
+
+def protocol_from_args(args):
+    """The Protocol of ``--config`` and the flags; SystemExit with the message if they are wrong."""
+    from lycb_jax.md import load_protocol
+
+    try:
+        return load_protocol(args.config, temperatures_K=args.temperatures, npt_ps=args.npt_ps,
+                             production_ps=args.production_ps, pressure_bar=args.pressure_bar)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"error: {err}")
+
+
+def _or_exit(fn):
+    """``fn()``; a ValueError (bad input) becomes SystemExit with its message."""
+    try:
+        return fn()
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+
+
+def _report_elsewhere(out) -> int:
+    from lycb_jax import distributed
+
+    print(f"process {distributed.process_index()}: MD done; process 0 writes the report to {out}/")
+    return 0
+
+
+def cmd_md(args) -> int:
+    import lycb_jax
+    from lycb_jax.cli.predict import read_structure_or_exit
+    from lycb_jax.md import Simulation
+
+    structure = read_structure_or_exit(args.structure)
+    protocol = protocol_from_args(args)
+    print(_or_exit(lambda: Simulation(lycb_jax.load_model(args.model), structure, protocol, args.out,
+                                      resume=args.resume).run()))
+    return 0
+
+
+def cmd_study(args) -> int:
+    import lycb_jax
+    from lycb_jax.cli.predict import read_structure_or_exit
+    from lycb_jax.study import default_structure, study
+
+    structure = read_structure_or_exit(args.structure) if args.structure else default_structure()
+    protocol = protocol_from_args(args)
+    summary = _or_exit(lambda: study(lycb_jax.load_model(args.model), structure, protocol, args.out, args.resume,
+                                     args.species))
+    if summary is None:
+        return _report_elsewhere(args.out)
+    keys = ("Ea", "Ea_err", "T_extrapolate", "sigma_extrapolated", "sigma_extrapolated_err")
+    for row in summary["per_temperature"]:
+        print(f"T = {row['T']:.0f} K: D = {row['D']:.3g} +- {row['D_err']:.2g} cm^2/s, "
+              f"sigma = {row['sigma']:.3g} +- {row['sigma_err']:.2g} mS/cm, hops/ion = {row['hops_per_ion']:.1f}")
+    print("Ea (eV), sigma(T_extrapolate) (mS/cm):", json.dumps({k: summary[k] for k in keys}, default=float))
+    print(f"report written to {args.out}/ (transport.json, transport.csv, msd.png, arrhenius.png, thermo.png)")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    import lycb_jax
+    from lycb_jax.cli.predict import read_structure_or_exit
+    from lycb_jax.study import sweep
+
+    structures = {Path(p).stem: read_structure_or_exit(p) for p in args.structures}
+    if len(structures) != len(args.structures):
+        raise SystemExit("error: structure files need distinct names")
+    protocol = protocol_from_args(args)
+    rows = _or_exit(lambda: sweep(lycb_jax.load_model(args.model), structures, protocol, args.out, args.resume,
+                                  args.species))
+    if rows is None:
+        return _report_elsewhere(args.out)
+    for r in rows:
+        print(r)
+    print(f"table written to {args.out}/sweep.csv")
+    return 0

@@ -18,7 +18,8 @@ from flax import serialization
 from lycb_jax.models.base import Model
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
 
-# manifest "architecture" -> (module class, config class); a new model registers here
+# manifest "architecture" -> (module class, config dataclass); the module is built as cls(config_cls(**config))
+# and keeps it as ``.config``. A new model registers here.
 ARCHITECTURES = {"chgnet": (CHGNet, CHGNetConfig)}
 
 
@@ -29,18 +30,26 @@ def checkpoint_dir() -> Path:
 
 
 def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None) -> Path:
-    """Write ``params.msgpack`` and ``manifest.json`` into folder ``path``."""
+    """Write ``params.msgpack`` and ``manifest.json`` into folder ``path`` (each atomically: a killed
+    write leaves the previous file or none, never a truncated one)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    params = jax_to_numpy(model.params)
-    (path / "params.msgpack").write_bytes(serialization.msgpack_serialize(params))
+    arch = [k for k, (cls, _) in ARCHITECTURES.items() if isinstance(model.module, cls)]
+    if not arch:
+        raise ValueError(f"{type(model.module).__name__} is not a registered architecture ({sorted(ARCHITECTURES)}); "
+                         "add it to lycb_jax.models.checkpoint.ARCHITECTURES")
     meta = dict(model.metadata)
     meta.update(manifest or {})
-    meta["config"] = dataclasses.asdict(model.module.config)
-    meta["architecture"] = next(k for k, (cls, _) in ARCHITECTURES.items() if isinstance(model.module, cls))
-    meta["name"] = model.name
-    (path / "manifest.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    meta.update(config=dataclasses.asdict(model.module.config), architecture=arch[0], name=model.name)
+    _write_atomic(path / "params.msgpack", serialization.msgpack_serialize(jax_to_numpy(model.params)))
+    _write_atomic(path / "manifest.json", (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
     return path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def jax_to_numpy(tree):

@@ -1,0 +1,52 @@
+"""Batched molecular dynamics with jax-md, driven by a lycb_jax model (any :mod:`lycb_jax.models` potential).
+
+R replicas (temperatures, seeds, or structures with equal atom counts) advance together in one
+jit-compiled program (``jax.vmap``); chunks of steps run inside ``lax.scan``. Each replica keeps a
+Verlet list (pairs within the model's atom cutoff + a skin), rebuilt by brute force only when some
+replica could have moved more than skin/2 since; every force call takes the model's exact graph
+from it (:func:`lycb_jax.graph.refine_graph`), so the model never pays for the skin. Every step is
+checked: a capacity overflow, or an atom that moved more than skin/2 before a rebuild, rejects the
+whole chunk, which is re-run with grown capacities. A replica whose temperature runs away or whose
+positions become non-finite is frozen and reported.
+
+Modules, one concept each:
+
+* :mod:`.integrators`: NVT / NpT Nose-Hoover and NVE ``init`` / ``apply`` pairs (jax-md's), the
+  energy function, :class:`IntegratorSettings`, :func:`init_replica`;
+* :mod:`.neighbours`: the Verlet list and the bound on how far pairs moved since it was built;
+* :mod:`.chunk`: :func:`run_chunk` (jitted, scanned), its sharded variant, :func:`run_chunk_checked`;
+* :mod:`.protocol`: :class:`Protocol`, :func:`load_protocol`, the stage driver :class:`Simulation`;
+* :mod:`.io`: the HDF5 trajectory and the checkpoints.
+
+Every jitted program here traces under :func:`lycb_jax.runtime.precision_scope` (full float32
+matrix products by default). The command line (``lycb-jax md``) is :mod:`lycb_jax.cli.md`.
+
+Units: Angstrom, fs, eV, K, amu; pressure in bar, stress in GPa. jax-md is unit-free: with eV,
+Angstrom and amu its time unit is Angstrom sqrt(amu/eV) = 10.18 fs (:data:`lycb_jax.units.FS`).
+"""
+
+from lycb_jax.md.chunk import Carry, Frame, default_capacity, fit_capacity, record, run_chunk, run_chunk_checked
+from lycb_jax.md.integrators import (
+    ENSEMBLES,
+    Dynamics,
+    Ensemble,
+    Integrator,
+    IntegratorSettings,
+    dynamics,
+    energy_fn,
+    init_replica,
+    masses_of,
+    npt_nose_hoover,
+    nve,
+    nvt_nose_hoover,
+    real_positions,
+    state_cell,
+)
+from lycb_jax.md.io import FRAME_FIELDS, FRAME_UNITS
+from lycb_jax.md.neighbours import drift_bound, verlet_list
+from lycb_jax.md.protocol import Protocol, Simulation, load_protocol
+
+__all__ = ["ENSEMBLES", "FRAME_FIELDS", "FRAME_UNITS", "Carry", "Dynamics", "Ensemble", "Frame", "Integrator",
+           "IntegratorSettings", "Protocol", "Simulation", "default_capacity", "drift_bound", "dynamics", "energy_fn",
+           "fit_capacity", "init_replica", "load_protocol", "masses_of", "npt_nose_hoover", "nve", "nvt_nose_hoover",
+           "real_positions", "record", "run_chunk", "run_chunk_checked", "state_cell", "verlet_list"]

@@ -1,0 +1,304 @@
+"""One chunk of batched MD: R replicas advance together in one jit-compiled program (``jax.vmap``),
+``n_frames * stride`` steps inside ``lax.scan``, with a :class:`Frame` recorded every ``stride`` steps.
+
+Each replica keeps a Verlet list (:mod:`lycb_jax.md.neighbours`), rebuilt for all replicas at once
+only when some live replica could have moved more than skin/2 since it was built. Every step is
+checked: a graph capacity overflow, or an atom that moved more than skin/2 before a rebuild,
+marks the chunk invalid; :func:`run_chunk_checked` then re-runs it with capacities grown by
+:func:`lycb_jax.capacity.grow`. A replica whose temperature runs away or whose positions become
+non-finite is frozen and reported.
+
+Units: Angstrom, fs, eV, K, amu; pressure in bar, stress in GPa.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax_md import quantity
+
+import lycb_jax.capacity as caps
+from lycb_jax.capacity import Capacity, Need
+from lycb_jax.distributed import replica_mesh, shard_replicas
+from lycb_jax.graph import EdgeList, refine_graph
+from lycb_jax.md.integrators import (IntegratorSettings, conserved, dynamics, ensemble, real_positions,
+                                     state_cell)
+from lycb_jax.md.neighbours import drift_bound, graph_sizes, verlet_list
+from lycb_jax.models import Model, energy_forces_stress
+from lycb_jax.runtime import with_precision
+from lycb_jax.units import EV_A3_TO_GPA, KB
+
+GPA_TO_BAR = 1e4
+
+
+class Frame(NamedTuple):
+    """Per-replica output at one saved step."""
+
+    positions: jax.Array  # [N, 3] unwrapped Cartesian, Angstrom
+    cell: jax.Array  # [3, 3] rows, Angstrom
+    temperature: jax.Array  # K
+    potential_energy: jax.Array  # eV
+    kinetic_energy: jax.Array  # eV
+    conserved: jax.Array  # eV, the integrator's invariant (NVT or NpT Nose-Hoover; E + K for NVE)
+    pressure: jax.Array  # bar, virial + kinetic
+    stress: jax.Array  # [3, 3] GPa, virial only (ASE sign: positive = tensile)
+    volume: jax.Array  # A^3
+
+
+class Carry(NamedTuple):
+    """What the scan of :func:`run_chunk` carries from step to step (leading axis: replicas)."""
+
+    states: Any  # jax-md states
+    edges: EdgeList  # Verlet lists (cutoff + skin)
+    ref: Any  # the states at which the lists were built
+    ref_cell: jax.Array  # [R, 3, 3] the cells then, Angstrom
+    drift: jax.Array  # [R] bound on half the change of any pair vector since then (drift_bound), Angstrom
+    margin: jax.Array  # () twice the largest single-step move of a live replica in the last step, Angstrom
+    ok: jax.Array  # [R] every graph stayed valid (no overflow, no move beyond skin/2 before a rebuild)
+    live: jax.Array  # [R] replicas still running (not frozen)
+    need: jax.Array  # [R, Need.SIZE] largest sizes needed, in capacity.Need.from_vector's layout
+    rebuilds: jax.Array  # () number of list rebuilds
+
+
+def record(model: Model, species, state, cell, kT, settings: IntegratorSettings, energy, edges: EdgeList,
+           capacity: Capacity) -> Frame:
+    """Thermodynamic record of one replica at the current step (``edges``: a valid Verlet list,
+    ``energy``: the integrator's energy function, ``kT`` in eV)."""
+    mask = species > 0
+    pos = real_positions(state, settings)
+    cell_now = state_cell(state, settings, cell)
+    graph = refine_graph(edges, pos, cell_now, capacity)
+    e, _, stress, _ = energy_forces_stress(model.module, model.params, species, pos, cell_now, mask, graph)
+    ke = quantity.kinetic_energy(momentum=state.momentum, mass=state.mass)
+    n = pos.shape[0]
+    temp = 2 * ke / (3 * n * KB)
+    vol = jnp.abs(jnp.linalg.det(cell_now))
+    p_virial_gpa = -jnp.trace(stress) / 3
+    pressure_bar = p_virial_gpa * GPA_TO_BAR + 2 * ke / (3 * vol) * EV_A3_TO_GPA * GPA_TO_BAR
+    inv = conserved(energy, state, kT, settings, edges, cell, e, ke)
+    return Frame(pos, cell_now, temp, e, ke, inv, pressure_bar, stress, vol)
+
+
+def _need_vector(sizes, edges: EdgeList, live, moved_far):
+    """One replica's ``need`` row: (edges, angles, short, images x3, moved_far, list edges), zero if frozen."""
+    c = jnp.concatenate([jnp.stack(sizes), edges.images_needed,
+                         jnp.stack([moved_far.astype(jnp.int32), edges.n_edges])])
+    return c * live.astype(jnp.int32)
+
+
+def _select(live, new, old):
+    """``new`` for live replicas, ``old`` for frozen ones (every leaf, leading axis replicas)."""
+    return jax.tree.map(lambda a, b: jnp.where(live.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+class _Chunk(NamedTuple):
+    """The fixed inputs of one :func:`run_chunk` trace, and the pieces of its step (all vmapped over replicas)."""
+
+    model: Model
+    species: jax.Array  # [R, N]
+    cell: jax.Array  # [R, 3, 3] the fixed cells (NVT, NVE; NpT: the states carry theirs)
+    settings: IntegratorSettings
+    capacity: Capacity
+    kT_start: jax.Array  # [R] eV
+    kT_end: jax.Array  # [R] eV
+    step0: jax.Array
+    total_steps: jax.Array
+    max_kT_factor: jax.Array
+    stride: int
+
+    @property
+    def half_skin(self) -> float:
+        return self.capacity.skin / 2
+
+    def ramp(self, k):
+        """kT (eV, [R]) at step k of the stage: linear from kT_start to kT_end over total_steps."""
+        return self.kT_start + (self.kT_end - self.kT_start) * jnp.minimum(k / jnp.maximum(self.total_steps, 1), 1.0)
+
+    def cells(self, states):
+        return jax.vmap(lambda st, c: state_cell(st, self.settings, c))(states, self.cell)
+
+    def lists(self, states, cells):
+        return jax.vmap(lambda st, c, m: verlet_list(real_positions(st, self.settings), c, m, self.capacity))(
+            states, cells, self.species > 0)
+
+    def drift(self, states, cells, ref, ref_cell):
+        fractional = ensemble(self.settings).box_in_state
+        return jax.vmap(lambda st, c, r, rc: drift_bound(st, c, r, rc, fractional, self.capacity))(
+            states, cells, ref, ref_cell)
+
+    def sizes(self, edges, states, cells):
+        return jax.vmap(lambda e, st, c: graph_sizes(e, real_positions(st, self.settings), c, self.capacity))(
+            edges, states, cells)
+
+    def integrator(self, species_r):
+        return dynamics(self.model, species_r, species_r > 0, self.settings, self.capacity)
+
+    def advance(self, states, kT, edges):
+        return jax.vmap(lambda sp, c, st, t, e: self.integrator(sp).apply(st, t, e, c))(
+            self.species, self.cell, states, kT, edges)
+
+    def sane(self, states, kT):
+        """[R] positions and momenta finite, and the temperature below max_kT_factor x the target."""
+        finite = (jnp.all(jnp.isfinite(states.position), axis=(1, 2))
+                  & jnp.all(jnp.isfinite(states.momentum), axis=(1, 2)))
+        ke = jax.vmap(lambda p, m: quantity.kinetic_energy(momentum=p, mass=m))(states.momentum, states.mass)
+        hot = 2 * ke / (3 * states.position.shape[1]) > self.max_kT_factor * jnp.maximum(kT, self.kT_end)
+        return finite & ~hot
+
+    def start(self, states, alive) -> Carry:
+        cells = self.cells(states)
+        n_rep = self.species.shape[0]
+        return Carry(states, self.lists(states, cells), states, cells, jnp.zeros(n_rep, jnp.float32),
+                     jnp.float32(0.0), jnp.ones(n_rep, bool), alive, jnp.zeros((n_rep, Need.SIZE), jnp.int32),
+                     jnp.int32(0))
+
+    def step(self, c: Carry, i) -> tuple[Carry, None]:
+        """One MD step of every replica: rebuild the lists if needed, advance, check the graphs."""
+        cell0 = self.cells(c.states)
+        # rebuild every list when any live replica could cross skin/2 in this step
+        rebuild = jnp.any(c.live & (c.drift + c.margin >= self.half_skin))
+        edges, ref, ref_cell = jax.lax.cond(
+            rebuild, lambda: (self.lists(c.states, cell0), c.states, cell0), lambda: (c.edges, c.ref, c.ref_cell))
+        kT = self.ramp(self.step0 + i)
+        new = self.advance(c.states, kT, edges)
+        cell1 = self.cells(new)
+        moved = self.drift(new, cell1, ref, ref_cell)
+        live = c.live & self.sane(new, kT)
+        n_edges, n_angles, max_short = self.sizes(edges, new, cell1)  # of the graph the last force call used
+        cap = self.capacity
+        overflow = (edges.overflow | (n_edges > cap.edges) | (n_angles > cap.angles)
+                    | (max_short > cap.short_per_atom))
+        ok = c.ok & (~live | (~overflow & (moved < self.half_skin)))
+        need = jnp.maximum(c.need, jax.vmap(_need_vector)((n_edges, n_angles, max_short), edges, live,
+                                                          moved >= self.half_skin))
+        # margin for the next step: twice the largest single-step move of a live replica
+        step_move = jnp.max(jnp.where(live, self.drift(new, cell1, c.states, cell0), 0.0))
+        return Carry(_select(live, new, c.states), edges, ref, ref_cell, moved, 2 * step_move, ok, live, need,
+                     c.rebuilds + rebuild), None
+
+    def frame(self, carry: Carry, f) -> tuple[Carry, Frame]:
+        """``stride`` steps, then the Frame of every replica."""
+        carry, _ = jax.lax.scan(self.step, carry, f * self.stride + jnp.arange(self.stride))
+        kT = self.ramp(self.step0 + (f + 1) * self.stride)
+
+        def one(species_r, cell_r, st_r, kT_r, edges_r):
+            energy = self.integrator(species_r).energy
+            return record(self.model, species_r, st_r, cell_r, kT_r, self.settings, energy, edges_r, self.capacity)
+
+        return carry, jax.vmap(one)(self.species, self.cell, carry.states, kT, carry.edges)
+
+
+STATIC = ("model_module", "settings", "capacity", "n_frames", "stride")
+
+
+@functools.partial(jax.jit, static_argnames=STATIC)
+@with_precision
+def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+              settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0):
+    """Advance R replicas by n_frames * stride steps; record a Frame every ``stride`` steps.
+
+    kT ramps linearly from kT_start to kT_end (eV, per replica) over ``total_steps`` steps counted
+    from ``step0`` of the stage. One Verlet list per replica (cutoff + skin) is rebuilt, for all
+    replicas at once, when some live replica is about to move more than skin/2 from where it was
+    built; every force call takes the model's exact graph from it. Returns (states, frames
+    [R, F, ...], alive, graph_ok [R], need [R, Need.SIZE], number of list rebuilds). ``graph_ok``
+    False means a capacity overflow or a move beyond skin/2 since the list was built: the caller
+    must discard the result and re-run the chunk with capacities grown to ``need``
+    (``capacity.grow(capacity, Need.from_vector(need))``).
+    """
+    if (capacity.cutoff, capacity.bond_cutoff) != tuple(model_module.cutoffs):
+        raise ValueError(f"graph capacity for cutoffs {(capacity.cutoff, capacity.bond_cutoff)} A, but the model "
+                         f"needs {tuple(model_module.cutoffs)} A: estimate it with cutoffs=model.cutoffs")
+    chunk = _Chunk(Model(model_module, params), species, cell, settings, capacity, kT_start, kT_end, step0,
+                   total_steps, max_kT_factor, stride)
+    carry, frames = jax.lax.scan(chunk.frame, chunk.start(states, alive), jnp.arange(n_frames))
+    frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
+    return carry.states, frames, carry.live, carry.ok, carry.need, carry.rebuilds
+
+
+@functools.lru_cache(maxsize=8)
+def _sharded_run_chunk(mesh: jax.sharding.Mesh):
+    """``run_chunk`` with the replica axis split over ``mesh`` by ``shard_map``: each device runs
+    its own block of replicas as one program, list-rebuild decisions included, with no
+    communication between devices (replicas never interact). Same arguments and outputs,
+    except that the rebuild count is per device [n_devices]."""
+    rep, rest = jax.sharding.PartitionSpec("replica"), jax.sharding.PartitionSpec()
+
+    @functools.partial(jax.jit, static_argnames=STATIC)
+    @with_precision
+    def chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+              settings, capacity, n_frames, stride, max_kT_factor=3.0):
+        def local(params, species, cell, states, kT_start, kT_end, alive, step0, total_steps, max_kT_factor):
+            *out, rebuilds = run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0,
+                                       total_steps, settings, capacity, n_frames, stride, max_kT_factor)
+            return (*out, rebuilds[None])
+
+        return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 6 + (rest,) * 3, out_specs=(rep,) * 6,
+                             check_vma=False)(params, species, cell, states, kT_start, kT_end, alive, step0,
+                                              total_steps, max_kT_factor)
+
+    return chunk
+
+
+def _shard(mesh: jax.sharding.Mesh, n_rep: int, species, cells, states, kT_start, kT_end, alive):
+    """Pad the replica axis to a multiple of the device count (frozen copies of replica 0) and shard it."""
+    n_dev = mesh.devices.size
+    n_pad = -(-n_rep // n_dev) * n_dev
+    species, cells, states, kT_start, kT_end = shard_replicas(mesh, n_pad, species, cells, states, kT_start, kT_end)
+    (alive_dev,) = shard_replicas(mesh, n_pad, jnp.arange(n_pad) < n_rep)
+    alive_dev = alive_dev & jnp.concatenate([jnp.asarray(alive), jnp.zeros(n_pad - n_rep, bool)])
+    return species, cells, states, kT_start, kT_end, alive_dev
+
+
+def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, alive, step0, total_steps,
+                      settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
+                      retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False):
+    """``run_chunk``, re-run with grown graph capacity (and skin) until every live replica's graph
+    stayed valid. Returns ((states, frames, alive, ok), capacity); raises RuntimeError if it never does.
+
+    ``cells`` [R, 3, 3] (rows, Angstrom) are the replicas' fixed cells (NpT: the stage's initial
+    ones). With several devices (``mesh="auto"``: all local ones) the replica axis is sharded over
+    the mesh; replicas are padded to a multiple of the device count with frozen copies, and the
+    padding is dropped from every output. The physics is unchanged: replicas never interact.
+    With ``fit`` the returned capacity is also shrunk to what the chunk needed (:func:`fit_capacity`),
+    so that padded edges and angles, which cost as much as real ones, stay few.
+    """
+    mesh = replica_mesh() if mesh == "auto" else mesh
+    n_rep = np.asarray(alive).shape[0]
+    args = (jnp.asarray(species), jnp.asarray(cells, jnp.float32), states, kT_start, kT_end, jnp.asarray(alive))
+    if mesh is not None:
+        args = _shard(mesh, n_rep, *args)
+    chunk = run_chunk if mesh is None else _sharded_run_chunk(mesh)
+    for _ in range(retries + 1):
+        out = chunk(model.module, model.params, *args, step0, total_steps, settings, capacity, n_frames, stride,
+                    max_kT_factor)
+        out = jax.tree.map(lambda x: x[:n_rep], out[:5])
+        ok, need = np.asarray(out[3]), Need.from_vector(np.asarray(out[4]))
+        if ok.all():
+            return out[:4], (caps.fit(capacity, need) if fit else capacity)
+        capacity = caps.grow(capacity, need, cells=cells)
+    raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} (capacity {capacity}): "
+                       f"atoms moved more than skin/2 = {capacity.skin / 2:.2f} A in one step; the time step is too "
+                       "long or the run exploded")
+
+
+def fit_capacity(capacity: Capacity, need, shrink_below: float = 0.8) -> Capacity:
+    """Shrink a capacity that is far larger than a chunk needed (``need`` [..., Need.SIZE] from
+    run_chunk): :func:`lycb_jax.capacity.fit`."""
+    return caps.fit(capacity, Need.from_vector(need), shrink_below)
+
+
+def default_capacity(positions: np.ndarray, cell: np.ndarray, skin: float = 1.0, headroom: float = 1.25,
+                     cutoffs=None) -> Capacity:
+    """Graph capacity for MD from one geometry (positions [N, 3], cell [3, 3] rows, Angstrom):
+    exact counts at the model's ``cutoffs`` (Angstrom; default CHGNet's, those of
+    :mod:`lycb_jax.capacity`) and at cutoff + ``skin`` for the Verlet list, plus ``headroom`` for
+    thermal fluctuations (angles: its square); a run regrows it when exceeded."""
+    system = types.SimpleNamespace(positions=positions, cell=cell)
+    kw = {} if cutoffs is None else {"cutoffs": tuple(cutoffs)}
+    return caps.estimate([system], headroom=headroom, angle_headroom=headroom ** 2, skin=skin, with_list=True, **kw)

@@ -1,0 +1,130 @@
+"""MD output: the HDF5 trajectory and the checkpoints of :class:`lycb_jax.md.Simulation`.
+
+Trajectory (``trajectory.h5``): one group per stage with datasets [replica, frame, ...] (fields
+and units: :data:`FRAME_FIELDS`, :data:`FRAME_UNITS`) and ``time_fs`` [frame]; root attributes hold
+atomic numbers, masses (amu), temperatures (K) and the global replica indices.
+
+Checkpoint (``checkpoint.npz``): the replica states' leaves ``leaf_0 ...``, the stage and step to
+continue at, alive flags, cells (Angstrom), graph capacity and skin (Angstrom), frames written per
+stage and the replica indices. Written atomically; the previous one is kept as ``*.prev.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lycb_jax.capacity import Capacity
+
+FRAME_FIELDS = ("positions", "cell", "temperature", "potential_energy", "kinetic_energy", "conserved",
+                "pressure", "stress", "volume")
+FRAME_UNITS = {"positions": "Angstrom (unwrapped)", "cell": "Angstrom (rows)", "temperature": "K",
+               "potential_energy": "eV", "kinetic_energy": "eV", "conserved": "eV", "pressure": "bar",
+               "stress": "GPa (virial, ASE sign)", "volume": "Angstrom^3"}
+FORMAT = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
+
+
+def open_trajectory(path, numbers, masses, temperatures, replicas):
+    """The trajectory file (h5py.File, appended to) with its root attributes: atomic numbers [R, N]
+    (replicas may differ in composition, not in size), masses [R, N] (amu), temperatures [R] (K),
+    global replica indices [R] (a block of them per process)."""
+    import h5py
+
+    f = h5py.File(path, "a")
+    f.attrs["numbers"] = numbers
+    f.attrs["masses_amu"] = masses
+    f.attrs["temperatures_K"] = temperatures
+    f.attrs["replicas"] = replicas
+    f.attrs["format"] = FORMAT
+    return f
+
+
+def append_frames(f, stage: str, frames, t0_fs: float, save_every_fs: float) -> None:
+    """Append ``frames`` (a Frame of [R, F, ...] arrays) to group ``stage``; their times are
+    ``t0_fs + save_every_fs * (1 .. F)`` (fs from the start of the stage)."""
+    grp = f.require_group(stage)
+    n_new = frames.temperature.shape[1]
+    for name in FRAME_FIELDS:
+        arr = np.asarray(getattr(frames, name), np.float32)
+        if name not in grp:
+            grp.create_dataset(name, shape=(arr.shape[0], 0) + arr.shape[2:],
+                               maxshape=(arr.shape[0], None) + arr.shape[2:],
+                               chunks=(1, max(1, n_new)) + arr.shape[2:], dtype="f4")
+            grp[name].attrs["units"] = FRAME_UNITS[name]
+        ds = grp[name]
+        ds.resize(ds.shape[1] + n_new, axis=1)
+        ds[:, -n_new:] = arr
+    t = t0_fs + save_every_fs * np.arange(1, n_new + 1)
+    if "time_fs" not in grp:
+        grp.create_dataset("time_fs", shape=(0,), maxshape=(None,), dtype="f8")
+    grp["time_fs"].resize(grp["time_fs"].shape[0] + n_new, axis=0)
+    grp["time_fs"][-n_new:] = t
+
+
+def frame_counts(f, stages) -> dict:
+    """``frames_<stage>``: frames written so far for each stage name (0 if none)."""
+    return {f"frames_{n}": (f[n]["temperature"].shape[1] if n in f else 0) for n in stages}
+
+
+def truncate(f, counts: dict) -> None:
+    """Drop the frames written after a checkpoint: stage name -> frames to keep."""
+    for name, n in counts.items():
+        if name in f:
+            for ds in f[name].values():
+                ds.resize(n, axis=1 if ds.ndim > 1 else 0)
+
+
+def clear(f) -> None:
+    """Remove every stage (a run that starts afresh)."""
+    for name in list(f.keys()):
+        del f[name]
+
+
+def average_cell(f, stage: str, last_fs: float) -> np.ndarray:
+    """Each replica's average cell [R, 3, 3] (rows, Angstrom) over the last ``last_fs`` fs of
+    ``stage``, also stored with its volume (A^3) as attributes of the stage."""
+    t = f[stage]["time_fs"][:]
+    sel = t > t[-1] - last_fs
+    avg = f[stage]["cell"][:, sel].mean(axis=1)
+    f[stage].attrs["average_cell"] = avg
+    f[stage].attrs["average_volume_A3"] = np.abs(np.linalg.det(avg))
+    return avg
+
+
+def capacity_fields(capacity: Capacity) -> dict:
+    """The checkpoint entries of a graph capacity (its cutoffs are the model's, not stored)."""
+    return {"skin": capacity.skin, "capacity": np.array([capacity.edges, capacity.angles, capacity.short_per_atom,
+                                                         *capacity.images, capacity.list_edges])}
+
+
+def capacity_from(ck: dict, cutoffs) -> Capacity:
+    """The graph capacity stored in a checkpoint, for a model with ``cutoffs`` (Angstrom)."""
+    c = [int(x) for x in ck["capacity"]]
+    return Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]), c[6], *cutoffs)
+
+
+def save_checkpoint(path: Path, prev_path: Path, states, fields: dict, replicas) -> None:
+    """Write the states' leaves and ``fields`` atomically to ``path``; the checkpoint there before
+    is kept as ``prev_path`` (another process may be killed before writing its own)."""
+    leaves = jax.tree.leaves(states)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)},
+             **{k: np.asarray(v) for k, v in fields.items()}, replicas=replicas)
+    if path.exists():
+        os.replace(path, prev_path)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint's entries, and ``path``."""
+    return dict(np.load(path), path=str(path))
+
+
+def states_from(ck: dict, template):
+    """The replica states of a checkpoint, with the tree structure of ``template``."""
+    treedef = jax.tree.structure(template)
+    return jax.tree.unflatten(treedef, [jnp.asarray(ck[f"leaf_{i}"]) for i in range(treedef.num_leaves)])

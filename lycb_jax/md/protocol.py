@@ -1,0 +1,376 @@
+"""The MD protocol (heating, NVT, optional NpT, production) and its driver :class:`Simulation`,
+which runs it in chunks for R replicas with output, progress, checkpoints and resume.
+
+Units: times in ps (stage lengths) or fs (time step, saving), temperatures in K, pressure in bar,
+lengths in Angstrom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import lycb_jax.md.io as md_io
+from lycb_jax import distributed
+from lycb_jax.capacity import Capacity
+from lycb_jax.io.structures import to_system
+from lycb_jax.md.chunk import default_capacity, run_chunk_checked
+from lycb_jax.md.integrators import IntegratorSettings, ensemble, init_replica, masses_of, real_positions, state_cell
+from lycb_jax.models import Model
+from lycb_jax.runtime import precision_scope, with_precision
+from lycb_jax.units import KB
+
+
+@dataclasses.dataclass
+class Protocol:
+    """The paper's MD protocol; every duration and setting can be changed (times in ps, T in K).
+
+    Maxwell-Boltzmann velocities at ``start_K``, linear heating to the target over ``heat_ps`` at
+    fixed cell (NVT), ``nvt_ps`` NVT equilibration, optionally ``npt_ps`` NpT at ``pressure_bar``
+    followed by rescaling the cell to its average over the last ``npt_average_ps``, then
+    ``production_ps`` of NVT production. ``dt_fs``, ``save_every_fs``, ``tau_t_fs`` and ``tau_p_fs``
+    in fs; ``chunk_ps`` of MD per compiled call; ``skin`` of the Verlet list in Angstrom.
+    """
+
+    temperatures_K: tuple[float, ...] = (600.0, 700.0, 800.0)
+    dt_fs: float = 1.0
+    tau_t_fs: float = 100.0
+    tau_p_fs: float = 1000.0
+    pressure_bar: float = 1.0
+    start_K: float = 100.0
+    heat_ps: float = 2.0
+    nvt_ps: float = 50.0
+    npt_ps: float = 0.0
+    npt_average_ps: float = 112.0
+    production_ps: float = 2000.0
+    save_every_fs: float = 50.0
+    chunk_ps: float = 1.0
+    checkpoint_every_ps: float = 10.0
+    seed: int = 0
+    skin: float = 1.0  # Verlet-list skin, Angstrom
+    max_temperature_factor: float = 3.0
+
+    def validate(self) -> None:
+        t = np.asarray(self.temperatures_K, float)
+        if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
+            raise ValueError(f"temperatures must be positive (K), got {list(self.temperatures_K)}")
+        if self.start_K <= 0:
+            raise ValueError(f"start temperature must be positive, got {self.start_K} K")
+        if not 0 < self.dt_fs <= 10:
+            raise ValueError(f"time step {self.dt_fs} fs is outside (0, 10] fs")
+        if self.save_every_fs < self.dt_fs or self.chunk_ps * 1000 < self.save_every_fs:
+            raise ValueError("need dt_fs <= save_every_fs <= chunk_ps * 1000")
+        if self.npt_ps and self.npt_average_ps > self.npt_ps:
+            raise ValueError(f"npt_average_ps {self.npt_average_ps} exceeds npt_ps {self.npt_ps}")
+
+    def stages(self) -> list[tuple[str, str, int, bool]]:
+        """(name, ensemble, steps, heating?) of each stage with steps > 0."""
+        steps = lambda ps: int(round(ps * 1000 / self.dt_fs))  # noqa: E731
+        out = [("heat", "nvt", steps(self.heat_ps), True), ("nvt", "nvt", steps(self.nvt_ps), False)]
+        if self.npt_ps:
+            out.append(("npt", "npt", steps(self.npt_ps), False))
+        out.append(("production", "nvt", steps(self.production_ps), False))
+        return [s for s in out if s[2] > 0]
+
+
+def load_protocol(config: str | None, **overrides) -> Protocol:
+    """Protocol from a JSON or TOML file (keys = Protocol fields, optionally under ``[md]``), then
+    ``overrides`` (None ignored). ValueError for keys that are no Protocol field, naming the file."""
+    import tomllib
+
+    fields = {}
+    if config:
+        text = Path(config).read_text()
+        fields = tomllib.loads(text) if config.endswith(".toml") else json.loads(text)
+        fields = fields.get("md", fields)
+        unknown = set(fields) - {f.name for f in dataclasses.fields(Protocol)}
+        if unknown:
+            raise ValueError(f"{config}: unknown protocol settings {sorted(unknown)}")
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    if "temperatures_K" in fields:
+        fields["temperatures_K"] = tuple(float(t) for t in fields["temperatures_K"])
+    return Protocol(**fields)
+
+
+def _replica_systems(structures, n_temperatures: int) -> list:
+    """One System per replica: one structure for every temperature, or one per temperature."""
+    systems = [to_system(s) for s in (structures if isinstance(structures, (list, tuple)) else [structures])]
+    if len(systems) == 1:
+        systems = systems * n_temperatures
+    if len(systems) != n_temperatures:
+        raise ValueError(f"{len(systems)} structures for {n_temperatures} temperatures: give one structure, or one per T")
+    if len({len(s) for s in systems}) != 1:
+        raise ValueError("all replicas need the same number of atoms (vmap); run different sizes separately")
+    return systems
+
+
+@dataclasses.dataclass
+class _Run:
+    """Where a run stands: stage index, step in the stage, this process's replica states, cells
+    [R, 3, 3] (Angstrom), alive flags, graph capacity, and the step of the last checkpoint."""
+
+    stage: int
+    step: int
+    states: Any
+    cells: np.ndarray
+    alive: np.ndarray
+    capacity: Capacity
+    last_checkpoint: int = 0
+
+
+class Simulation:
+    """Run the protocol for R replicas into ``out_dir`` (``trajectory.h5`` + ``checkpoint.npz``).
+
+    The HDF5 file has one group per stage with datasets [R, F, ...] (see ``FRAME_UNITS``) and
+    ``time_fs`` [F]; root attributes hold atomic numbers, masses, temperatures and the protocol.
+    A checkpoint of the full state is written atomically every ``checkpoint_every_ps``; a run
+    restarted with ``resume=True`` truncates the file to the checkpoint and continues, producing
+    the same trajectory as an uninterrupted run.
+
+    Several processes (``lycb_jax.distributed.initialize``): each runs its own block of replicas
+    into ``trajectory.p{k}.h5`` / ``checkpoint.p{k}.npz`` (attribute ``replicas``: their global
+    indices), process 0 shows the progress of all and joins the files into ``trajectory.h5``.
+    """
+
+    def __init__(self, model: Model, structures, protocol: Protocol, out_dir, resume: bool = False,
+                 progress: bool = True):
+        """``structures``: one structure (run at every temperature) or one per temperature
+        (equal atom counts, e.g. a composition x temperature sweep)."""
+        protocol.validate()
+        self.model, self.protocol, self.progress = model, protocol, progress
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        temps = np.asarray(protocol.temperatures_K, float)
+        systems = _replica_systems(structures, len(temps))
+        # several processes: each runs its own block of replicas on its local devices, not one global array:
+        # replicas never interact, so this is exact, and checkpoints, HDF5 and stage switches stay host-local
+        self.n_total, self.replicas = len(systems), distributed.local_replicas(len(systems))
+        self.first_system = systems[0]  # the initial graph capacity comes from replica 0 on every process
+        self.systems, self.temps, self.all_temps = [systems[r] for r in self.replicas], temps[self.replicas], temps
+        self.n_rep, self.n_atoms = len(self.systems), len(systems[0])
+        self.species = np.stack([s.numbers for s in self.systems]).astype(np.int32)
+        self.masses = np.stack([masses_of(s.numbers) for s in self.systems])
+        self.stride = int(round(protocol.save_every_fs / protocol.dt_fs))
+        self.frames_per_chunk = max(1, int(round(protocol.chunk_ps * 1000 / protocol.save_every_fs)))
+        tag = distributed.file_tag()  # ".p{k}" with several processes
+        self.h5_path, self.ck_path = self.out / f"trajectory{tag}.h5", self.out / f"checkpoint{tag}.npz"
+        self.prev_ck_path = self.out / f"checkpoint{tag}.prev.npz"
+        (self.out / "protocol.json").write_text(json.dumps(dataclasses.asdict(protocol), indent=1))
+        self.resume = resume
+        self._init_fns = {}
+        if resume and not self.ck_path.exists():
+            print(f"no checkpoint in {self.out}; starting from the beginning")
+
+    # -- helpers
+    def _settings(self, ensemble: str) -> IntegratorSettings:
+        p = self.protocol
+        return IntegratorSettings(ensemble, p.dt_fs, p.tau_t_fs, p.tau_p_fs, p.pressure_bar)
+
+    def _kT(self, name: str):
+        """(start, end) kT (eV) of each replica in stage ``name``."""
+        target = self.temps * KB
+        start = np.full_like(target, self.protocol.start_K * KB) if name == "heat" else target
+        return jnp.asarray(start, jnp.float32), jnp.asarray(target, jnp.float32)
+
+    def _init_states(self, ensemble, positions, cells, momenta, key, capacity):
+        settings = self._settings(ensemble)
+        kT = self._kT("heat")[0] if momenta is None else self._kT("nvt")[1]
+        keys = jax.random.split(key, self.n_total)[self.replicas]
+        fn = self._init_fns.get((ensemble, capacity, momenta is None))  # one compile per kind, not per call
+        if fn is None:
+            fn = self._init_fns[ensemble, capacity, momenta is None] = jax.jit(with_precision(jax.vmap(
+                lambda sp, x, c, m, k, t, p: init_replica(self.model, sp, x, c, m, t, k, settings, capacity, p),
+                in_axes=(0, 0, 0, 0, 0, 0, None if momenta is None else 0))))
+        states, overflow = fn(jnp.asarray(self.species), jnp.asarray(positions, jnp.float32),
+                              jnp.asarray(cells, jnp.float32), jnp.asarray(self.masses), keys, kT,
+                              None if momenta is None else jnp.asarray(momenta, jnp.float32))
+        if bool(jnp.any(overflow)):
+            raise RuntimeError("initial graph overflow: capacity estimate too small (please report)")
+        return states
+
+    def _h5(self):
+        return md_io.open_trajectory(self.h5_path, self.species, self.masses, self.temps, self.replicas)
+
+    def _append(self, f, stage, frames, t0_fs):
+        md_io.append_frames(f, stage, frames, t0_fs, self.protocol.save_every_fs)
+
+    def _save_checkpoint(self, states, ck: dict):
+        md_io.save_checkpoint(self.ck_path, self.prev_ck_path, states, ck, self.replicas)
+
+    def _load_checkpoint(self, stages) -> dict | None:
+        """The checkpoint to resume from (None: start afresh): the newest one that every process
+        has. A process killed while the others wrote theirs is one behind; they go back one."""
+        ends = np.cumsum([0] + [s[2] for s in stages])  # a checkpoint's position: steps done in all
+        found = {}
+        for path in (self.prev_ck_path, self.ck_path) if self.resume else ():
+            if path.exists():
+                ck = md_io.load_checkpoint(path)
+                found[int(ends[int(ck["stage"])] + int(ck["step"]))] = ck
+        at = distributed.latest_common(found)
+        if at == 0:
+            for path in (self.prev_ck_path, self.ck_path):  # stale ones must not mix with the new run's
+                path.unlink(missing_ok=True)
+            return None
+        ck = found[at]
+        if "replicas" in ck and not np.array_equal(ck["replicas"], self.replicas):
+            raise ValueError(f"{self.ck_path} holds replicas {ck['replicas'].tolist()} but this process runs "
+                             f"{self.replicas.tolist()}: resume with the same number of processes")
+        return ck
+
+    def _switch(self, states, prev_stage, next_ensemble: str, cells, f, capacity):
+        """States for the next stage: same positions and momenta; after NpT the cell (and the
+        positions, affinely) are rescaled to the average cell of the last ``npt_average_ps``."""
+        prev_name, prev_ens = prev_stage[0], prev_stage[1]
+        settings = self._settings(prev_ens)
+        with precision_scope():  # NpT positions: fractional x box, a matrix product outside jit
+            pos = np.asarray(jax.vmap(lambda st: real_positions(st, settings))(states))
+        mom = np.asarray(states.momentum)
+        if ensemble(settings).box_in_state:  # after NpT: the average cell
+            cur = np.asarray(jax.vmap(lambda st: state_cell(st, settings, None))(states))
+            avg = md_io.average_cell(f, prev_name, self.protocol.npt_average_ps * 1000)
+            frac = np.einsum("rni,rij->rnj", pos, np.linalg.inv(cur))
+            pos = np.einsum("rni,rij->rnj", frac, avg)
+            cells = avg
+        key = jax.random.PRNGKey(self.protocol.seed + 1)
+        return self._init_states(next_ensemble, pos, cells, mom, key, capacity), cells
+
+    def _start(self, f, stages) -> _Run:
+        """The run from its checkpoint (``resume``), the file truncated to it; else from the start."""
+        p = self.protocol
+        positions = np.stack([s.positions for s in self.systems])
+        cells = np.stack([s.cell for s in self.systems]).astype(np.float64)
+        first = self.first_system
+        capacity = default_capacity(np.asarray(first.positions), np.asarray(first.cell, np.float64), skin=p.skin,
+                                    cutoffs=self.model.cutoffs)
+        ck = self._load_checkpoint(stages)
+        if ck is None:
+            md_io.clear(f)
+            states = self._init_states("nvt", positions, cells, None, jax.random.PRNGKey(p.seed), capacity)
+            return _Run(0, 0, states, cells, np.ones(self.n_rep, bool), capacity)
+        si, step = int(ck["stage"]), int(ck["step"])
+        capacity = md_io.capacity_from(ck, self.model.cutoffs)
+        alive, cells = ck["alive"].astype(bool), ck["cells"]
+        md_io.truncate(f, {name: int(ck[f"frames_{name}"]) for name, *_ in stages if name in f})
+        name, ensemble = stages[min(si, len(stages) - 1)][:2]
+        template = self._init_states(ensemble, positions, cells, None, jax.random.PRNGKey(0), capacity)
+        print(f"resuming {ck['path']} at stage {si} ({name}), step {step}")
+        return _Run(si, step, md_io.states_from(ck, template), cells, alive, capacity)
+
+    # -- main loop
+    def run(self) -> dict:
+        """Run (or resume) every stage; returns a summary dict (all replicas, also with several
+        processes). Raises RuntimeError if all replicas fail."""
+        summary = self._run()
+        if distributed.process_count() > 1:  # process 0 joins every process's file into trajectory.h5
+            for r in np.where(~np.asarray(summary["alive"]))[0]:
+                summary["failed"].setdefault(int(r), f"replica {r} failed on another process (see its output)")
+            distributed.barrier("lycb_jax.md: trajectories written")
+            if distributed.is_main():
+                try:
+                    distributed.merge_trajectories(self.out, distributed.process_count())
+                except (OSError, ValueError) as err:
+                    print(f"WARNING: trajectory.h5 not written: {err}")
+            distributed.barrier("lycb_jax.md: trajectories joined")
+            merged = self.out / "trajectory.h5"
+            summary["trajectory"] = str(merged) if merged.exists() else None
+            summary["trajectory_of_this_process"] = str(self.h5_path)
+        return summary
+
+    def _run(self) -> dict:
+        stages = self.protocol.stages()
+        f, bar = self._h5(), None
+        summary = {"failed": {}}
+        try:
+            run = self._start(f, stages)
+            bar = self._progress_bar(stages, run)
+            while run.stage < len(stages):
+                self._run_stage(f, stages, run, bar, summary)
+                run.stage, run.step = run.stage + 1, 0
+            alive_all = distributed.gather_replicas(run.alive, self.n_total)
+            summary.update(alive=alive_all.astype(bool).tolist(), temperatures_K=self.all_temps.tolist(),
+                           trajectory=str(self.h5_path))
+            return summary
+        finally:
+            if bar is not None:
+                bar.close()
+            f.close()
+
+    def _progress_bar(self, stages, run: _Run):
+        from tqdm import tqdm
+
+        dt_ps = self.protocol.dt_fs / 1000
+        total_ps = sum(s[2] for s in stages) * dt_ps
+        done_ps = (sum(s[2] for s in stages[:run.stage]) + run.step) * dt_ps
+        return tqdm(total=round(total_ps, 3), initial=round(done_ps, 3), unit="ps",
+                    disable=not self.progress or not distributed.is_main(),
+                    bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} ps [{elapsed}<{remaining}{postfix}]")
+
+    def _run_stage(self, f, stages, run: _Run, bar, summary: dict) -> None:
+        """The rest of stage ``run.stage``, chunk by chunk; at its end the states for the next stage."""
+        name, ensemble, n_steps, heating = stages[run.stage]
+        settings = self._settings(ensemble)
+        run.last_checkpoint = run.step
+        while run.step < n_steps:
+            self._chunk(f, run, name, settings, n_steps, heating, bar, summary)
+            if run.step >= n_steps and run.stage + 1 < len(stages):
+                run.states, run.cells = self._switch(run.states, stages[run.stage], stages[run.stage + 1][1],
+                                                     run.cells, f, run.capacity)
+            self._checkpoint(f, stages, run, n_steps)
+
+    def _chunk(self, f, run: _Run, name: str, settings: IntegratorSettings, n_steps: int, heating: bool, bar,
+               summary: dict) -> None:
+        """One chunk of stage ``name`` and its bookkeeping: frames written, replicas that stopped
+        reported (into ``summary``), progress shown; RuntimeError when no replica is left anywhere."""
+        p = self.protocol
+        n_frames = min(self.frames_per_chunk, (n_steps - run.step) // self.stride)
+        stride = self.stride if n_frames else n_steps - run.step  # a tail shorter than one frame
+        n_frames = max(n_frames, 1)
+        t_wall = time.perf_counter()
+        out, run.capacity = run_chunk_checked(
+            self.model, self.species, run.cells, run.states, *self._kT(name), run.alive, run.step,
+            n_steps if heating else 0, settings, run.capacity, n_frames, stride, p.max_temperature_factor, fit=True)
+        new_states, frames, new_alive = out[0], out[1], np.asarray(out[2])
+        wall = time.perf_counter() - t_wall
+        self._report_stopped(run.alive & ~new_alive, name, (run.step + n_frames * stride) * p.dt_fs, summary)
+        run.states, run.alive = new_states, new_alive
+        if stride == self.stride:
+            self._append(f, name, frames, run.step * p.dt_fs)
+        run.step += n_frames * stride
+        bar.update(n_frames * stride * p.dt_fs / 1000)
+        temps, alive_all = distributed.gather_replicas(  # every process's replicas (a collective)
+            np.stack([np.asarray(frames.temperature[:, -1]), run.alive], 1).astype(np.float32), self.n_total).T
+        ns_day = n_frames * stride * p.dt_fs * 1e-6 / wall * 86400
+        bar.set_postfix_str(f"{name}, {ns_day:.2f} ns/day/replica, T = " + " ".join(f"{t:.0f}" for t in temps))
+        if not alive_all.any():
+            f.flush()
+            raise RuntimeError(f"all replicas failed in stage '{name}'; the frames written so far are in "
+                               f"{self.h5_path}")
+
+    def _report_stopped(self, stopped, name: str, t_fs: float, summary: dict) -> None:
+        """Warn about the replicas that stopped in this chunk (ending at ``t_fs`` of stage ``name``)."""
+        for r in np.where(stopped)[0]:
+            msg = (f"replica {self.replicas[r]} (T = {self.temps[r]:.0f} K) stopped in stage '{name}' "
+                   f"before {t_fs / 1000:.2f} ps: temperature ran away or "
+                   "positions became non-finite (time step too long, or the model is unstable here); its state is "
+                   "frozen, the other replicas go on")
+            print("WARNING:", msg)
+            summary["failed"][int(self.replicas[r])] = msg
+
+    def _checkpoint(self, f, stages, run: _Run, n_steps: int) -> None:
+        """A checkpoint at the end of each stage (pointing at the next) and every ``checkpoint_every_ps``."""
+        p, done = self.protocol, run.step >= n_steps
+        if not done and (run.step - run.last_checkpoint) * p.dt_fs < p.checkpoint_every_ps * 1000:
+            return
+        f.flush()
+        self._save_checkpoint(run.states, {
+            "stage": run.stage + 1 if done else run.stage, "step": 0 if done else run.step, "alive": run.alive,
+            "cells": run.cells, **md_io.capacity_fields(run.capacity),
+            **md_io.frame_counts(f, [n for n, *_ in stages])})
+        run.last_checkpoint = run.step
