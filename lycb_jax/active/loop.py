@@ -86,6 +86,25 @@ def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningC
     return frames
 
 
+def _check_or_write_settings(out: Path, settings: dict, resume: bool) -> None:
+    """Write ``out/settings.json``; refuse to mix a new run into a folder that holds another one."""
+    path = out / "settings.json"
+    settings = json.loads(json.dumps(settings, default=str))
+    if path.exists():
+        if not resume:
+            raise FileExistsError(f"{out} holds an active-learning run: continue it with resume (--resume) or "
+                                  "choose another output folder")
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)} differ); use another folder")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, path)
+
+
 def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, labeller: ASELabeller) -> None:
     """Add the loop's provenance to the fine-tuned checkpoint's manifest (atomically; idempotent)."""
     manifest = json.loads((model_dir / "manifest.json").read_text())
@@ -100,17 +119,18 @@ def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, 
 
 def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path,
                  config: ActiveLearningConfig | None = None, model: str = "chgnet-0.3.0", workers: int = 1,
-                 verbose: bool = True) -> list[dict]:
-    """Run (or continue) the loop; ``parents``: name -> structure (pymatgen or ASE). Returns one
-    record per iteration (T, structures, model folder, test metrics). The last model is
+                 verbose: bool = True, resume: bool = False) -> list[dict]:
+    """Run the loop; ``parents``: name -> structure (pymatgen or ASE). With ``resume`` an existing
+    ``out`` is continued (it must hold a run with the same settings), else it must not hold one.
+    Returns one record per iteration (T, structures, model folder, test metrics). The last model is
     ``out/iter_KK_T<T_max>K/model``, loadable with :func:`lycb_jax.load_model`."""
     from lycb_jax.train import FinetuneConfig, finetune
     from lycb_jax.models import load_model
 
     cfg = config or ActiveLearningConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    _check_or_write_settings(out, {"config": dataclasses.asdict(cfg), "parents": sorted(parents), "model": str(model),
+                                   "labeller": labeller.settings}, resume)
     current, records, labelled_files = model, [], []
     per_parent = max(1, cfg.per_iteration // len(parents))
     for k, temperature in enumerate(cfg.temperatures()):

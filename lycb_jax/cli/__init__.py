@@ -8,7 +8,8 @@ import argparse
 import os
 import sys
 
-SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.structures", "lycb_jax.cli.finetune")  # each defines add_cli(subparsers)
+SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.structures", "lycb_jax.cli.finetune",
+                      "lycb_jax.cli.active")  # each defines add_cli(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,10 +30,11 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         if f.name == "freeze":
             continue
         flag, default = "--" + f.name.replace("_", "-"), getattr(defaults, f.name)
+        flags = (flag, "--model") if f.name == "parent" else (flag,)  # --model as in every other command
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default {default}")
         else:
-            p.add_argument(flag, type=TYPES.get(f.name, type(default)), default=None, choices=CHOICES.get(f.name),
+            p.add_argument(*flags, type=TYPES.get(f.name, type(default)), default=None, choices=CHOICES.get(f.name),
                            help=f"default {default}")
     p.set_defaults(func=cmd_finetune)
     return p

@@ -1,0 +1,88 @@
+"""The active-learning loop end to end on the CPU with a cheap model and labeller (Lennard-Jones argon,
+labels from ASE's LennardJones with another epsilon): two temperature iterations, and SIGKILL at
+several points followed by a restart ends with the same model as an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+SCRIPT = f"""
+import sys
+sys.path.insert(0, {str(HERE)!r})
+import potentials
+potentials.register()
+from lycb_jax.active import ActiveLearningConfig, active_learn
+from lycb_jax.models import save_checkpoint
+
+out = sys.argv[1]
+import os
+if not os.path.exists(out + "/start/manifest.json"):
+    save_checkpoint(out + "/start", potentials.lj_model())
+cfg = ActiveLearningConfig(t_start_K=40, t_max_K=80, dt_K=40, per_iteration=8, md_dt_fs=5.0, heat_ps=0.1,
+                           npt_ps=0.5, npt_average_ps=0.25, sample_ps=0.5, save_every_fs=25.0, pressure_bar=1.0,
+                           finetune=dict(epochs=4, batch_size=2, learning_rate=3e-3, val_fraction=0.25,
+                                         test_fraction=0.25, refit_composition=False))
+records = active_learn({{"a": potentials.argon(2, 5.30, 0), "b": potentials.argon(2, 5.45, 1)}},
+                       potentials.ase_lj_labeller(), out + "/al", cfg, model=out + "/start", verbose=False,
+                       resume=True)
+print("DONE", records[-1]["model"])
+"""
+
+
+def run(out: Path, kill_when=None, timeout=900):
+    """Run the loop in a subprocess; with ``kill_when`` (a path), SIGKILL it as soon as that path exists."""
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    t0 = time.time()
+    while proc.poll() is None:
+        if kill_when is not None and Path(kill_when).exists():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return None
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise TimeoutError(proc.stdout.read()[-3000:])
+        time.sleep(0.05)
+    output = proc.stdout.read()
+    assert proc.returncode == 0, output[-3000:]
+    return output
+
+
+def final_params(out: Path):
+    from flax import serialization
+
+    model = out / "al" / "iter_01_T80K" / "model"
+    manifest = json.loads((model / "manifest.json").read_text())
+    return serialization.msgpack_restore((model / "params.msgpack").read_bytes()), manifest
+
+
+@pytest.mark.slow
+def test_loop_runs_and_resumes_after_kills_to_the_same_model(tmp_path):
+    ref = tmp_path / "ref"
+    run(ref)
+    params, manifest = final_params(ref)
+    assert manifest["active_learning"]["temperature_K"] == 80
+    assert manifest["finetune"]["n_structures"] == 16  # 8 per iteration, 4 per parent, accumulated
+    eps = float(params["epsilon"])
+    assert eps != pytest.approx(0.0104, abs=1e-5)  # it trained
+    # the labelled data and the two iterations' checkpoints exist, the second started from the first
+    assert json.loads((ref / "al" / "iter_01_T80K" / "model" / "manifest.json").read_text())["active_learning"][
+        "parent_model"].endswith("iter_00_T40K/model")
+    killed = tmp_path / "killed"
+    kill_points = [killed / "al" / "iter_00_T40K" / "md_a" / "checkpoint.npz",  # during the first MD
+                   killed / "al" / "iter_00_T40K" / "candidates.extxyz",  # before labelling
+                   killed / "al" / "iter_00_T40K" / "model" / "train_state.npz",  # during fine-tuning
+                   killed / "al" / "iter_01_T80K" / "md_b" / "trajectory.h5"]  # in the second iteration's MD
+    for point in kill_points:
+        assert run(killed, kill_when=point) is None, f"the run finished before {point} appeared"
+    run(killed)
+    params2, _ = final_params(killed)
+    assert float(params2["epsilon"]) == eps
