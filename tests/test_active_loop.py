@@ -28,7 +28,7 @@ if not os.path.exists(out + "/start/manifest.json"):
     save_checkpoint(out + "/start", potentials.lj_model())
 cfg = ActiveLearningConfig(t_start_K=40, t_max_K=80, dt_K=40, per_iteration=8, md_dt_fs=5.0, heat_ps=0.1,
                            npt_ps=0.5, npt_average_ps=0.25, sample_ps=0.5, save_every_fs=25.0, pressure_bar=1.0,
-                           finetune=dict(epochs=4, batch_size=2, learning_rate=3e-3, val_fraction=0.25,
+                           finetune=dict(epochs=40, batch_size=2, learning_rate=1e-3, val_fraction=0.25,
                                          test_fraction=0.25, refit_composition=False))
 records = active_learn({{"a": potentials.argon(2, 5.30, 0), "b": potentials.argon(2, 5.45, 1)}},
                        potentials.ase_lj_labeller(), out + "/al", cfg, model=out + "/start", verbose=False,
@@ -50,7 +50,7 @@ def run(out: Path, kill_when=None, timeout=900):
         if time.time() - t0 > timeout:
             proc.kill()
             raise TimeoutError(proc.stdout.read()[-3000:])
-        time.sleep(0.05)
+        time.sleep(0.005)
     output = proc.stdout.read()
     assert proc.returncode == 0, output[-3000:]
     return output

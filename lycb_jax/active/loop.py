@@ -108,7 +108,7 @@ def _check_or_write_settings(out: Path, settings: dict, resume: bool) -> None:
 def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, labeller: ASELabeller) -> None:
     """Add the loop's provenance to the fine-tuned checkpoint's manifest (atomically; idempotent)."""
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    if "active_learning" in manifest:
+    if manifest.get("active_learning", {}).get("iteration") == k:  # (a parent's record is inherited: replace it)
         return
     manifest["active_learning"] = {"iteration": k, "temperature_K": temperature, "parent_model": parent,
                                    "labeller": labeller.settings}

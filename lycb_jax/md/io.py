@@ -28,13 +28,21 @@ FRAME_UNITS = {"positions": "Angstrom (unwrapped)", "cell": "Angstrom (rows)", "
 FORMAT = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
 
 
-def open_trajectory(path, numbers, masses, temperatures, replicas):
+def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unreadable: bool = False):
     """The trajectory file (h5py.File, appended to) with its root attributes: atomic numbers [R, N]
     (replicas may differ in composition, not in size), masses [R, N] (amu), temperatures [R] (K),
-    global replica indices [R] (a block of them per process)."""
+    global replica indices [R] (a block of them per process). A file left unreadable by a kill while it
+    was being written is replaced when ``replace_unreadable`` (nothing to resume from), else refused."""
     import h5py
 
-    f = h5py.File(path, "a")
+    try:
+        f = h5py.File(path, "a")
+    except OSError as err:
+        if not replace_unreadable:
+            raise RuntimeError(f"{path} cannot be opened ({err}); it was probably being written when the run was "
+                               "killed. Move it away to restart the run from its checkpoint's stage") from err
+        Path(path).unlink()
+        f = h5py.File(path, "a")
     f.attrs["numbers"] = numbers
     f.attrs["masses_amu"] = masses
     f.attrs["temperatures_K"] = temperatures
