@@ -7,6 +7,7 @@ Units: positions and cells in Angstrom.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -76,22 +77,61 @@ def min_distance(sys: System) -> float:
 
 
 def read_structures(paths) -> list:
-    """(name, structure) of every frame of every file, read with ASE (any format it reads), else pymatgen."""
+    """(name, structure) of every frame of every file, read with ASE (any format it reads), else pymatgen.
+    CIF files are read with pymatgen first, which keeps partial occupancies (ASE's reader fills partially
+    occupied sites with whole atoms), so that disordered structures are refused instead of computed."""
     from ase.io import read
 
     out = []
     for path in paths:
-        try:
-            frames = read(path, index=":")
-        except Exception as ase_error:  # fall back to pymatgen's readers (POSCAR variants, CIF quirks)
+        if not Path(path).is_file():
+            raise ValueError(f"cannot read structure file {str(path)!r}: no such file")
+        frames = _read_cif(path) if str(path).lower().endswith(".cif") else None
+        if frames is None:
             try:
-                from pymatgen.core import Structure
+                frames = read(path, index=":")
+            except Exception as ase_error:  # fall back to pymatgen's readers (POSCAR variants, CIF quirks)
+                try:
+                    from pymatgen.core import Structure
 
-                frames = [Structure.from_file(path)]
-            except Exception as pmg_error:
-                raise ValueError(f"cannot read structure file {path!r}: ASE: {ase_error}; pymatgen: {pmg_error}")
-        out += [(f"{path}@{k}" if len(frames) > 1 else path, f) for k, f in enumerate(frames)]
+                    frames = [Structure.from_file(path)]
+                except Exception as pmg_error:
+                    raise ValueError(f"cannot read structure file {path!r}: ASE: {ase_error}; pymatgen: {pmg_error}")
+        for k, frame in enumerate(frames):
+            name = f"{path}@{k}" if len(frames) > 1 else str(path)
+            _check_ordered(frame, name)
+            out.append((name, frame))
     return out
+
+
+def _read_cif(path):
+    """All structures of a CIF with pymatgen (occupancies kept), or None if pymatgen cannot read it."""
+    import warnings
+
+    from pymatgen.io.cif import CifParser
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return CifParser(path).parse_structures(primitive=False)
+    except Exception:
+        return None
+
+
+def _check_ordered(frame, name: str) -> None:
+    """Refuse partially occupied or dummy sites, naming the file and the fix."""
+    fix = "make ordered models with `lycb-jax structures` (lycb_jax.structures)"
+    if hasattr(frame, "is_ordered"):
+        if not frame.is_ordered:
+            partial = sorted({str(site.species) for site in frame if not site.is_ordered})
+            raise ValueError(f"{name}: partially occupied sites ({', '.join(partial[:4])}); {fix}")
+        bad = sorted({str(sp) for sp in frame.composition if getattr(sp, "Z", 0) not in range(1, N_ELEMENTS + 1)})
+        if bad:
+            raise ValueError(f"{name}: unknown or dummy species {bad}; the models know elements H..Pu")
+    elif isinstance(getattr(frame, "info", None), dict) and "occupancy" in frame.info:
+        occ = [v for site in frame.info["occupancy"].values() for v in site.values()]
+        if any(v < 1 - 1e-6 for v in occ):
+            raise ValueError(f"{name}: partially occupied sites; {fix}")
 
 
 def read_structure(path):
