@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -24,9 +25,15 @@ ARCHITECTURES = {"chgnet": (CHGNet, CHGNetConfig)}
 
 
 def checkpoint_dir() -> Path:
-    """Folder of named checkpoints: $LYCB_JAX_CHECKPOINTS, else ``checkpoints/`` of the repo."""
+    """Folder of named checkpoints: $LYCB_JAX_CHECKPOINTS, else ``checkpoints/`` of the source tree
+    (a checkout or an editable install), else the copy an installed wheel carries
+    (``<prefix>/share/lycb_jax/checkpoints``)."""
     env = os.environ.get("LYCB_JAX_CHECKPOINTS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "checkpoints"
+    if env:
+        return Path(env)
+    source = Path(__file__).resolve().parents[2] / "checkpoints"
+    installed = Path(sys.prefix) / "share" / "lycb_jax" / "checkpoints"
+    return source if source.is_dir() or not installed.is_dir() else installed
 
 
 def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None) -> Path:
