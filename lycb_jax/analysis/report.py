@@ -37,6 +37,29 @@ def summarize(results, t_extrapolate=300.0, charge=1.0):
                 sigma_extrapolated=float(s), sigma_extrapolated_err=float(s_err))
 
 
+def json_safe(obj, path: str = ""):
+    """``obj`` with every NaN/inf number replaced by None and a note ``"<key>_null_reason"`` beside it,
+    so that the JSON is valid and says why a value is missing (numpy scalars and arrays become lists)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out[k] = json_safe(v, f"{path}.{k}")
+            if out[k] is None and v is not None:
+                out[f"{k}_null_reason"] = "not computable (non-finite: too few valid points, or a fit that failed)"
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v, path) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist(), path)
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def write_summary(summary, outdir, stem="transport"):
     """Write ``summary`` (from ``summarize``) as JSON and a per-temperature CSV; returns the paths.
 
@@ -45,7 +68,7 @@ def write_summary(summary, outdir, stem="transport"):
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     pj, pc = out / f"{stem}.json", out / f"{stem}.csv"
-    pj.write_text(json.dumps(summary, indent=2, default=float))
+    pj.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     glob = {k: summary[k] for k in ("Ea", "Ea_err", "D0", "D0_err", "T_extrapolate",
                                     "sigma_extrapolated", "sigma_extrapolated_err")}
     rows = [{**r, **glob} for r in summary["per_temperature"]]
