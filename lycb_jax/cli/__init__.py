@@ -12,6 +12,11 @@ SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.s
                       "lycb_jax.cli.active")  # each defines add_cli(subparsers)
 
 
+def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
+    """``--model NAME_OR_DIR``, the same in every command (default the shipped CHGNet 0.3.0)."""
+    p.add_argument("--model", default="chgnet-0.3.0", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lycb-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

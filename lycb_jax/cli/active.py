@@ -7,6 +7,8 @@ import importlib
 import json
 from pathlib import Path
 
+from lycb_jax.cli import add_model_argument
+
 
 def _labeller(args):
     from lycb_jax.active import ASELabeller, gpaw_labeller, vasp_labeller
@@ -49,7 +51,7 @@ def cmd_active_learn(args) -> int:
 def add_cli(sub) -> None:
     p = sub.add_parser("active-learn", help="iterative fine-tuning: MD at T, FPS, DFT labels, fine-tune, T += dT")
     p.add_argument("structures", nargs="+", help="parent structures (e.g. ordered LYC and LYB models)")
-    p.add_argument("--model", default="chgnet-0.3.0", help="starting checkpoint name or folder")
+    add_model_argument(p, "starting checkpoint name or folder")
     p.add_argument("--out", default="active_out", help="output folder (iterations, labels.db, models)")
     p.add_argument("--t-start", type=float, help="first temperature, K (default 200)")
     p.add_argument("--t-max", type=float, help="last temperature, K (default 800)")

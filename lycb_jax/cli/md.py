@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lycb_jax.cli import add_model_argument
+
 DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # as lycb_jax.study.DEFAULT_STRUCTURE (not imported: see above)
 
 
 def add_protocol_arguments(p) -> None:
     p.add_argument("-T", "--temperatures", type=float, nargs="+", help="target temperatures, K (one replica each)")
     p.add_argument("--config", help="JSON or TOML file with Protocol settings (durations in ps, dt_fs, pressure_bar, ...)")
-    p.add_argument("--model", default="chgnet-0.3.0", help="checkpoint name or folder")
+    add_model_argument(p)
     p.add_argument("--out", default="md_out", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--npt-ps", type=float, help="NpT stage length (0 = none)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lycb_jax.cli import add_model_argument
+
 
 def read_structures_or_exit(paths) -> list:
     """(name, structure) of every frame of every file; SystemExit naming the file it cannot read."""
@@ -55,7 +57,7 @@ def cmd_convert(args) -> int:
 def add_cli(sub) -> None:
     p = sub.add_parser("predict", help="energies, forces, stresses of structure files")
     p.add_argument("files", nargs="+", help="structure files (any format ASE or pymatgen reads; all frames)")
-    p.add_argument("--model", default="chgnet-0.3.0", help="checkpoint name or folder")
+    add_model_argument(p)
     p.add_argument("-o", "--output", help="write JSON with energies, forces, stresses, magmoms")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("convert", help="convert the PyTorch CHGNet weights of the installed `chgnet` package")

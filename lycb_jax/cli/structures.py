@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lycb_jax.cli import add_model_argument
+
 
 def add_cli(subparsers) -> None:
     """Add the ``structures`` subcommand to an argparse subparsers object."""
@@ -15,7 +17,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--supercell", type=int, nargs=3, default=(1, 1, 2), metavar=("NA", "NB", "NC"))
     p.add_argument("--top", type=int, default=5, help="keep the N lowest models as CIF")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", default="chgnet-0.3.0")
+    add_model_argument(p)
     p.add_argument("--max-candidates", type=int, default=1000, help="cap on candidates (random subset)")
     p.add_argument("--min-occupancy", type=float, default=0.15, help="drop species below this occupancy")
     p.add_argument("--wyckoff", choices=("nearest", "majority"), default=None,
