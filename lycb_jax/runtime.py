@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import warnings
 
 import jax
 
@@ -43,11 +44,14 @@ def precision_scope(name: str | None = None) -> contextlib.AbstractContextManage
 
 
 def with_precision(fn):
-    """Decorate a function that jit traces: its body traces under :func:`precision_scope`."""
+    """Decorate a function that jit traces: its body traces under :func:`precision_scope`, and without
+    JAX's "float64 ... truncated to float32" warning, which jax-md's high-precision sums raise on every
+    trace when x64 is off (float32 sums are what lycb_jax runs on device by design)."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
-        with precision_scope():
+        with precision_scope(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Explicitly requested dtype float64", category=UserWarning)
             return fn(*args, **kwargs)
 
     return wrapped
