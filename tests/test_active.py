@@ -82,6 +82,11 @@ def test_gpaw_labeller_equals_gpaw_run_directly(tmp_path):
     (again,) = label_structures([atoms], labeller, tmp_path / "labels.db", progress=False)
     assert time.perf_counter() - t0 < 2.0
     assert again.get_potential_energy() == got.get_potential_energy()
+    assert np.array_equal(again.get_stress(), got.get_stress()) and again.get_stress().shape == (6,)
+    from ase.io import read, write
+    write(tmp_path / "labelled.extxyz", [again])  # the fine-tuning reader gets the same labels back
+    back = read(tmp_path / "labelled.extxyz")
+    assert np.allclose(back.get_stress(), got.get_stress()) and np.allclose(back.get_forces(), got.get_forces())
     # other settings are another cache entry, never mixed
     other = gpaw_labeller(ecut_eV=300.0, kpoint_density=1.0)
     from lycb_jax.active import LabelCache

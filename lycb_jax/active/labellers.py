@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.stress import full_3x3_to_voigt_6_stress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ASELabeller:
         work.calc = self.make_calculator(work)
         energy = work.get_potential_energy()
         forces = work.get_forces()
-        stress = work.get_stress(voigt=False)
+        stress = work.get_stress()  # Voigt xx yy zz yz xz xy, eV/A^3 (how ASE stores it in files and databases)
         out = atoms.copy()
         out.calc = SinglePointCalculator(out, energy=energy, free_energy=energy, forces=forces, stress=stress)
         out.info["labeller"] = json.dumps(self.settings, sort_keys=True)
@@ -123,8 +124,12 @@ class LabelCache:
         rows = list(self.db.select(structure=structure_key(atoms), settings_hash=settings_key(settings)))
         if not rows:
             return None
-        out = rows[-1].toatoms()
-        out.info.update(rows[-1].data.get("info", {}))
+        row = rows[-1]
+        out = row.toatoms()
+        if np.size(row.get("stress")) == 9:  # a 3x3 matrix (stored flat) from an early version: ASE wants Voigt
+            out.calc = SinglePointCalculator(out, energy=row.energy, free_energy=row.energy, forces=row.forces,
+                                             stress=full_3x3_to_voigt_6_stress(np.reshape(row.stress, (3, 3))))
+        out.info.update(row.data.get("info", {}))
         return out
 
     def put(self, labelled: Atoms, settings: dict) -> None:

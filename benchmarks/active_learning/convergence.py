@@ -1,0 +1,41 @@
+"""Convergence of the round-0 labels: the first LYC30 and the first LYB20 candidate at 400 eV / 1.5 per 2 pi/A
+(the production settings) against 550 eV and against k-point density 2.5 per 2 pi/A; energies eV/atom,
+forces eV/A, stress GPa (ASE sign). Results into convergence.json (cached in labels.db like every label).
+
+    OPENBLAS_NUM_THREADS=1 python convergence.py [LYC30|LYB20]
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from ase.io import read
+
+from lycb_jax.active.labellers import gpaw_labeller, label_structures
+from lycb_jax.units import EV_A3_TO_GPA
+
+here = Path(__file__).parent
+name = sys.argv[1] if len(sys.argv) > 1 else "LYC30"
+atoms = read(here / f"cand_{name}_r0.extxyz", index=0)
+settings = {"production": (400.0, 1.5), "ecut550": (550.0, 1.5), "k2.5": (400.0, 2.5)}
+res = {}
+for key, (ecut, kd) in settings.items():
+    (lab,) = label_structures([atoms], gpaw_labeller(ecut_eV=ecut, kpoint_density=kd), here / "labels.db",
+                              progress=False)
+    res[key] = {"e_per_atom": lab.get_potential_energy() / len(lab), "forces": lab.get_forces(),
+                "stress_GPa": lab.get_stress() * EV_A3_TO_GPA}
+ref = res["production"]
+out = {}
+for key in ("ecut550", "k2.5"):
+    r = res[key]
+    out[key] = {"dE_meV_atom": 1000 * (r["e_per_atom"] - ref["e_per_atom"]),
+                "dF_max_eV_A": float(np.abs(r["forces"] - ref["forces"]).max()),
+                "dF_mae_eV_A": float(np.abs(r["forces"] - ref["forces"]).mean()),
+                "dS_max_GPa": float(np.abs(r["stress_GPa"] - ref["stress_GPa"]).max()),
+                "dP_GPa": float(-(r["stress_GPa"][:3].mean() - ref["stress_GPa"][:3].mean()))}
+out["production_pressure_GPa"] = float(-ref["stress_GPa"][:3].mean())
+path = here / "convergence.json"
+allres = json.loads(path.read_text()) if path.exists() else {}
+allres[name] = out
+path.write_text(json.dumps(allres, indent=1))
+print(name, json.dumps(out, indent=1))
