@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from ase import Atoms

@@ -38,6 +38,7 @@ from lycb_jax.models import Model, potential
 from lycb_jax.runtime import with_precision
 from lycb_jax.units import BAR, FS
 
+
 @dataclasses.dataclass(frozen=True)
 class IntegratorSettings:
     """Static settings of one integrator; hashable (a static argument of jit).

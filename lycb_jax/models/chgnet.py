@@ -12,7 +12,6 @@ ASE's sign (positive = tensile), magnetic moments in Bohr magnetons.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import flax.linen as nn
 import jax
