@@ -1,17 +1,28 @@
-"""Label a candidates file with GPAW into the cache labels.db next to this script (resumable: labels
-already in the cache are not recomputed), then write labelled_<name>.extxyz once all are done.
+"""Label candidates files with GPAW into an ASE-database cache (resumable: labels already in the cache
+are not recomputed), then write labelled_<name>.extxyz for each file whose labels are all done.
 
-    OPENBLAS_NUM_THREADS=1 python label.py cand_LYC30_r0.extxyz [ecut_eV=400]
+    OPENBLAS_NUM_THREADS=1 python label.py cand_LYC30_r0.extxyz [more.extxyz] [--ecut 400] [--workers 1] [--db labels.db]
 """
-import sys
+import argparse
 from pathlib import Path
 
 from ase.io import read, write
 
-from lycb_jax.active.labellers import gpaw_labeller, label_structures
+from lycb_jax.active.labellers import LabelCache, gpaw_labeller, label_structures
 
 here = Path(__file__).parent
-lab = gpaw_labeller(ecut_eV=float(sys.argv[2]) if len(sys.argv) > 2 else 400.0, kpoint_density=1.5)
-frames = read(sys.argv[1], index=":")
-out = label_structures(frames, lab, here / "labels.db", workers=1, progress=True)
-write(sys.argv[1].replace("cand_", "labelled_"), out)
+parser = argparse.ArgumentParser()
+parser.add_argument("candidates", nargs="+")
+parser.add_argument("--ecut", type=float, default=400.0, help="plane-wave cutoff, eV")
+parser.add_argument("--workers", type=int, default=1, help="DFT processes in parallel")
+parser.add_argument("--db", default=str(here / "labels.db"), help="label cache (ASE database)")
+args = parser.parse_args()
+
+lab = gpaw_labeller(ecut_eV=args.ecut, kpoint_density=1.5)
+frames = {name: read(name, index=":") for name in args.candidates}
+label_structures([a for f in frames.values() for a in f], lab, args.db, workers=args.workers, progress=True)
+cache = LabelCache(args.db)
+for name, f in frames.items():
+    out = [cache.get(a, lab.settings) for a in f]
+    if all(a is not None for a in out):
+        write(str(Path(name).parent / Path(name).name.replace("cand_", "labelled_")), out)
