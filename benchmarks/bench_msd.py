@@ -1,4 +1,5 @@
-"""Benchmark: MSD of N Li atoms x T frames x R temperatures, lycb_jax vs pymatgen DiffusionAnalyzer.
+"""Benchmark: MSD of N Li atoms x T frames x R temperatures, lycb_jax vs pymatgen DiffusionAnalyzer,
+the full D analysis (window + GLS), and the streaming (order-n) MSD accumulator per update.
 
 CPU default: 100 Li x 10,000 frames x 8 temperatures.  ``--full``: 100 Li x 100,000 frames x 8
 temperatures (the GPU target of issue 4).  Random-walk data (float32), 4 framework atoms added
@@ -63,15 +64,27 @@ def main():
     c, r = timed(msd, pos, repeat=args.repeat)
     rows.append(("lycb_jax msd_fft (tracer + collective)", args.temps, c, r))
 
-    i1 = A.window_end(frames)
+    def window_and_gls(p):  # MSD + diffusive window + GLS D with the MSD covariance, as diffusion_coefficient
+        return A.diffusion_coefficient(p, 1.0, mobile, ~mobile, mesh=None)
 
-    def full(p):  # MSD + window + Einstein fit + 5-block error, as in diffusion_coefficient
-        x = A._select(p, mobile, ~mobile)
-        return jax.vmap(lambda y: A._analyze(y, 1.0, 0, n_blocks=5, i1=i1, tol=0.1, fallback_start=0.2,
-                                             fixed=False))(x)
+    jax.block_until_ready(pos)
+    window_and_gls(pos[:1, : min(frames, 2000)])  # compile the small-shape programs once
+    t = time.perf_counter()
+    window_and_gls(pos)
+    rows.append(("lycb_jax full D analysis (MSD, window, GLS; first call incl. compile)", args.temps, 0.0,
+                 time.perf_counter() - t))
 
-    c, r = timed(full, pos, repeat=args.repeat)
-    rows.append(("lycb_jax full D analysis (+5 blocks)", args.temps, c, r))
+    # streaming (order-n) accumulators: cost of one update on R x N atoms, in a scan of `frames` updates
+    n_rep = args.temps
+    init = jax.vmap(lambda _: A.streaming_init(n, levels=5, block=10))(jnp.arange(n_rep))
+
+    def stream(state, p):  # p [T, R, N, 3]
+        return jax.lax.scan(lambda s, x: (jax.vmap(A.streaming_update)(s, x), None), state, p)[0]
+
+    c, r = timed(stream, init, jnp.swapaxes(pos, 0, 1), repeat=args.repeat)
+    rows.append((f"streaming MSD update, per frame x {frames} frames (5 levels x 10)", args.temps, c, r))
+    print(f"streaming MSD: {r / frames * 1e6:.2f} us per update of {n_rep} x {n} atoms "
+          "(compare with one MD step of bench_md.py on the same device)")
 
     if not args.no_da:
         from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer

@@ -22,7 +22,8 @@ IMAGE_SLACK = 0.5  # Angstrom added to the cutoff when choosing the image range,
 @dataclasses.dataclass(frozen=True)
 class Capacity:
     """Static shape of a graph: half edges, angles, short bonds per atom, image range, skin
-    (Angstrom), Verlet-list length, and the cutoffs (Angstrom) of the model it is built for.
+    (Angstrom), Verlet-list length, and the cutoffs (Angstrom) of the model it is built for
+    (``bond_cutoff`` None: the model uses no angles, and the graph has none).
 
     :func:`lycb_jax.graph.build_graph` adds the skin to both cutoffs, so that the graph stays a
     superset while atoms move less than skin/2 (edges beyond the cutoffs contribute exactly zero).
@@ -36,7 +37,7 @@ class Capacity:
     skin: float = 0.0
     list_edges: int = 0
     cutoff: float = ATOM_CUTOFF
-    bond_cutoff: float = BOND_CUTOFF
+    bond_cutoff: float | None = BOND_CUTOFF
 
     def grown(self, graph=None, factor: float = 1.25) -> "Capacity":
         """Large enough for ``graph``'s true counts (a :class:`lycb_jax.graph.Graph`, host side),
@@ -98,20 +99,23 @@ def image_range(cell: np.ndarray, cutoff: float = ATOM_CUTOFF + IMAGE_SLACK) -> 
 
 
 def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0, cutoff: float = ATOM_CUTOFF,
-                bond_cutoff: float = BOND_CUTOFF) -> tuple[int, int, int]:
-    """(half edges, angles, max short bonds per atom) of one system, on the host.
+                bond_cutoff: float | None = BOND_CUTOFF) -> tuple[int, int, int]:
+    """(half edges, angles, max short bonds per atom) of one system, on the host (``bond_cutoff``
+    None: no angles, so 0 and 0).
 
     pymatgen's compiled neighbour search: the same counts as ASE's ``neighbor_list`` (checked in
     tests/test_graph.py), about 150x faster, which matters when a data set of hundreds of
     structures is packed for fine-tuning."""
     from pymatgen.optimization.neighbors import find_points_in_spheres
 
-    cut, bond_cut = cutoff + skin, bond_cutoff + skin
+    cut = cutoff + skin
     pos = np.ascontiguousarray(positions, np.float64)
     i, _, _, d = find_points_in_spheres(pos, pos, cut, np.ones(3, np.int64), np.ascontiguousarray(cell, np.float64),
                                         tol=1e-8)
     keep = (d < cut) & (d > 1e-8)  # not the atom itself
-    short = np.bincount(i[keep & (d < bond_cut)], minlength=len(positions))
+    if bond_cutoff is None:
+        return int(keep.sum()) // 2, 0, 0
+    short = np.bincount(i[keep & (d < bond_cutoff + skin)], minlength=len(positions))
     return int(keep.sum()) // 2, int(np.sum(short * (short - 1))), int(short.max(initial=0))
 
 
@@ -140,7 +144,8 @@ def estimate(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), headroom: fl
     (few distinct shapes across data sets) instead of to multiples of 64."""
     need = measure(systems, cutoffs, skin, with_list)
     rnd = (lambda n: bucket_size(int(n) + 16)) if bucketed else round_up
-    return Capacity(rnd(need.edges * headroom), rnd(need.angles * (angle_headroom or headroom)),
+    angles = 0 if cutoffs[1] is None else rnd(need.angles * (angle_headroom or headroom))
+    return Capacity(rnd(need.edges * headroom), angles,
                     max(8, need.short_per_atom + 4), need.images, skin,
                     round_up(need.list_edges * headroom) if with_list else 0, *cutoffs)
 
@@ -159,6 +164,9 @@ class _Geometry(NamedTuple):
 def grow(capacity: Capacity, need: Need, factor: float = 1.25, min_factor: float = 1.0, cells=None) -> Capacity:
     """Capacity at least ``need`` x ``factor`` (and ``min_factor`` x the old sizes), never smaller.
 
+    Edges, angles and the list are rounded up with :func:`bucket_size` (steps of 1.25 to 1.5x): a
+    run that keeps outgrowing its capacity recompiles a few times on a geometric ladder, and a size
+    it had before (a fluctuation, a shrink by :func:`fit` undone) is one jit already compiled.
     If ``need.moved_far`` (an atom moved beyond skin/2 before the Verlet list was rebuilt) the skin
     grows 1.5x (at most 2 A), the image range is recomputed for ``cells`` and the list grows with
     the volume of its cutoff sphere."""
@@ -168,27 +176,31 @@ def grow(capacity: Capacity, need: Need, factor: float = 1.25, min_factor: float
         images = np.maximum(images, np.max([image_range(c, capacity.cutoff + skin + IMAGE_SLACK)
                                             for c in np.asarray(cells).reshape(-1, 3, 3)], axis=0))
     list_grow = ((capacity.cutoff + skin) / (capacity.cutoff + capacity.skin)) ** 3
-    list_edges = capacity.list_edges and max(round_up(capacity.list_edges * list_grow),
-                                             round_up(need.list_edges * factor * list_grow))
+
+    def grown(current, n, scale=1.0):
+        target = max(n * factor, min_factor * current) * scale
+        return current if target <= current else bucket_size(math.ceil(target))
+
     return dataclasses.replace(
-        capacity, edges=max(capacity.edges, round_up(need.edges * factor), int(min_factor * capacity.edges)),
-        angles=max(capacity.angles, round_up(need.angles * factor), int(min_factor * capacity.angles)),
+        capacity, edges=grown(capacity.edges, need.edges), angles=grown(capacity.angles, need.angles),
         short_per_atom=max(capacity.short_per_atom, need.short_per_atom + 4),
-        images=tuple(int(x) for x in images), skin=skin, list_edges=list_edges)
+        images=tuple(int(x) for x in images), skin=skin,
+        list_edges=capacity.list_edges and grown(capacity.list_edges, need.list_edges, list_grow))
 
 
-def fit(capacity: Capacity, need: Need, shrink_below: float = 0.8) -> Capacity:
+def fit(capacity: Capacity, need: Need, shrink_below: float = 0.7) -> Capacity:
     """Shrink a capacity that is far larger than ``need`` (a recompile, worth it for long runs).
 
-    A size is cut to need x headroom (edges and list 10%, angles 20%: they fluctuate more) when that
-    is below ``shrink_below`` x the current size; growth is :func:`grow`'s job."""
+    A size is cut to :func:`bucket_size` of need x headroom (edges and list 25%, angles 40%: they
+    fluctuate more, and a shrink that the next fluctuation undoes is a wasted compile) when that is
+    below ``shrink_below`` x the current size; growth is :func:`grow`'s job."""
     def fitted(current, n, headroom):
-        target = round_up(n * headroom)
+        target = max(64, bucket_size(math.ceil(n * headroom)))  # below 64 a shrink saves nothing worth a compile
         return target if target < shrink_below * current else current
 
-    return dataclasses.replace(capacity, edges=fitted(capacity.edges, need.edges, 1.1),
-                               angles=fitted(capacity.angles, need.angles, 1.2),
-                               list_edges=fitted(capacity.list_edges, need.list_edges, 1.1))
+    return dataclasses.replace(capacity, edges=fitted(capacity.edges, need.edges, 1.25),
+                               angles=fitted(capacity.angles, need.angles, 1.4),
+                               list_edges=capacity.list_edges and fitted(capacity.list_edges, need.list_edges, 1.25))
 
 
 def merged(a: Capacity, b: Capacity) -> Capacity:

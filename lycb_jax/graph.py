@@ -132,10 +132,17 @@ def _spread(index: jax.Array, mask: jax.Array, n: int) -> jax.Array:
     return jnp.where(mask, index, jnp.arange(index.shape[0], dtype=index.dtype) % n)
 
 
-def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: float, capacity: Capacity,
+def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: float | None, capacity: Capacity,
                  images_needed, overflow) -> Graph:
     """Graph from selected half edges (squared lengths ``d2``): adds the bond graph (angles), i.e.
-    ordered pairs of distinct directed edges shorter than ``bond_cut`` at the same centre atom."""
+    ordered pairs of distinct directed edges shorter than ``bond_cut`` at the same centre atom
+    (``bond_cut`` None: a model without angles; the angle arrays are empty)."""
+    if bond_cut is None:
+        none = jnp.zeros((0,), jnp.int32)
+        zero = jnp.zeros((), jnp.int32)
+        return Graph(edge_src=src, edge_dst=dst, edge_shift=shift, edge_mask=mask, angle_e1=none, angle_e2=none,
+                     angle_mask=jnp.zeros((0,), bool), n_edges=n_edges, n_angles=zero, max_short_per_atom=zero,
+                     images_needed=images_needed, overflow=overflow | (n_edges > src.shape[0]))
     short_half = mask & (d2 < bond_cut**2)
     centre = jnp.concatenate([src, dst])  # directed edge d -> centre atom
     short = jnp.concatenate([short_half, short_half])
@@ -186,8 +193,8 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
         ``capacity.skin``.
     """
     edges = build_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.edges, capacity.images)
-    return _refined(edges, positions, cell, capacity.cutoff + capacity.skin, capacity.bond_cutoff + capacity.skin,
-                    capacity, select=False)
+    bond_cut = None if capacity.bond_cutoff is None else capacity.bond_cutoff + capacity.skin
+    return _refined(edges, positions, cell, capacity.cutoff + capacity.skin, bond_cut, capacity, select=False)
 
 
 def refine_graph(edges: EdgeList, positions: jax.Array, cell: jax.Array, capacity: Capacity) -> Graph:
@@ -201,12 +208,16 @@ def refine_graph(edges: EdgeList, positions: jax.Array, cell: jax.Array, capacit
     return _refined(edges, positions, cell, capacity.cutoff, capacity.bond_cutoff, capacity, select=True)
 
 
-def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array,
-                cutoffs: tuple[float, float] = (ATOM_CUTOFF, BOND_CUTOFF)) -> tuple[jax.Array, jax.Array, jax.Array]:
+def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array, cutoffs: tuple[float, float | None] = (
+        ATOM_CUTOFF, BOND_CUTOFF)) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(half edges, angles, largest number of short bonds at one atom) of the graph that
-    :func:`refine_graph` would take from ``edges``, without building it (for capacity checks)."""
+    :func:`refine_graph` would take from ``edges``, without building it (for capacity checks;
+    ``cutoffs[1]`` None: no angles, so 0 and 0)."""
     d2 = _list_d2(edges, positions, cell)
     keep = edges.mask & (d2 < cutoffs[0]**2)
+    if cutoffs[1] is None:
+        zero = jnp.zeros((), jnp.int32)
+        return jnp.sum(keep, dtype=jnp.int32), zero, zero
     short = (keep & (d2 < cutoffs[1]**2)).astype(jnp.int32)
     n = positions.shape[0]
     count = jax.ops.segment_sum(short, edges.src, n) + jax.ops.segment_sum(short, edges.dst, n)
@@ -221,7 +232,7 @@ def _list_d2(edges: EdgeList, positions, cell) -> jax.Array:
     return jnp.sum(vec * vec, axis=-1)
 
 
-def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float, capacity: Capacity,
+def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float | None, capacity: Capacity,
              select: bool) -> Graph:
     d2 = _list_d2(edges, positions, cell)
     if not select:

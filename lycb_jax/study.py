@@ -3,8 +3,10 @@
 ``lycb-jax sweep`` (:mod:`lycb_jax.cli.md`).
 
 Writes into one folder: ``md/`` (trajectory.h5, checkpoint, protocol), ``transport.json`` and
-``transport.csv`` (T, D, sigma, Ea, sigma at 300 K with errors), ``msd.png/svg``,
-``arrhenius.png/svg`` and ``thermo.png``.
+``transport.csv`` (per T: converged or the reason, D, sigma, Haven ratio; Ea and sigma at 300 K with
+errors from the converged temperatures, or the refusal), ``msd.png/svg``, ``arrhenius.png/svg`` and
+``thermo.png``.  A study that cannot converge at its settings is refused before the MD
+(:func:`check_before_md`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,22 @@ def default_structure():
         return Structure.from_file(str(resources.files("lycb_jax") / "data" / DEFAULT_STRUCTURE))
 
 
-def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None, replicas=None) -> dict:
+def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None, replicas=None,
+            window_fs=None) -> dict:
     """Transport report of one composition's replicas: ``lycb_jax.analysis.analyse_md``."""
-    return analysis.analyse_md(h5_path, out, species, stage, alive, replicas)
+    return analysis.analyse_md(h5_path, out, species, stage, alive, replicas, window_fs=window_fs)
+
+
+def check_before_md(protocol: Protocol) -> str:
+    """Refuse (ValueError) a study or sweep that cannot converge at its settings before any MD runs
+    (``lycb_jax.analysis.check_production`` with the shortest plausible Li hop, 2.5 A: only hopeless
+    settings are refused; the analysis then uses the structure's own Li-Li distance); returns its line
+    on the smallest D that can converge."""
+    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs, 2.5)
+
+
+def _write_json(summary: dict, out: Path) -> None:
+    (out / "transport.json").write_text(json.dumps(analysis.json_safe(summary), indent=1, allow_nan=False))
 
 
 def plot_thermo(h5_path, out) -> Path:
@@ -81,21 +96,26 @@ def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool) ->
     return md, md["trajectory"]
 
 
-def study(model, structure, protocol: Protocol, out, resume: bool = False, species: str = "Li") -> dict | None:
+def study(model, structure, protocol: Protocol, out, resume: bool = False, species: str = "Li",
+          window_fs=None) -> dict | None:
     """Run the protocol at every temperature in one batched simulation, then analyse it (with
-    several processes: each runs its share of the temperatures, process 0 analyses, the others return None)."""
+    several processes: each runs its share of the temperatures, process 0 analyses, the others return None).
+    Refused before the MD (ValueError) when it cannot converge (``check_before_md``).  ``window_fs`` =
+    (t0, t1) forces the fit window."""
     out = Path(out)
+    feasibility = check_before_md(protocol)
     md, h5 = _simulate(model, structure, protocol, out, resume)
     if h5 is None:
         return None
-    summary = analyse(h5, out, species=species, alive=md["alive"])
+    summary = analyse(h5, out, species=species, alive=md["alive"], window_fs=window_fs)
     summary["failed_replicas"] = md["failed"]
-    (out / "transport.json").write_text(json.dumps(summary, indent=1, default=float))
+    summary["feasibility"] = feasibility
+    _write_json(summary, out)
     return summary
 
 
 def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False,
-          species: str = "Li") -> list[dict] | None:
+          species: str = "Li", window_fs=None) -> list[dict] | None:
     """Structures x temperatures in one batched simulation (all structures of equal size), then
     one transport report per structure in ``out/<name>/`` and a table ``out/sweep.csv`` (with
     several processes by process 0; the others return None)."""
@@ -104,6 +124,9 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
 
     out = Path(out)
     names = list(structures)
+    if not names:
+        raise ValueError("sweep needs at least one structure")
+    check_before_md(protocol)
     temps = tuple(protocol.temperatures_K)
     replicas = [structures[n] for n in names for _ in temps]
     swept = dataclasses.replace(protocol, temperatures_K=temps * len(names))
@@ -114,10 +137,12 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
     for k, name in enumerate(names):
         idx = np.arange(k * len(temps), (k + 1) * len(temps))
         try:
-            s = analyse(h5, out / name, species=species, alive=md["alive"], replicas=idx)
-            rows.append(dict(structure=name, Ea=s["Ea"], Ea_err=s["Ea_err"], T_extrapolate=s["T_extrapolate"],
-                             sigma_extrapolated=s["sigma_extrapolated"], sigma_extrapolated_err=s["sigma_extrapolated_err"]))
-        except ValueError as err:  # e.g. fewer than two temperatures survived
+            s = analyse(h5, out / name, species=species, alive=md["alive"], replicas=idx, window_fs=window_fs)
+            rows.append(dict(structure=name, converged_T=" ".join(f"{t:g}" for t in s["converged_T"]), Ea=s["Ea"],
+                             Ea_err=s["Ea_err"], T_extrapolate=s["T_extrapolate"],
+                             sigma_extrapolated=s["sigma_extrapolated"], sigma_extrapolated_err=s["sigma_extrapolated_err"],
+                             refused=s["arrhenius_refused"]))
+        except ValueError as err:  # e.g. no replica of this structure survived
             rows.append(dict(structure=name, error=str(err)))
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "structure", k))
     with (out / "sweep.csv").open("w", newline="") as fh:

@@ -26,7 +26,7 @@ def lyc_like(n=(1, 1, 1), anion="Cl", seed=0, noise=0.05, br_fraction=0.0) -> St
         for i in rng.choice(an, int(round(br_fraction * len(an))), replace=False):
             s.replace(int(i), "Br")
     if noise:
-        s.perturb(noise)
+        s.perturb(noise, seed=seed)  # seeded: pymatgen's default is a fresh unseeded generator
     return s
 
 
@@ -44,7 +44,7 @@ def lyc_trigonal(seed=0) -> Structure:
     s.remove_sites(sorted(li[:3] + y[:0]))
     s = Structure.from_sites(s.sites)
     assert s.composition.reduced_formula == "Li3YCl6", s.composition
-    s.perturb(0.05, min_distance=0.01)
+    s.perturb(0.05, min_distance=0.01, seed=seed)
     return s
 
 

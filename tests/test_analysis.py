@@ -2,7 +2,6 @@
 pymatgen-analysis-diffusion, analytic Arrhenius data, hand-computed Nernst-Einstein)."""
 
 import json
-import warnings
 from functools import partial
 
 import jax
@@ -69,29 +68,20 @@ D_TRUE = STEP**2 / (2 * DT) * 0.1  # <dx^2> = 2 D dt per axis; A^2/fs -> cm^2/s
 
 @pytest.fixture(scope="module")
 def walks():
-    """64 independent replicas of 16 random walkers x 2000 frames, analysed in one vmapped call."""
+    """4 independent replicas of 16 random walkers x 2000 frames, analysed in one vmapped call."""
     rng = np.random.default_rng(4)
-    return A.diffusion_coefficient(random_walk(rng, (64, 2000, 16, 3), STEP).astype(np.float32), DT)
+    return A.diffusion_coefficient(random_walk(rng, (4, 2000, 16, 3), STEP).astype(np.float32), DT)
 
 
 def test_random_walk_recovers_known_D_within_stated_error(walks):
-    res = walks[0]
-    assert abs(res.D - D_TRUE) < 2 * res.D_err, (res.D, res.D_err, D_TRUE)
-    assert 0.01 < res.D_err / D_TRUE < 0.15  # not absurdly large (nor zero)
-    assert res.window_found and res.window_fs[1] == pytest.approx(0.1 * 2000 * DT, rel=0.01)
-    assert 0.7 < res.haven_ratio < 1.4  # independent walkers: Haven ratio 1 within noise
-
-
-def test_random_walk_error_is_calibrated_over_replicas(walks):
-    # the z-scores (D - D_true) / D_err of the 64 replicas should have std ~1 (block SE with 5
-    # blocks: Student t with 4 dof, std 1.4; the block SE is slightly conservative)
-    z = np.array([(r.D - D_TRUE) / r.D_err for r in walks])
-    assert 0.6 < z.std() < 1.6, z.std()
-    assert np.mean(np.abs(z) < 2) > 0.85
-    spread = np.std([r.D for r in walks])  # actual scatter of D vs the mean stated error
-    assert 0.6 < np.mean([r.D_err for r in walks]) / spread < 1.6
-    # the naive least-squares error ignores the correlation of MSD points and is far too small
-    assert np.mean([r.D_err_ols for r in walks]) < 0.1 * spread
+    # (the calibration of D_err over 64 replicas is in test_diffusion_window.py)
+    for res in walks:
+        assert res.converged and abs(res.D - D_TRUE) < 3 * res.D_err, (res.D, res.D_err, D_TRUE)
+        assert 0.01 < res.D_err / D_TRUE < 0.15  # not absurdly large (nor zero)
+        assert res.window_fs[1] == pytest.approx(2000 * DT / 3, rel=0.01)  # >= 3 independent origins
+        assert res.collective_converged and 0.5 < res.haven_ratio < 2  # independent walkers: H_R = 1 within noise
+        assert abs(res.haven_ratio - 1) < 3 * res.haven_ratio_err
+        assert res.D_err_ols < 0.3 * res.D_err  # the naive error ignores the correlation of MSD points
 
 
 def test_ballistic_then_diffusive_window():
@@ -108,9 +98,9 @@ def test_ballistic_then_diffusive_window():
     d_true = sv**2 * tau * 0.1 / dt  # D = <v^2> tau per axis (A^2/fs) -> cm^2/s
     res = A.diffusion_coefficient(x, dt)
     t0, t1 = res.window_fs
-    # exact MSD ~ u - 1 + exp(-u), u = t/tau: octave slope log2(MSD(2t)/MSD(t)) = 1.21 at t = 4 tau
-    # (ballistic part, excluded) and 1.10 at 8 tau; the window must start in between-ish and early
-    assert res.window_found and 4 * tau <= t0 <= 16 * tau and t0 < t1 / 4
+    # exact MSD ~ u - 1 + exp(-u), u = t/tau: its derivative ~ 1 - exp(-u) is within 5% of its final value
+    # from u = 3; the slope test must exclude the ballistic part (u < 2) and start early
+    assert res.converged and 2 * tau <= t0 <= 16 * tau and t0 < t1 / 4
     assert abs(res.D - d_true) < 2.5 * res.D_err, (res.D, res.D_err, d_true)
     # a window in the ballistic part would give a different (wrong) D
     bal, _, _ = A.fit_einstein(res.msd, dt, 1, 20)
@@ -160,10 +150,10 @@ def test_agrees_with_pymatgen_diffusion_analyzer():
     assert float(d2_err) == pytest.approx(d_err_ref, rel=0.01)
 
 
-def test_too_few_hops_warns():
+def test_too_few_hops_is_not_converged():
     rng = np.random.default_rng(7)
-    with pytest.warns(UserWarning, match="too few Li hops"):
-        A.diffusion_coefficient(random_walk(rng, (1200, 8, 3), 0.01), 1.0)  # same shape as the ASE test
+    res = A.diffusion_coefficient(random_walk(rng, (1200, 8, 3), 0.01), 1.0, temperature=500.0, volume_A3=500.0)
+    assert not res.converged and res.reason.startswith("too few hops") and np.isnan(res.D) and np.isnan(res.sigma)
 
 
 # ------------------------------------------------------------------------------------------ Arrhenius / NE
@@ -235,10 +225,10 @@ def test_missing_species_and_short_trajectory():
     traj = A.trajectory_from_arrays(x, ["Li"] * 4 + ["Cl"] * 2, cell, 1.0)
     with pytest.raises(ValueError, match="'Na' not in trajectory"):
         A.analyze_trajectory(traj, 500.0, species="Na")
-    with pytest.raises(ValueError, match="too short"):
-        A.diffusion_coefficient(x[:100], 1.0)
+    res = A.diffusion_coefficient(x[:40], 1.0)
+    assert not res.converged and res.reason.startswith("too short")
     with pytest.raises(ValueError, match="too short for the requested window"):
-        A.diffusion_coefficient(x, 1.0, window_fs=(10.0, 200.0))
+        A.diffusion_coefficient(x, 1.0, window_fs=(10.0, 300.0))
 
 
 def test_ase_file_pipeline_tables_and_plots(tmp_path):
@@ -257,15 +247,15 @@ def test_ase_file_pipeline_tables_and_plots(tmp_path):
         traj = A.trajectory_from_file(path, dt_fs=5.0)
         np.testing.assert_allclose(traj.positions, x, atol=1e-6)
         assert traj.volume_A3 == pytest.approx(1000.0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            results.append(A.analyze_trajectory(traj, temp))
+        results.append(A.analyze_trajectory(traj, temp))
     assert results[0].n_mobile == 8
     summary = A.summarize(results)
     pj, pc = A.write_summary(summary, tmp_path / "out")
     loaded = json.loads(pj.read_text())
     for key in ("Ea", "Ea_err", "D0", "sigma_extrapolated", "sigma_extrapolated_err", "per_temperature"):
         assert key in loaded
+    assert [r["converged"] for r in loaded["per_temperature"]] == [r.converged for r in results]
+    assert loaded["Ea"] is not None or loaded["arrhenius_refused"]
     header = pc.read_text().splitlines()[0].split(",")
     for key in ("T", "D", "D_err", "sigma", "sigma_err", "Ea", "Ea_err", "sigma_extrapolated"):
         assert key in header

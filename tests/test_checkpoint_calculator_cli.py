@@ -57,10 +57,36 @@ def test_cli_predict_writes_json(tmp_path, capsys):
     assert "eV/atom" in capsys.readouterr().out
 
 
-def test_cli_unreadable_file_is_named(tmp_path):
+def test_cli_unreadable_file_is_named(tmp_path, capsys):
     from lycb_jax.cli import main
 
     bad = tmp_path / "junk.cif"
     bad.write_text("this is not a structure\n")
-    with pytest.raises(SystemExit, match="cannot read structure file"):
+    with pytest.raises(SystemExit) as exit_:
         main(["predict", str(bad)])
+    assert exit_.value.code == 2
+    assert f"error: cannot read structure file {str(bad)!r}" in capsys.readouterr().err
+
+
+def test_finetune_default_output_is_in_the_working_directory(tmp_path, monkeypatch, model):
+    """Without ``out`` a fine-tuned checkpoint goes to ./finetune_out/<parent>-ft-<sha> of the working
+    directory, never next to the package (checked at set-up, before any compilation)."""
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from lycb_jax.train import Dataset, FinetuneConfig
+    from lycb_jax.train.loop import _setup
+
+    images = []
+    for k in range(4):
+        atoms = bulk("NaCl", "rocksalt", 5.6, cubic=True)
+        atoms.rattle(0.05, seed=k)
+        atoms.calc = SinglePointCalculator(atoms, energy=-27.0 - 0.1 * k, forces=np.zeros((8, 3)))
+        images.append(atoms)
+    ds = Dataset.from_atoms(images)
+    monkeypatch.chdir(tmp_path)
+    cfg = FinetuneConfig().with_freeze_resolved(model.module.layer_groups().default_frozen)
+    run = _setup(ds, cfg, model, None, False)
+    assert run.path.parent.resolve() == (tmp_path / "finetune_out").resolve()
+    assert run.path.name == f"chgnet-0.3.0-ft-{ds.sha256()[:8]}"
+    assert Path(lycb_jax.__file__).parents[1].resolve() not in run.path.resolve().parents

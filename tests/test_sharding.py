@@ -20,6 +20,7 @@ SCRIPT = textwrap.dedent('''
     integ = Integrator("nvt", dt_fs=2.0)
     cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
     cap = dataclasses.replace(cap, edges=cap.edges * 2, angles=8192, short_per_atom=32, list_edges=cap.list_edges * 2)
+    programs = []  # compiled programs of the sharded chunk after each replica count
     for n_rep in (3, 4, 6):
         temps = np.linspace(40, 120, n_rep)
         species = jnp.asarray(np.tile(atoms.numbers, (n_rep, 1)), jnp.int32)
@@ -35,10 +36,15 @@ SCRIPT = textwrap.dedent('''
         (s1, f1, a1, ok1), _ = run_chunk_checked(*args, mesh=None)
         (s4, f4, a4, ok4), _ = run_chunk_checked(*args, mesh="auto")
         assert f4.positions.shape[0] == n_rep and bool(ok4.all()) and bool(a4.all())
-        assert lycb_md._sharded_run_chunk.cache_info().currsize == 1  # the shard_map program ran
+        assert lycb_md._sharded_run_chunk.cache_info().currsize == 1  # one sharded function for the one mesh
+        programs.append(lycb_md._sharded_run_chunk(lycb_md.replica_mesh())._cache_size())
         np.testing.assert_allclose(np.asarray(f4.positions), np.asarray(f1.positions), atol=1e-5)
         np.testing.assert_allclose(np.asarray(f4.temperature), np.asarray(f1.temperature), rtol=1e-5)
         print("replicas", n_rep, "sharded == unsharded")
+    # the shard_map program ran (compiled on first use) and was reused: 3 and 4 replicas both pad to 4 over
+    # the 4 devices (one program, no recompilation in the second loop); 6 pad to 8 (a second program)
+    assert programs == [1, 1, 2], programs
+    print("sharded programs", programs)
 
     # the MSD / diffusion analysis with its replica axis sharded over the 4 devices
     from lycb_jax.analysis import diffusion_coefficient
@@ -53,7 +59,7 @@ SCRIPT = textwrap.dedent('''
         assert len(four) == n_rep
         for a, b in zip(one, four):
             np.testing.assert_allclose(b.msd, a.msd, rtol=1e-6, atol=1e-9)
-            np.testing.assert_allclose([b.D, b.D_err, b.D_collective, b.sigma], [a.D, a.D_err, a.D_collective, a.sigma], rtol=1e-6)
+            np.testing.assert_allclose([b.D, b.D_err, b.D_collective, b.sigma], [a.D, a.D_err, a.D_collective, a.sigma], rtol=1e-5)
         print("msd", n_rep, "sharded == unsharded")
 ''')
 
@@ -66,5 +72,6 @@ def test_sharded_replicas_equal_unsharded():
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for n in (3, 4, 6):
         assert f"replicas {n} sharded == unsharded" in res.stdout
+    assert "sharded programs [1, 1, 2]" in res.stdout
     for n in (3, 6):
         assert f"msd {n} sharded == unsharded" in res.stdout

@@ -1,29 +1,52 @@
-"""The study/sweep pipeline end to end on a cheap potential: MD -> HDF5 -> transport report."""
+"""The study/sweep pipeline end to end on a cheap potential: MD -> HDF5 -> transport report, and the
+refusals that happen before any MD runs."""
 
 import csv
 import json
 
 import numpy as np
+import pytest
 
 from lycb_jax.md import Protocol
-from lycb_jax.study import sweep
+from lycb_jax.study import study, sweep
 from potentials import argon, lj_model
+
+PROTO = dict(dt_fs=4.0, start_K=50.0, heat_ps=0.2, nvt_ps=0.2, production_ps=1.2, save_every_fs=4.0, chunk_ps=0.4,
+             checkpoint_every_ps=0.4, skin=0.5)
 
 
 def test_sweep_structures_x_temperatures_writes_reports(tmp_path):
-    proto = Protocol(temperatures_K=(150.0, 250.0), dt_fs=4.0, start_K=50.0, heat_ps=0.2, nvt_ps=0.2,
-                     production_ps=1.2, save_every_fs=4.0, chunk_ps=0.4, checkpoint_every_ps=0.4, skin=0.5)
+    proto = Protocol(temperatures_K=(150.0, 250.0), **PROTO)
     structures = {"dense": argon(2, a=5.3, seed=1), "open": argon(2, a=5.6, seed=2)}
-    rows = sweep(lj_model(), structures, proto, tmp_path, species="Ar")
+    rows = sweep(lj_model(), structures, proto, tmp_path, species="Ar", window_fs=(100.0, 400.0))
     assert [r["structure"] for r in rows] == ["dense", "open"]
     for name in structures:
-        summary = json.loads((tmp_path / name / "transport.json").read_text())
-        temps = [r["T"] for r in summary["per_temperature"]]
-        assert temps == [150.0, 250.0]
-        assert all(r["D"] > 0 for r in summary["per_temperature"])
+        text = (tmp_path / name / "transport.json").read_text()
+        summary = json.loads(text)
+        assert "NaN" not in text
+        assert [r["T"] for r in summary["per_temperature"]] == [150.0, 250.0]
+        for r in summary["per_temperature"]:  # a forced window: converged by decree, flagged as "user"
+            assert r["converged"] and r["window_source"] == "user" and r["D"] > 0
+            assert (r["t0_fs"], r["t1_fs"]) == (100.0, 400.0)
         assert (tmp_path / name / "arrhenius.png").stat().st_size > 1000
         assert (tmp_path / name / "msd.svg").exists()
     with open(tmp_path / "sweep.csv") as fh:
         table = list(csv.DictReader(fh))
-    assert len(table) == 2 and np.isfinite(float(table[0]["Ea"]))
+    assert len(table) == 2 and np.isfinite(float(table[0]["Ea"])) and table[0]["converged_T"] == "150 250"
     assert (tmp_path / "thermo.png").exists()
+
+
+def test_study_refused_before_md(tmp_path):
+    # one temperature, or a production with too few frames / too short for any window: refused with a
+    # message before the MD (the model is never called: None would fail at once)
+    with pytest.raises(ValueError, match="at least two distinct temperatures"):
+        study(None, argon(2), Protocol(temperatures_K=(200.0,), **PROTO), tmp_path)
+    with pytest.raises(ValueError, match="at least two distinct temperatures"):
+        sweep(None, {"a": argon(2)}, Protocol(temperatures_K=(200.0, 200.0), **PROTO), tmp_path)
+    few = dict(PROTO, save_every_fs=40.0)  # 1.2 ps every 40 fs: 31 frames
+    with pytest.raises(ValueError, match="31 frames; a diffusive window needs >= 49"):
+        study(None, argon(2), Protocol(temperatures_K=(150.0, 250.0), **few), tmp_path)
+    short = dict(PROTO, production_ps=0.2, save_every_fs=2.0, dt_fs=2.0)  # 101 frames but 0.2 ps
+    with pytest.raises(ValueError, match="too short for any diffusive window"):
+        study(None, argon(2), Protocol(temperatures_K=(150.0, 250.0), **short), tmp_path)
+    assert not (tmp_path / "md").exists()

@@ -8,16 +8,18 @@
 4. fine-tuning on every label so far, starting from the previous iteration's model;
 5. T += dT.
 
-Everything an iteration makes lives in ``out/iter_KK_TnnnK/`` and is written atomically; a killed
-run started again with the same arguments continues where it stopped (MD from its checkpoint,
-labels from the cache, fine-tuning from its train state) and ends with the same model.
+Everything an iteration makes lives in ``out/iter_KK_TnnnK/`` and is written atomically
+(:mod:`lycb_jax.durable`; the sampled and labelled structures with a ``.sha256`` beside them, checked
+before use: a damaged file is made again); a killed run started again with the same arguments
+continues where it stopped (MD from its checkpoint, labels from the cache, fine-tuning from its train
+state) and ends with the same model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from ase.io import read, write
 
 from lycb_jax.active.labellers import ASELabeller, label_structures
 from lycb_jax.active.sampling import farthest_point_sampling, position_features
+from lycb_jax.durable import atomic_write, verified, write_with_digest
 
 
 @dataclasses.dataclass
@@ -54,10 +57,18 @@ class ActiveLearningConfig:
         return [self.t_start_K + k * self.dt_K for k in range(n)]
 
 
-def _atomic_write(path: Path, frames: list[Atoms]) -> None:
-    tmp = path.with_suffix(".tmp.extxyz")
-    write(tmp, frames, format="extxyz")
-    os.replace(tmp, path)
+def _atomic_write(path: Path, frames: list[Atoms], point: str) -> None:
+    """``frames`` as extxyz, atomically, with ``<path>.sha256``."""
+    def write_frames(fh):
+        text = io.StringIO()
+        write(text, frames, format="extxyz")
+        fh.write(text.getvalue().encode())
+
+    write_with_digest(path, write_frames, point)
+
+
+def _write_json(path: Path, obj, point: str) -> None:
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1, default=str).encode()), point)
 
 
 def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningConfig, out: Path, n: int) -> list[Atoms]:
@@ -98,10 +109,7 @@ def _check_or_write_settings(out: Path, settings: dict, resume: bool) -> None:
             diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             raise ValueError(f"{out} holds a run with other settings ({', '.join(diff)} differ); use another folder")
         return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, path)
+    _write_json(path, settings, "active_settings")
 
 
 def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, labeller: ASELabeller) -> None:
@@ -111,9 +119,9 @@ def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, 
         return
     manifest["active_learning"] = {"iteration": k, "temperature_K": temperature, "parent_model": parent,
                                    "labeller": labeller.settings}
-    tmp = model_dir / "manifest.tmp.json"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, model_dir / "manifest.json")
+    atomic_write(model_dir / "manifest.json",
+                 lambda fh: fh.write(json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()),
+                 "model_manifest")
 
 
 def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path,
@@ -123,8 +131,9 @@ def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | P
     ``out`` is continued (it must hold a run with the same settings), else it must not hold one.
     Returns one record per iteration (T, structures, model folder, test metrics). The last model is
     ``out/iter_KK_T<T_max>K/model``, loadable with :func:`lycb_jax.load_model`."""
-    from lycb_jax.train import FinetuneConfig, finetune
     from lycb_jax.models import load_model
+    from lycb_jax.train import FinetuneConfig, finetune
+    from lycb_jax.train.state import has_train_state
 
     cfg = config or ActiveLearningConfig()
     out = Path(out)
@@ -137,25 +146,26 @@ def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | P
         it.mkdir(exist_ok=True)
         model_dir = it / "model"
         cand = it / "candidates.extxyz"
-        if not cand.exists():
+        if not verified(cand):
             m = load_model(current)
             frames = [a for name, s in parents.items() for a in sample_md(m, s, name, temperature, cfg, it, per_parent)]
-            _atomic_write(cand, frames)
+            _atomic_write(cand, frames, "active_candidates")
         labelled = it / "labelled.extxyz"
-        if not labelled.exists():
+        if not verified(labelled):
             if verbose:
                 print(f"iteration {k} (T = {temperature:.0f} K): labelling {len(read(cand, ':'))} structures", flush=True)
-            _atomic_write(labelled, label_structures(read(cand, ":"), labeller, out / "labels.db", workers, verbose))
+            _atomic_write(labelled, label_structures(read(cand, ":"), labeller, out / "labels.db", workers, verbose),
+                          "active_labelled")
         labelled_files.append(labelled)
-        if not (model_dir / "manifest.json").exists() or (model_dir / "train_state.npz").exists():
+        if not (model_dir / "manifest.json").exists() or has_train_state(model_dir):
             data = [a for f in labelled_files for a in read(f, ":")]
             ft = FinetuneConfig(parent=str(current), seed=cfg.seed, **cfg.finetune)
-            finetune(data, ft, out=model_dir, verbose=verbose, resume=(model_dir / "train_state.npz").exists())
+            finetune(data, ft, out=model_dir, verbose=verbose, resume=has_train_state(model_dir))
         _record_iteration(model_dir, k, temperature, str(current), labeller)
         manifest = json.loads((model_dir / "manifest.json").read_text())
         records.append({"iteration": k, "temperature_K": temperature, "model": str(model_dir),
                         "n_structures": manifest.get("finetune", {}).get("n_structures"),
                         "test_metrics": manifest.get("finetune", {}).get("test_metrics")})
         current = str(model_dir)
-    (out / "iterations.json").write_text(json.dumps(records, indent=1, default=str))
+    _write_json(out / "iterations.json", records, "active_iterations")
     return records

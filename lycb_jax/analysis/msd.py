@@ -98,3 +98,49 @@ def msd_fft(positions, mobile=None, framework=None, masses=None, dtype=jnp.float
     x = _select(positions, mobile, framework, masses, dtype)
     out = jax.vmap(_msd_core)(x) if x.ndim == 4 else _msd_core(x)
     return MSD(out[..., 0, :], out[..., 1, :])
+
+
+def msd_covariance_model(lags, n_frames, n_atoms=1):
+    """Covariance [K, K] of the all-origin MSD at ``lags`` [K] (frames) for a 3D Brownian walk with
+    D = 1 A^2/frame, ``n_atoms`` independent walkers and ``n_frames`` stored frames (A^4).
+
+    Multiply by D^2 (A^2/frame)^2.  Continuous-time result for the time-origin average over
+    T - tau origins (T = n_frames): per axis Cov = 2 (2D)^2 I / ((T - t1)(T - t2)) with
+    I = int count(v) overlap(v)^2 dv over the offset v of the two displacement intervals; the
+    integrand is a cubic on three pieces, so two-point Gauss-Legendre per piece is exact.
+    Needs t1 + t2 <= T (lags up to T/2).  For T -> inf it is 8 D^2 t1^2 (3 t2 - t1) / (T N) in 3D.
+    The same model underlies kinisi's covariance (McCluskey et al., JCTC 2025); written out here
+    because kinisi's is tied to its own data objects.  float64 numpy.
+    """
+    lag = np.asarray(lags, np.float64)
+    t = float(n_frames)
+    if np.any(lag <= 0) or np.any(2 * lag > t + 1e-9):
+        raise ValueError(f"lags must be in (0, n_frames/2] = (0, {t / 2:g}] frames")
+    t1, t2 = np.minimum.outer(lag, lag), np.maximum.outer(lag, lag)
+    nodes = np.array([-1.0, 1.0]) / np.sqrt(3.0)
+
+    def piece(a, b, count, overlap):
+        mid, half = (a + b) / 2, (b - a) / 2
+        return sum(half * count(mid + half * k) * overlap(mid + half * k) ** 2 for k in nodes)
+
+    integral = (piece(-t2, t1 - t2, lambda v: t - t1 + v, lambda v: v + t2)
+                + piece(t1 - t2, 0.0, lambda v: t - t2 + 0 * v, lambda v: t1 + 0 * v)
+                + piece(0.0, t1, lambda v: t - t2 - v, lambda v: t1 - v))
+    return 24.0 * integral / ((t - t1) * (t - t2) * n_atoms)
+
+
+@jax.jit
+def displacement_moments(x, lags):
+    """(<d^2>, <d^4>) [K] over all origins and atoms of displacements d at ``lags`` [K] (frames,
+    traced ints) of positions x [T, N, 3] (A); A^2 and A^4.  For the non-Gaussian scaling of the
+    MSD covariance (Gaussian in 3D: <d^4> / <d^2>^2 = 5/3)."""
+    t = x.shape[0]
+    idx = jnp.arange(t)
+
+    def one(n):
+        d2 = jnp.sum((x[jnp.minimum(idx + n, t - 1)] - x) ** 2, axis=-1)
+        w = (idx + n < t)[:, None].astype(x.dtype)
+        cnt = jnp.sum(w) * x.shape[1]
+        return jnp.sum(w * d2) / cnt, jnp.sum(w * d2**2) / cnt
+
+    return jax.lax.map(one, jnp.asarray(lags))

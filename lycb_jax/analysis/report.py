@@ -1,6 +1,8 @@
 """Transport summary (Arrhenius fit + extrapolated conductivity) as a dict, JSON/CSV tables and plots.
 
 Units in the summary: T in K, D in cm^2/s, sigma in mS/cm, Ea in eV, time in fs, volume in A^3.
+Values that were not computed (a temperature that did not converge, a refused Arrhenius fit) are
+None (null in JSON) next to the reason, never NaN.
 """
 
 from __future__ import annotations
@@ -16,25 +18,72 @@ from lycb_jax.analysis.diffusion import A2_PER_FS_TO_CM2_PER_S
 from lycb_jax.units import KB
 
 
-def summarize(results, t_extrapolate=300.0, charge=1.0):
-    """Arrhenius fit and conductivity at ``t_extrapolate`` (K) from ``Diffusion`` results (one per T).
+def _num(v):
+    """float, or None when missing or not finite (NaN never reaches the report)."""
+    return None if v is None or not np.isfinite(v) else float(v)
 
-    Needs temperature and volume_A3 set on each result.  Returns a JSON-able dict.
+
+def _row(r):
+    return dict(T=r.temperature, converged=r.converged, reason=r.reason, D=_num(r.D), D_err=_num(r.D_err),
+                D_err_ols=_num(r.D_err_ols), t0_fs=r.window_fs[0] if r.window_fs else None,
+                t1_fs=r.window_fs[1] if r.window_fs else None, window_source=r.window_source, note=r.note,
+                hops_per_ion=_num(r.hops_per_ion), hop_distance_A=r.hop_distance, D_collective=_num(r.D_collective),
+                D_collective_err=_num(r.D_collective_err), collective_converged=r.collective_converged,
+                haven_ratio=_num(r.haven_ratio), haven_ratio_err=_num(r.haven_ratio_err), sigma=_num(r.sigma),
+                sigma_err=_num(r.sigma_err), sigma_source=r.sigma_source, chi2_red=_num(r.chi2_red),
+                variance_scale=_num(r.variance_scale), n_mobile=r.n_mobile, n_frames=r.n_frames, dt_fs=r.dt_fs,
+                volume_A3=r.volume_A3)
+
+
+def summarize(results, t_extrapolate=300.0, charge=1.0):
+    """Per-temperature table, Arrhenius fit over the converged temperatures and the conductivity at
+    ``t_extrapolate`` (K) from ``Diffusion`` results (one per T, temperature and volume_A3 set).
+
+    Fewer than two converged temperatures: no fit; Ea, D and sigma at ``t_extrapolate`` are None and
+    ``arrhenius_refused`` says why.  sigma(t_extrapolate): Nernst-Einstein from the extrapolated tracer
+    D with H_R = 1; when collective fits converged, ``sigma_extrapolated_haven_corrected`` also divides
+    by their mean Haven ratio (assuming it holds at t_extrapolate).  Returns a JSON-able dict.
     """
-    temps = np.array([r.temperature for r in results], float)
-    fit = arrhenius_fit(temps, [r.D for r in results], [r.D_err for r in results])
-    vol = float(np.mean([r.volume_A3 for r in results]))
-    s, s_err = conductivity_at(fit, results[0].n_mobile, vol, t_extrapolate, charge)
+    rows = [_row(r) for r in results]
+    used = [r for r in results if r.converged and np.isfinite(r.D) and r.D > 0 and r.D_err > 0]
+    out = dict(units=dict(T="K", D="cm^2/s", sigma="mS/cm", Ea="eV", time="fs", volume="A^3"),
+               per_temperature=rows, converged_T=[float(r.temperature) for r in used],
+               not_converged={f"{r.temperature:g} K": r.reason for r in results if not r.converged},
+               T_extrapolate=t_extrapolate, arrhenius_refused=None)
+    keys = ("Ea", "Ea_err", "D0", "D0_err", "cov_lnD0_Ea", "chi2_red", "arrhenius_line", "D_extrapolated",
+            "D_extrapolated_err", "haven_ratio_used", "sigma_extrapolated", "sigma_extrapolated_err",
+            "sigma_extrapolated_source", "sigma_extrapolated_haven_corrected")
+    out.update(dict.fromkeys(keys))
+    if len(used) < 2:
+        out["arrhenius_refused"] = (f"fewer than two converged temperatures ({len(used)} of {len(results)}): no "
+                                    f"Arrhenius fit, no extrapolation to {t_extrapolate:g} K")
+        return out
+    temps = np.array([r.temperature for r in used], float)
+    fit = arrhenius_fit(temps, [r.D for r in used], [r.D_err for r in used])
+    vol = float(np.mean([r.volume_A3 for r in used]))
     d_x, d_x_err, _ = extrapolate(fit, t_extrapolate)
-    rows = [dict(T=r.temperature, D=r.D, D_err=r.D_err, D_collective=r.D_collective,
-                 D_collective_err=r.D_collective_err, haven_ratio=r.haven_ratio, sigma=r.sigma,
-                 sigma_err=r.sigma_err, t0_fs=r.window_fs[0], t1_fs=r.window_fs[1],
-                 hops_per_ion=r.hops_per_ion, n_mobile=r.n_mobile, volume_A3=r.volume_A3) for r in results]
-    return dict(units=dict(T="K", D="cm^2/s", sigma="mS/cm", Ea="eV", time="fs", volume="A^3"),
-                per_temperature=rows, Ea=float(fit.Ea), Ea_err=float(fit.Ea_err), D0=float(fit.D0),
-                D0_err=float(fit.D0_err), cov_lnD0_Ea=np.asarray(fit.cov).tolist(), chi2_red=float(fit.chi2_red),
-                T_extrapolate=t_extrapolate, D_extrapolated=float(d_x), D_extrapolated_err=float(d_x_err),
-                sigma_extrapolated=float(s), sigma_extrapolated_err=float(s_err))
+    s, s_err = conductivity_at(fit, used[0].n_mobile, vol, t_extrapolate, charge)
+    s, s_err = float(s), float(s_err)
+    source = "Nernst-Einstein from the Arrhenius-extrapolated tracer D with H_R = 1"
+    hr = [(r.haven_ratio, r.haven_ratio_err) for r in used if r.collective_converged and r.haven_ratio_err > 0]
+    if hr:  # mean of ln H_R (errors are relative), applied only in a separate, labelled number
+        h, he = np.array(hr).T
+        w = (h / he) ** 2
+        h_mean = float(np.exp(np.sum(w * np.log(h)) / w.sum()))
+        h_err = float(h_mean / np.sqrt(w.sum()))
+        out["haven_ratio_used"] = dict(value=h_mean, err=h_err, n_temperatures=len(hr))
+        out["sigma_extrapolated_haven_corrected"] = dict(
+            value=s / h_mean, err=s / h_mean * float(np.hypot(s_err / s, h_err / h_mean)),
+            note=f"divided by the mean Haven ratio {h_mean:.2f} +- {h_err:.2f} of {len(hr)} converged collective fit(s); "
+                 f"assumes it holds at {t_extrapolate:g} K")
+    out.update(Ea=_num(fit.Ea), Ea_err=_num(fit.Ea_err), D0=_num(fit.D0), D0_err=_num(fit.D0_err),
+               cov_lnD0_Ea=np.asarray(fit.cov, float).tolist(), chi2_red=_num(fit.chi2_red),
+               arrhenius_line=dict(x="1000/T (1/K)", y="ln D (cm^2/s)", x_mean=float(fit.x_mean),
+                                   y_mean=float(fit.y_mean), slope=float(-fit.Ea / (KB * 1000.0)),
+                                   var_y_mean=float(fit.var_y_mean), var_slope=float(fit.var_slope)),
+               D_extrapolated=_num(d_x), D_extrapolated_err=_num(d_x_err), sigma_extrapolated=_num(s),
+               sigma_extrapolated_err=_num(s_err), sigma_extrapolated_source=source)
+    return out
 
 
 def json_safe(obj, path: str = ""):
@@ -63,17 +112,18 @@ def json_safe(obj, path: str = ""):
 def write_summary(summary, outdir, stem="transport"):
     """Write ``summary`` (from ``summarize``) as JSON and a per-temperature CSV; returns the paths.
 
-    The CSV has one row per T with the global Ea, Ea_err and sigma at T_extrapolate repeated.
+    The CSV has one row per T with the global Ea, Ea_err and sigma at T_extrapolate repeated (empty
+    when not computed: see ``arrhenius_refused`` and each row's ``reason`` in the JSON).
     """
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     pj, pc = out / f"{stem}.json", out / f"{stem}.csv"
     pj.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
-    glob = {k: summary[k] for k in ("Ea", "Ea_err", "D0", "D0_err", "T_extrapolate",
-                                    "sigma_extrapolated", "sigma_extrapolated_err")}
-    rows = [{**r, **glob} for r in summary["per_temperature"]]
+    glob = {k: summary.get(k) for k in ("Ea", "Ea_err", "D0", "D0_err", "T_extrapolate", "sigma_extrapolated",
+                                        "sigma_extrapolated_err")}
+    rows = [{**r, **glob} for r in json_safe(summary)["per_temperature"]]
     with pc.open("w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        wr = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         wr.writeheader()
         wr.writerows(rows)
     return pj, pc
@@ -107,45 +157,74 @@ def _save(fig, out, stem):
 
 
 def plot_msd(results, outdir, stem="msd"):
-    """Tracer MSD (A^2) vs time (ps) per temperature (log-log) with the fit window and line; PNG + SVG."""
+    """Tracer MSD (A^2) vs time (ps) per temperature (log-log): fitted window shaded with the GLS line,
+    non-converged temperatures dotted and labelled; below, the window test's local slope with its
+    error band and the target 1.  PNG + SVG."""
     plt = _pyplot(outdir)
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
     for r in results:
         t = r.time_fs[1:] / 1000.0
-        (line,) = ax.loglog(t, r.msd[1:], lw=0.8, label=f"{r.temperature:g} K" if r.temperature else None)
-        i0, i1 = (int(round(v / r.dt_fs)) for v in r.window_fs)
-        ax.loglog(t[i0 - 1 : i1], r.msd[i0 : i1 + 1], lw=4, alpha=0.35, color=line.get_color())
-        tw = np.geomspace(max(r.window_fs[0], r.dt_fs), r.window_fs[1], 50)
-        ax.loglog(tw / 1000.0, 6 * r.D / A2_PER_FS_TO_CM2_PER_S * tw + r.intercept, "--", lw=1, color="k")
-    ax.set_xlabel("t (ps)")
+        name = f"{r.temperature:g} K" if r.temperature else "MSD"
+        label = name if r.converged else f"{name}: not converged"
+        (line,) = ax.loglog(t, r.msd[1:], lw=0.9, ls="-" if r.converged else ":", label=label)
+        c = line.get_color()
+        if r.converged:
+            t0, t1 = r.window_fs
+            ax.axvspan(t0 / 1000.0, t1 / 1000.0, color=c, alpha=0.12)
+            tw = np.geomspace(t0, t1, 50)
+            ax.loglog(tw / 1000.0, 6 * r.D / A2_PER_FS_TO_CM2_PER_S * tw + r.intercept, "--", lw=1, color="k")
+        ok = np.isfinite(r.slope)
+        ax2.errorbar(r.slope_grid_fs[ok] / 1000.0, r.slope[ok], yerr=np.minimum(r.slope_err[ok], 2), fmt=".",
+                     ms=3, lw=0.6, color=c)
+    hop2 = results[0].hop_distance ** 2
+    ax.axhline(hop2, color="0.5", lw=0.6, ls="-.")
+    ax.text(ax.get_xlim()[0], hop2, f" hop$^2$ = {hop2:.3g} $\\AA^2$", fontsize=7, va="bottom", color="0.4")
     ax.set_ylabel(r"MSD ($\AA^2$)")
-    ax.set_title("MSD; thick: fit window, dashed: Einstein fit", fontsize=9)
-    if any(r.temperature for r in results):
-        ax.legend(fontsize=7)
+    ax.set_title("shaded: fitted window; dashed: GLS Einstein fit; dotted: not converged", fontsize=8)
+    ax.legend(fontsize=7)
+    ax2.axhline(1.0, color="k", lw=0.6)
+    ax2.set_ylim(-0.5, 2.5)
+    ax2.set_ylabel("local slope\n(cage offset removed)", fontsize=8)
+    ax2.set_xlabel("t (ps)")
     paths = _save(fig, outdir, stem)
     plt.close(fig)
     return paths
 
 
 def plot_arrhenius(summary, outdir, stem="arrhenius"):
-    """D (cm^2/s) vs 1000/T with errors, the Arrhenius fit and the extrapolation to T_extrapolate; PNG + SVG."""
+    """D (cm^2/s) vs 1000/T: converged points with errors, the Arrhenius fit with its 1-sigma band out
+    to T_extrapolate and the extrapolated point, non-converged temperatures marked (or the refusal
+    stated).  PNG + SVG."""
     plt = _pyplot(outdir)
     rows = summary["per_temperature"]
-    x = np.array([1000.0 / r["T"] for r in rows])
-    d, de = np.array([r["D"] for r in rows]), np.array([r["D_err"] for r in rows])
     tx = summary["T_extrapolate"]
-    xs = np.linspace(min(x.min(), 1000.0 / tx), max(x.max(), 1000.0 / tx), 100)
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.errorbar(x, d, yerr=de, fmt="o", label="MD")
-    ax.semilogy(xs, summary["D0"] * np.exp(-summary["Ea"] / (KB * 1000.0) * xs), "--",
-                label=f"Ea = {summary['Ea']:.3f} $\\pm$ {summary['Ea_err']:.3f} eV")
-    ax.errorbar([1000.0 / tx], [summary["D_extrapolated"]], yerr=[summary["D_extrapolated_err"]], fmt="s",
-                label=f"{tx:g} K: $\\sigma$ = {summary['sigma_extrapolated']:.3g} $\\pm$ "
-                      f"{summary['sigma_extrapolated_err']:.2g} mS/cm")
+    conv = [r for r in rows if r["converged"] and r["D"] is not None]
+    if conv:
+        ax.errorbar([1000.0 / r["T"] for r in conv], [r["D"] for r in conv], yerr=[r["D_err"] for r in conv],
+                    fmt="o", label="MD (converged)")
     ax.set_yscale("log")
+    line = summary.get("arrhenius_line")
+    if line:
+        xs = np.linspace(min(1000.0 / r["T"] for r in conv), 1000.0 / tx, 100)
+        ln_d = line["y_mean"] + line["slope"] * (xs - line["x_mean"])
+        ln_err = np.sqrt(line["var_y_mean"] + (xs - line["x_mean"]) ** 2 * line["var_slope"])
+        ax.plot(xs, np.exp(ln_d), "--", label=f"Ea = {summary['Ea']:.3f} $\\pm$ {summary['Ea_err']:.3f} eV")
+        ax.fill_between(xs, np.exp(ln_d - ln_err), np.exp(ln_d + ln_err), alpha=0.2, label="1$\\sigma$ band")
+        ax.errorbar([1000.0 / tx], [summary["D_extrapolated"]], yerr=[summary["D_extrapolated_err"]], fmt="s",
+                    label=f"{tx:g} K: $\\sigma$ = {summary['sigma_extrapolated']:.3g} $\\pm$ "
+                          f"{summary['sigma_extrapolated_err']:.2g} mS/cm")
+    else:
+        ax.set_title(summary.get("arrhenius_refused") or "no Arrhenius fit", fontsize=7, wrap=True)
+    for r in rows:
+        if not r["converged"]:
+            ax.axvline(1000.0 / r["T"], color="r", lw=0.8, ls=":")
+            ax.text(1000.0 / r["T"], 0.02, f" {r['T']:g} K\n not conv.", transform=ax.get_xaxis_transform(),
+                    fontsize=6, color="r")
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel(r"D (cm$^2$/s)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     paths = _save(fig, outdir, stem)
     plt.close(fig)
     return paths

@@ -16,7 +16,7 @@ import numpy as np
 from lycb_jax.analysis.diffusion import diffusion_coefficient
 from lycb_jax.analysis.msd import species_masks
 from lycb_jax.analysis.report import write_report
-from lycb_jax.analysis.wrapping import _unwrap64, check_unwrapped
+from lycb_jax.analysis.wrapping import _unwrap64, check_unwrapped, unwrap_npt
 
 
 def _masses_of(symbols):
@@ -55,6 +55,24 @@ class Trajectory:
     def volume_A3(self):
         return float(np.mean(np.abs(np.linalg.det(np.asarray(self.cell)))))
 
+    def hop_distance(self, species="Li"):
+        """Median nearest ``species``-``species`` distance (A) in the first frame: the default hop length."""
+        cell = np.asarray(self.cell)
+        return nearest_distance(self.positions[0], cell[0] if cell.ndim == 3 else cell, self.masks(species)[0])
+
+
+def nearest_distance(positions, cell, mask):
+    """Median over the selected atoms of the distance (A) to their nearest selected neighbour (minimum
+    image in ``cell`` [3, 3], rows A); the default hop length of the window rule.  ValueError for < 2 atoms."""
+    from ase.geometry import get_distances
+
+    p = np.asarray(positions, np.float64)[np.asarray(mask, bool)]
+    if len(p) < 2:
+        raise ValueError("need >= 2 mobile ions for a nearest-neighbour hop distance; pass hop_distance")
+    _, d = get_distances(p, cell=np.asarray(cell, np.float64), pbc=True)
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)))
+
 
 def trajectory_from_arrays(positions, symbols, cell, dt_fs, wrapped="raise"):
     """Trajectory from raw arrays; ``wrapped`` = 'raise' (ValueError on wrapped coordinates) or 'unwrap'."""
@@ -88,11 +106,15 @@ def trajectory_from_file(path, dt_fs, index=":", wrapped="raise", **read_kwargs)
 
 
 def analyze_trajectory(traj, temperature, species="Li", remove_drift=True, charge=1.0, **kwargs):
-    """Diffusion + Nernst-Einstein conductivity of ``species`` in a ``Trajectory`` at ``temperature`` (K).
+    """Diffusion + conductivity of ``species`` in a ``Trajectory`` at ``temperature`` (K).
 
-    Drift: the mass-weighted centre of mass of all other atoms is removed (``remove_drift``).
+    Drift: the mass-weighted centre of mass of all other atoms is removed (``remove_drift``).  The hop
+    length of the window rule defaults to the structure's nearest ``species`` distance; ``kwargs`` go to
+    ``diffusion_coefficient`` (``hop_distance``, ``window_fs``, ...).
     """
     mobile, framework = species_masks(traj.symbols, species)
+    if kwargs.get("hop_distance") is None:
+        kwargs["hop_distance"] = traj.hop_distance(species)
     return diffusion_coefficient(traj.positions, traj.dt_fs, mobile, framework if remove_drift else None,
                                  traj.masses, temperature=temperature, volume_A3=traj.volume_A3, charge=charge,
                                  **kwargs)
@@ -108,6 +130,7 @@ class MDTrajectory(NamedTuple):
     volumes_A3: np.ndarray  # [R], time-averaged
     dt_fs: float  # time between stored frames
     replicas: np.ndarray  # [R] indices of the kept replicas in the file
+    cells: np.ndarray  # [R, 3, 3] first-frame cells (rows, A)
 
 
 def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -> MDTrajectory:
@@ -124,21 +147,35 @@ def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -
         numbers, masses = (np.atleast_2d(f.attrs[k]) for k in ("numbers", "masses_amu"))
         numbers, masses = numbers[min(idx[0], len(numbers) - 1)], masses[min(idx[0], len(masses) - 1)]
         temps = np.asarray(f.attrs["temperatures_K"], float)[keep]
+        if stage not in f:
+            raise ValueError(f"{h5_path}: no stage {stage!r} (stages: {', '.join(f)})")
         pos = f[stage]["positions"][keep]
+        cells = f[stage]["cell"][keep] if "cell" in f[stage] else None
         vols = f[stage]["volume"][keep].astype(np.float64).mean(axis=1)
         time_fs = f[stage]["time_fs"][:]
+    if len(time_fs) < 2:
+        raise ValueError(f"{h5_path}: stage {stage!r} has {len(time_fs)} frame(s)")
+    if cells is not None and np.ptp(cells, axis=1).max() > 1e-6:  # NpT: re-unwrap with each frame's cell
+        pos = np.stack([unwrap_npt(p, c) for p, c in zip(pos, cells)])
+    first = cells[:, 0] if cells is not None else np.full((len(keep), 3, 3), np.nan)
     symbols = np.array([chemical_symbols[z] for z in numbers])
-    return MDTrajectory(pos, symbols, masses, temps, vols, float(time_fs[1] - time_fs[0]), keep)
+    return MDTrajectory(pos, symbols, masses, temps, vols, float(time_fs[1] - time_fs[0]), keep, first)
 
 
-def analyse_md(h5_path, out, species="Li", stage="production", alive=None, replicas=None) -> dict:
+def analyse_md(h5_path, out, species="Li", stage="production", alive=None, replicas=None, window_fs=None,
+               hop_distance=None) -> dict:
     """Diffusion per replica (those in ``replicas``, default all, that are ``alive``; one composition)
-    from the stage's unwrapped positions, Arrhenius fit over their temperatures, report files
-    (transport.json/csv, msd.png/svg, arrhenius.png/svg) into ``out``; returns the summary."""
+    from the stage's unwrapped positions, Arrhenius fit over the converged temperatures, report files
+    (transport.json/csv, msd.png/svg, arrhenius.png/svg) into ``out``; returns the summary.
+    ``window_fs`` = (t0, t1) forces the fit window; ``hop_distance`` (A) defaults to the nearest
+    ``species`` distance of the first frame."""
     md = read_md_trajectory(h5_path, stage, replicas, alive)
+    if len(md.replicas) == 0:
+        raise ValueError(f"{h5_path}: no replica left to analyse (all failed or none selected)")
     mobile, framework = species_masks(md.symbols, species)
-    results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework, md.masses,
-                                    temperature=md.temperatures, volume_A3=md.volumes_A3)
-    if len(results) < 2:
-        raise ValueError("an Arrhenius fit needs at least two temperatures that finished")
+    if hop_distance is None and np.isfinite(md.cells).all():
+        hop_distance = nearest_distance(md.positions[0, 0], md.cells[0], mobile)
+    results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework, md.masses, hop_distance=hop_distance,
+                                    window_fs=window_fs, temperature=md.temperatures, volume_A3=md.volumes_A3)
+    results = results if isinstance(results, list) else [results]
     return write_report(results, Path(out))

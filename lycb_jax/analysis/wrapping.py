@@ -1,6 +1,7 @@
 """Wrapped vs unwrapped coordinates: detect wrapping, unwrap by integer cell images.
 
-positions [T, N, 3] in Angstrom; cell [3, 3] or per-frame [T, 3, 3] (rows = lattice vectors, Angstrom).
+positions [T, N, 3] in Angstrom; cell [3, 3] or per-frame [T, 3, 3] (rows = lattice vectors, Angstrom);
+a per-frame cell (NpT) is unwrapped with each frame's own cell (``unwrap_npt``).
 """
 
 from __future__ import annotations
@@ -52,16 +53,40 @@ def _image_shifts(positions, cell):
 def unwrap(positions, cell):
     """Unwrap positions [T, N, 3] (Angstrom) by minimum-image frame-to-frame steps in fractional coords.
 
-    Valid when no atom moves more than half a cell vector between stored frames.  Only integer
-    cell images are added, so no error accumulates.  JAX (float32 unless x64 is enabled).
+    Fixed cell [3, 3]: integer cell images are added (no error accumulates); JAX (float32 unless x64).
+    Per-frame cell [T, 3, 3] (NpT): ``unwrap_npt`` (each frame's own cell; numpy float64).
+    Valid when no atom moves more than half a cell vector between stored frames.
     """
+    if np.ndim(cell) == 3:
+        return unwrap_npt(positions, cell)
     cell = jnp.asarray(cell)
     n = _image_shifts(positions, cell)
     return jnp.asarray(positions) - _rowvec(n, cell)
 
 
+def unwrap_npt(positions, cells):
+    """Unwrap positions [T, N, 3] (A) of a run with a changing cell [T, 3, 3] (rows, A): each frame is
+    wrapped into its own cell, then the minimum-image step between consecutive frames, taken in the
+    later frame's cell, is accumulated (the "toroidal-view-preserving" scheme of von Buelow, Bullerjahn
+    and Hummer, J. Chem. Phys. 153, 021101 (2020)).  Adding images times each frame's cell instead
+    (``(s + n) h_t``, what an NpT integrator's scaled coordinates give) makes the box fluctuations grow
+    with the number of images crossed and inflates D.  Takes wrapped positions or the integrator's
+    ``(s + n) h_t`` ones (both wrap to the same frames); float64 numpy (a cumulative sum of steps)."""
+    pos, h = np.asarray(positions, np.float64), np.asarray(cells, np.float64)
+    if h.ndim != 3 or h.shape[0] != pos.shape[0]:
+        raise ValueError(f"cells must be [T, 3, 3] with T = {pos.shape[0]} frames, got {h.shape}")
+    frac = np.einsum("tni,tij->tnj", pos, np.linalg.inv(h))
+    wrapped = np.einsum("tni,tij->tnj", frac - np.floor(frac), h)
+    step = wrapped[1:] - wrapped[:-1]
+    step_frac = np.einsum("tni,tij->tnj", step, np.linalg.inv(h[1:]))
+    step -= np.einsum("tni,tij->tnj", np.round(step_frac), h[1:])
+    return np.concatenate([pos[:1], pos[:1] + np.cumsum(step, axis=0)])
+
+
 def _unwrap64(positions, cell):
     """``unwrap`` in numpy float64 (the image counts from JAX, the positions kept in float64)."""
     pos, cell = np.asarray(positions, np.float64), np.asarray(cell, np.float64)
+    if cell.ndim == 3:
+        return unwrap_npt(pos, cell)
     n = np.asarray(_image_shifts(pos, cell), np.float64)
     return pos - _rowvec(n, cell, np)

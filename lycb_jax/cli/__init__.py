@@ -9,7 +9,7 @@ import os
 import sys
 
 SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.structures", "lycb_jax.cli.finetune",
-                      "lycb_jax.cli.active")  # each defines add_cli(subparsers)
+                      "lycb_jax.cli.active", "lycb_jax.cli.analyze")  # each defines add_cli(subparsers)
 
 
 def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
@@ -49,14 +49,35 @@ def _join_processes(argv) -> None:
         raise SystemExit(f"error: {err}")
 
 
-def main(argv=None) -> int:
-    _join_processes(argv)
-    args = build_parser().parse_args(argv)
-    if os.environ.get("LYCB_JAX_CACHE", "").lower() != "off":
-        from lycb_jax.runtime import enable_compilation_cache
+def expected_errors() -> tuple:
+    """Errors that mean bad input or a bad environment, not a bug: :class:`lycb_jax.io.InputError` (every
+    refusal of the validation layer), missing/unwritable files and other OS errors (full disk, read-only
+    folder)."""
+    from lycb_jax.io import InputError
 
-        enable_compilation_cache()
-    return args.func(args) or 0
+    return InputError, OSError
+
+
+def main(argv=None) -> int:
+    """Run one command. An expected error (:func:`expected_errors`, or a command's ``SystemExit("error:
+    ...")``) prints one line ``error: ...`` on stderr and exits with code 2, like argparse's usage
+    errors; anything else is a bug and keeps its traceback."""
+    try:
+        _join_processes(argv)
+        args = build_parser().parse_args(argv)
+        if os.environ.get("LYCB_JAX_CACHE", "").lower() != "off":
+            from lycb_jax.runtime import enable_compilation_cache
+
+            enable_compilation_cache()
+        return args.func(args) or 0
+    except expected_errors() as err:
+        message = str(err) or type(err).__name__
+    except SystemExit as exit_:
+        if not isinstance(exit_.code, str):  # argparse (code 2), --help (0), or a command's own code
+            raise
+        message = exit_.code.removeprefix("error: ")
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)  # one line
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,13 @@ def cmd_active_learn(args) -> int:
     from lycb_jax.active import ActiveLearningConfig, active_learn
     from lycb_jax.cli.predict import read_structure_or_exit
 
+    from lycb_jax.io.config import check_settings, settings_from
+    from lycb_jax.train.config import FinetuneConfig
+
     parents = {Path(p).stem: read_structure_or_exit(p) for p in args.structures}
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    fields.update({k: v for k, v in dict(t_start_K=args.t_start, t_max_K=args.t_max, dt_K=args.dt,
-                                         per_iteration=args.per_iteration).items() if v is not None})
+    fields = settings_from(args.config, ActiveLearningConfig, t_start_K=args.t_start, t_max_K=args.t_max,
+                           dt_K=args.dt, per_iteration=args.per_iteration)  # InputError: keys, types, units
+    check_settings(fields.get("finetune", {}), FinetuneConfig, f"{args.config}: [finetune]")
     try:
         cfg = ActiveLearningConfig(**fields)
         records = active_learn(parents, _labeller(args), args.out, cfg, model=args.model, workers=args.workers,
@@ -57,7 +60,8 @@ def add_cli(sub) -> None:
     p.add_argument("--t-max", type=float, help="last temperature, K (default 800)")
     p.add_argument("--dt", type=float, help="temperature step, K (default 200)")
     p.add_argument("--per-iteration", type=int, help="structures labelled per iteration, split over the parents (40)")
-    p.add_argument("--config", help="JSON file with ActiveLearningConfig fields (MD times, finetune overrides)")
+    p.add_argument("--config", help="JSON, TOML or YAML file with ActiveLearningConfig fields (MD times, finetune "
+                   "overrides)")
     p.add_argument("--labeller", default="gpaw", help="gpaw, vasp, or module:Calculator (any ASE calculator)")
     p.add_argument("--ecut", type=float, default=400.0, help="GPAW plane-wave cutoff, eV")
     p.add_argument("--kpoint-density", type=float, default=1.5, help="GPAW k-points per 2 pi / A")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from lycb_jax.io.config import check_settings
 from lycb_jax.train.config import FinetuneConfig
 from lycb_jax.train.state import TRAIN_STATE
 
@@ -19,7 +20,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
                               description=DESCRIPTION)
     p.add_argument("data", nargs="*", help="files readable by ase.io (extxyz, .db, vasprun.xml, OUTCAR)")
     p.add_argument("--config", help="JSON/YAML file with FinetuneConfig fields; flags below override it")
-    p.add_argument("--out", help="checkpoint folder (default checkpoints/<parent>-ft-<sha>)")
+    p.add_argument("--out", help="checkpoint folder (default ./finetune_out/<parent>-ft-<sha>, working directory)")
     p.add_argument("--freeze", help="comma-separated layer groups/aliases to freeze ('' = none)")
     p.add_argument("--list-groups", action="store_true", help="print layer groups, aliases and sizes, then exit")
     p.add_argument("--save-config", help="write the resolved config to this file and exit")
@@ -47,6 +48,7 @@ def config_from_args(args) -> FinetuneConfig:
             if f.name != "freeze" and getattr(args, f.name, None) is not None}
     if args.freeze is not None:
         over["freeze"] = [s for s in args.freeze.split(",") if s.strip()]
+    check_settings(over, FinetuneConfig, "command line")  # InputError naming the flag: signs, ranges
     return dataclasses.replace(cfg, **over)
 
 
@@ -77,7 +79,7 @@ def cmd_finetune(args) -> int:
         cfg.save(args.save_config)
         return 0
     if not args.data:
-        raise SystemExit("finetune: no data files given")
+        raise SystemExit("error: finetune: no data files given (labelled extxyz, ASE db, vasprun.xml, OUTCAR)")
     from lycb_jax.train import finetune
 
     finetune(args.data, cfg, out=args.out, verbose=not args.quiet, resume=args.resume)

@@ -6,7 +6,6 @@ takes seconds and starts JAX (after :func:`lycb_jax.cli._join_processes`, as it 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lycb_jax.cli import add_model_argument
@@ -23,6 +22,11 @@ def add_protocol_arguments(p) -> None:
     p.add_argument("--npt-ps", type=float, help="NpT stage length (0 = none)")
     p.add_argument("--production-ps", type=float, help="NVT production length")
     p.add_argument("--pressure-bar", type=float, help="NpT target pressure, bar (10 kbar = 10000)")
+    p.add_argument("--barostat", choices=("iso", "aniso", "tri"),
+                   help="NpT cell motions (MTK): tri = every cell parameter (default, LAMMPS fix npt tri), "
+                        "aniso = x, y, z separately, iso = shape kept")
+    p.add_argument("--drift-bound", type=float, metavar="MEV",
+                   help="flag replicas whose conserved quantity drifts faster than this, meV/atom/ps (default 1)")
     g = p.add_argument_group("several processes (hosts); srun, Open MPI's mpirun and JAX_COORDINATOR_ADDRESS "
                              "(+ JAX_NUM_PROCESSES, JAX_PROCESS_ID) are detected without these")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (any free port on its host)")
@@ -49,11 +53,14 @@ def add_cli(subparsers) -> None:
 
 def protocol_from_args(args):
     """The Protocol of ``--config`` and the flags; SystemExit with the message if they are wrong."""
-    from lycb_jax.md import load_protocol
+    from lycb_jax.io.config import settings_from
+    from lycb_jax.md import Protocol, load_protocol
 
-    try:
-        return load_protocol(args.config, temperatures_K=args.temperatures, npt_ps=args.npt_ps,
-                             production_ps=args.production_ps, pressure_bar=args.pressure_bar)
+    try:  # the file and flags checked by lycb_jax.io (unknown keys, types, units); InputError is a ValueError
+        return load_protocol(None, **settings_from(args.config, Protocol, "md", temperatures_K=args.temperatures,
+                                                   npt_ps=args.npt_ps, production_ps=args.production_ps,
+                                                   pressure_bar=args.pressure_bar, barostat=args.barostat,
+                                                   drift_bound_meV=args.drift_bound))
     except (TypeError, ValueError) as err:
         raise SystemExit(f"error: {err}")
 
@@ -96,11 +103,10 @@ def cmd_study(args) -> int:
                                      args.species))
     if summary is None:
         return _report_elsewhere(args.out)
-    keys = ("Ea", "Ea_err", "T_extrapolate", "sigma_extrapolated", "sigma_extrapolated_err")
-    for row in summary["per_temperature"]:
-        print(f"T = {row['T']:.0f} K: D = {row['D']:.3g} +- {row['D_err']:.2g} cm^2/s, "
-              f"sigma = {row['sigma']:.3g} +- {row['sigma_err']:.2g} mS/cm, hops/ion = {row['hops_per_ion']:.1f}")
-    print("Ea (eV), sigma(T_extrapolate) (mS/cm):", json.dumps({k: summary[k] for k in keys}, default=float))
+    from lycb_jax.cli.analyze import print_summary
+
+    print(summary["feasibility"])
+    print_summary(summary)  # per T: D or NOT CONVERGED with the reason; Ea and sigma(300 K) or the refusal
     print(f"report written to {args.out}/ (transport.json, transport.csv, msd.png, arrhenius.png, thermo.png)")
     return 0
 

@@ -47,10 +47,13 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_convert(args) -> int:
-    from lycb_jax.models.convert_chgnet import convert_pretrained
+CONVERTERS = {"chgnet-0.3.0": "lycb_jax.models.convert_chgnet", "sevennet-0": "lycb_jax.models.convert_sevennet"}
 
-    print(convert_pretrained(args.name, args.out))
+
+def cmd_convert(args) -> int:
+    import importlib
+
+    print(importlib.import_module(CONVERTERS[args.name]).convert_pretrained(args.name, args.out))
     return 0
 
 
@@ -60,7 +63,8 @@ def add_cli(sub) -> None:
     add_model_argument(p)
     p.add_argument("-o", "--output", help="write JSON with energies, forces, stresses, magmoms")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("convert", help="convert the PyTorch CHGNet weights of the installed `chgnet` package")
-    p.add_argument("--name", default="chgnet-0.3.0")
+    p = sub.add_parser("convert", help="convert the PyTorch weights of the installed `chgnet` (chgnet-0.3.0) or "
+                       "`sevenn` (sevennet-0) package")
+    p.add_argument("--name", default="chgnet-0.3.0", choices=sorted(CONVERTERS))
     p.add_argument("--out", help="output folder (default: checkpoints/NAME)")
     p.set_defaults(func=cmd_convert)

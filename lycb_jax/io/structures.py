@@ -1,5 +1,6 @@
-"""Structures in: reading files (ASE, else pymatgen), conversion of pymatgen/ASE objects to plain
-arrays (:class:`System`), and validation with errors that name the problem.
+"""Structures in: reading files (pymatgen for CIF, else ASE, else pymatgen), conversion of pymatgen/ASE
+objects to plain arrays (:class:`System`), and validation. Every refusal is an :class:`InputError`
+of one line naming the file (when there is one), the problem and the fix.
 
 Units: positions and cells in Angstrom.
 """
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from lycb_jax.io.errors import InputError
+
 MIN_DISTANCE = 0.5  # Angstrom; closer atoms are refused as overlapping
 N_ELEMENTS = 94  # H .. Pu: the elements the models know
+ORDER_FIX = "make ordered models with `lycb-jax structures` (lycb_jax.structures)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,66 +31,109 @@ class System:
         return len(self.numbers)
 
 
-def to_system(structure) -> System:
-    """Convert a pymatgen Structure, ASE Atoms or System, and validate it (clear errors)."""
+def to_system(structure, name: str | None = None) -> System:
+    """Convert a pymatgen Structure, ASE Atoms or System, and validate it; InputError naming the
+    problem (and ``name``, e.g. the file, when given)."""
+    prefix = f"{name}: " if name else ""
     if isinstance(structure, System):
         sys = structure
     elif hasattr(structure, "get_atomic_numbers"):  # ASE Atoms
+        _check_ase_occupancy(structure, prefix)
         if not all(structure.pbc):
-            raise ValueError("only fully periodic structures are supported (atoms.pbc must be all True)")
+            raise InputError(f"{prefix}not periodic (pbc = {list(map(bool, structure.pbc))}): the models need a "
+                             "periodic crystal; give a cell and set pbc = True in all three directions")
         sys = System(np.asarray(structure.get_atomic_numbers()), np.asarray(structure.positions, float),
                      np.asarray(structure.cell[:], float))
     elif hasattr(structure, "lattice") and hasattr(structure, "sites"):  # pymatgen Structure
-        if not structure.is_ordered:
-            raise ValueError("structure has partial occupancies; order it first (lycb_jax.structures)")
+        _check_pymatgen_species(structure, prefix)
         sys = System(np.array([s.specie.Z for s in structure], int), np.asarray(structure.cart_coords, float),
                      np.asarray(structure.lattice.matrix, float))
     else:
         raise TypeError(f"expected a pymatgen Structure, ASE Atoms or System, got {type(structure).__name__}")
-    validate(sys)
+    try:
+        validate(sys)
+    except InputError as err:
+        raise InputError(f"{prefix}{err}") from None
     return sys
 
 
 def validate(sys: System) -> None:
-    """Raise ValueError naming the problem for input the model cannot handle."""
-    numbers, pos, cell = sys.numbers, sys.positions, sys.cell
+    """Raise InputError naming the problem for input the model cannot handle."""
+    numbers, pos, cell = np.asarray(sys.numbers), np.asarray(sys.positions), np.asarray(sys.cell)
     if len(numbers) == 0:
-        raise ValueError("empty structure: no atoms")
-    bad = [int(z) for z in numbers if not 1 <= z <= N_ELEMENTS]
+        raise InputError("empty structure: no atoms")
+    if pos.shape != (len(numbers), 3) or cell.shape != (3, 3):
+        raise InputError(f"positions {pos.shape} / cell {cell.shape}: expected ({len(numbers)}, 3) / (3, 3)")
+    bad = sorted({int(z) for z in numbers if not 1 <= z <= N_ELEMENTS})
     if bad:
-        raise ValueError(f"unknown element(s) with atomic number {sorted(set(bad))}: CHGNet knows Z = 1..{N_ELEMENTS}")
+        raise InputError(f"unknown or dummy species {', '.join(_symbol(z) for z in bad)}: the models know the "
+                         f"elements H..Pu (Z = 1..{N_ELEMENTS}); replace or remove those atoms")
     if not np.all(np.isfinite(pos)):
-        raise ValueError("positions contain NaN or inf")
+        bad_atoms = np.where(~np.isfinite(pos).all(1))[0]
+        raise InputError(f"positions of atom(s) {bad_atoms[:5].tolist()} are NaN or inf; fix the coordinates")
     if not np.all(np.isfinite(cell)):
-        raise ValueError("cell contains NaN or inf")
+        raise InputError("cell contains NaN or inf; give three finite lattice vectors (Angstrom)")
     vol = abs(np.linalg.det(cell))
     if vol < 1e-3 * max(1.0, np.prod(np.linalg.norm(cell, axis=1))):
-        raise ValueError(f"singular cell (volume {vol:.3g} A^3): lattice vectors are (nearly) linearly dependent")
+        raise InputError(f"singular cell (volume {vol:.3g} A^3): the lattice vectors are zero or (nearly) linearly "
+                         "dependent; give a periodic cell with three independent lattice vectors")
     if vol / len(numbers) < 1.0:
-        raise ValueError(f"volume per atom {vol / len(numbers):.3g} A^3 is unphysically small")
-    dmin = min_distance(sys)
-    if dmin < MIN_DISTANCE:
-        raise ValueError(f"overlapping atoms: minimum interatomic distance {dmin:.3f} A < {MIN_DISTANCE} A")
+        raise InputError(f"volume per atom {vol / len(numbers):.3g} A^3 is unphysically small; check the cell "
+                         "units (Angstrom) and the atom count")
+    close = closest_pair(sys)
+    if close is not None:
+        i, j, d = close
+        from ase.data import chemical_symbols
+
+        raise InputError(f"overlapping atoms: atom {i} ({chemical_symbols[numbers[i]]}) and atom {j} "
+                         f"({chemical_symbols[numbers[j]]}) are {d:.3f} A apart (< {MIN_DISTANCE} A, periodic images "
+                         "included); remove duplicates or fix the coordinates")
+
+
+def closest_pair(sys: System) -> tuple[int, int, float] | None:
+    """(i, j, distance in A) of the closest pair of atoms (periodic images included) if closer than
+    :data:`MIN_DISTANCE`, else None."""
+    from ase.neighborlist import primitive_neighbor_list
+
+    i, j, d = primitive_neighbor_list("ijd", (True, True, True), sys.cell, sys.positions, MIN_DISTANCE)
+    if not len(d):
+        return None
+    k = int(np.argmin(d))
+    return int(min(i[k], j[k])), int(max(i[k], j[k])), float(d[k])
 
 
 def min_distance(sys: System) -> float:
+    """Smallest interatomic distance (A) if below :data:`MIN_DISTANCE` + 0.5, else inf."""
     from ase.neighborlist import primitive_neighbor_list
 
     d = primitive_neighbor_list("d", (True, True, True), sys.cell, sys.positions, MIN_DISTANCE + 0.5)
     return float(d.min()) if len(d) else np.inf
 
 
+def _symbol(z) -> str:
+    from ase.data import chemical_symbols
+
+    z = int(z)
+    return f"{chemical_symbols[z]!r} (Z = {z})" if 0 <= z < len(chemical_symbols) else f"Z = {z}"
+
+
 def read_structures(paths) -> list:
-    """(name, structure) of every frame of every file, read with ASE (any format it reads), else pymatgen.
-    CIF files are read with pymatgen first, which keeps partial occupancies (ASE's reader fills partially
-    occupied sites with whole atoms), so that disordered structures are refused instead of computed."""
+    """(name, structure) of every frame of every file, each validated (:func:`to_system`).
+
+    CIF files are read with pymatgen first, which keeps partial occupancies (ASE's reader fills
+    partially occupied sites with whole atoms), so that disordered structures are refused instead of
+    computed; other formats with ASE (any format it reads), else pymatgen."""
     from ase.io import read
 
     out = []
     for path in paths:
+        path = str(path)
         if not Path(path).is_file():
-            raise ValueError(f"cannot read structure file {str(path)!r}: no such file")
-        frames = _read_cif(path) if str(path).lower().endswith(".cif") else None
+            problem = "no such file" if not Path(path).exists() else "not a file"
+            raise InputError(f"cannot read structure file {path!r}: {problem}")
+        if Path(path).stat().st_size == 0:
+            raise InputError(f"cannot read structure file {path!r}: the file is empty")
+        frames = _read_cif(path) if path.lower().endswith(".cif") else None
         if frames is None:
             try:
                 frames = read(path, index=":")
@@ -96,12 +143,21 @@ def read_structures(paths) -> list:
 
                     frames = [Structure.from_file(path)]
                 except Exception as pmg_error:
-                    raise ValueError(f"cannot read structure file {path!r}: ASE: {ase_error}; pymatgen: {pmg_error}")
+                    raise InputError(f"cannot read structure file {path!r}: ASE: {_first_line(ase_error)}; "
+                                     f"pymatgen: {_first_line(pmg_error)}; use a format ASE reads "
+                                     "(CIF, POSCAR, extxyz, ...)") from None
+        if not frames:
+            raise InputError(f"structure file {path!r} holds no structure")
         for k, frame in enumerate(frames):
-            name = f"{path}@{k}" if len(frames) > 1 else str(path)
-            _check_ordered(frame, name)
+            name = f"{path}@{k}" if len(frames) > 1 else path
+            to_system(frame, name)  # refuse here, naming the file, rather than later
             out.append((name, frame))
     return out
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def _read_cif(path):
@@ -118,20 +174,29 @@ def _read_cif(path):
         return None
 
 
-def _check_ordered(frame, name: str) -> None:
-    """Refuse partially occupied or dummy sites, naming the file and the fix."""
-    fix = "make ordered models with `lycb-jax structures` (lycb_jax.structures)"
-    if hasattr(frame, "is_ordered"):
-        if not frame.is_ordered:
-            partial = sorted({str(site.species) for site in frame if not site.is_ordered})
-            raise ValueError(f"{name}: partially occupied sites ({', '.join(partial[:4])}); {fix}")
-        bad = sorted({str(sp) for sp in frame.composition if getattr(sp, "Z", 0) not in range(1, N_ELEMENTS + 1)})
-        if bad:
-            raise ValueError(f"{name}: unknown or dummy species {bad}; the models know elements H..Pu")
-    elif isinstance(getattr(frame, "info", None), dict) and "occupancy" in frame.info:
-        occ = [v for site in frame.info["occupancy"].values() for v in site.values()]
-        if any(v < 1 - 1e-6 for v in occ):
-            raise ValueError(f"{name}: partially occupied sites; {fix}")
+def _check_pymatgen_species(structure, prefix: str) -> None:
+    """Refuse partially occupied sites and dummy species of a pymatgen Structure (before asking for Z,
+    which a dummy species answers with a meaningless number)."""
+    if not structure.is_ordered:
+        partial = sorted({str(site.species) for site in structure if not site.is_ordered})
+        raise InputError(f"{prefix}partially occupied sites ({', '.join(partial[:4])}); {ORDER_FIX}")
+    bad = sorted({str(sp) for sp in structure.composition
+                  if not hasattr(sp, "Z") or type(sp).__name__ == "DummySpecies" or not 1 <= sp.Z <= N_ELEMENTS})
+    if bad:
+        raise InputError(f"{prefix}unknown or dummy species {', '.join(map(repr, bad))}: the models know the "
+                         f"elements H..Pu (Z = 1..{N_ELEMENTS}); replace them with real elements")
+
+
+def _check_ase_occupancy(atoms, prefix: str) -> None:
+    """Refuse ASE Atoms read from a CIF with partial occupancies (``info["occupancy"]``: ASE fills
+    each partially occupied site with a whole atom)."""
+    occupancy = atoms.info.get("occupancy") if isinstance(getattr(atoms, "info", None), dict) else None
+    if isinstance(occupancy, dict):
+        partial = sorted({f"{el}:{v:g}" for site in occupancy.values() if isinstance(site, dict)
+                          for el, v in site.items() if v < 1 - 1e-6})
+        if partial:
+            raise InputError(f"{prefix}partially occupied sites ({', '.join(partial[:4])}); ASE fills them with "
+                             f"whole atoms; {ORDER_FIX}")
 
 
 def read_structure(path):

@@ -11,8 +11,9 @@ positions become non-finite is frozen and reported.
 
 Modules, one concept each:
 
-* :mod:`.integrators`: NVT / NpT Nose-Hoover and NVE ``init`` / ``apply`` pairs (jax-md's), the
-  energy function, :class:`IntegratorSettings`, :func:`init_replica`;
+* :mod:`.integrators`: NVT Nose-Hoover and NVE (jax-md's), NpT MTK with a full-cell barostat
+  (``iso``, ``aniso``, ``tri``) as ``init`` / ``apply`` pairs, the energy function,
+  :class:`IntegratorSettings`, :func:`init_replica`, 3N - 3 degrees of freedom;
 * :mod:`.neighbours`: the Verlet list and the bound on how far pairs moved since it was built;
 * :mod:`.chunk`: :func:`run_chunk` (jitted, scanned), its sharded variant, :func:`run_chunk_checked`;
 * :mod:`.protocol`: :class:`Protocol`, :func:`load_protocol`, the stage driver :class:`Simulation`;
@@ -27,26 +28,32 @@ Angstrom and amu its time unit is Angstrom sqrt(amu/eV) = 10.18 fs (:data:`lycb_
 
 from lycb_jax.md.chunk import Carry, Frame, default_capacity, fit_capacity, record, run_chunk, run_chunk_checked
 from lycb_jax.md.integrators import (
+    BAROSTATS,
     ENSEMBLES,
     Dynamics,
     Ensemble,
     Integrator,
     IntegratorSettings,
+    NPTState,
+    degrees_of_freedom,
     dynamics,
     energy_fn,
     init_replica,
     masses_of,
-    npt_nose_hoover,
+    npt_conserved,
+    npt_mtk,
     nve,
     nvt_nose_hoover,
     real_positions,
     state_cell,
+    temperature_K,
 )
 from lycb_jax.md.io import FRAME_FIELDS, FRAME_UNITS
 from lycb_jax.md.neighbours import drift_bound, verlet_list
 from lycb_jax.md.protocol import Protocol, Simulation, load_protocol
 
-__all__ = ["ENSEMBLES", "FRAME_FIELDS", "FRAME_UNITS", "Carry", "Dynamics", "Ensemble", "Frame", "Integrator",
-           "IntegratorSettings", "Protocol", "Simulation", "default_capacity", "drift_bound", "dynamics", "energy_fn",
-           "fit_capacity", "init_replica", "load_protocol", "masses_of", "npt_nose_hoover", "nve", "nvt_nose_hoover",
-           "real_positions", "record", "run_chunk", "run_chunk_checked", "state_cell", "verlet_list"]
+__all__ = ["BAROSTATS", "Carry", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS", "FRAME_UNITS", "Frame",
+           "Integrator", "IntegratorSettings", "NPTState", "Protocol", "Simulation", "default_capacity",
+           "degrees_of_freedom", "drift_bound", "dynamics", "energy_fn", "fit_capacity", "init_replica",
+           "load_protocol", "masses_of", "npt_conserved", "npt_mtk", "nve", "nvt_nose_hoover", "real_positions",
+           "record", "run_chunk", "run_chunk_checked", "state_cell", "temperature_K", "verlet_list"]

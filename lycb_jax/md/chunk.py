@@ -26,12 +26,12 @@ import lycb_jax.capacity as caps
 from lycb_jax.capacity import Capacity, Need
 from lycb_jax.distributed import replica_mesh, shard_replicas
 from lycb_jax.graph import EdgeList, refine_graph
-from lycb_jax.md.integrators import (IntegratorSettings, conserved, dynamics, ensemble, real_positions,
-                                     state_cell)
+from lycb_jax.md.integrators import (IntegratorSettings, conserved, degrees_of_freedom, dynamics, real_positions,
+                                     state_cell, temperature_K)
 from lycb_jax.md.neighbours import drift_bound, graph_sizes, verlet_list
 from lycb_jax.models import Model, energy_forces_stress
 from lycb_jax.runtime import with_precision
-from lycb_jax.units import EV_A3_TO_GPA, KB
+from lycb_jax.units import EV_A3_TO_GPA
 
 GPA_TO_BAR = 1e4
 
@@ -41,7 +41,7 @@ class Frame(NamedTuple):
 
     positions: jax.Array  # [N, 3] unwrapped Cartesian, Angstrom
     cell: jax.Array  # [3, 3] rows, Angstrom
-    temperature: jax.Array  # K
+    temperature: jax.Array  # K, 2 K / ((3N - 3) kB): the total momentum is fixed at zero
     potential_energy: jax.Array  # eV
     kinetic_energy: jax.Array  # eV
     conserved: jax.Array  # eV, the integrator's invariant (NVT or NpT Nose-Hoover; E + K for NVE)
@@ -75,8 +75,7 @@ def record(model: Model, species, state, cell, kT, settings: IntegratorSettings,
     graph = refine_graph(edges, pos, cell_now, capacity)
     e, _, stress, _ = energy_forces_stress(model.module, model.params, species, pos, cell_now, mask, graph)
     ke = quantity.kinetic_energy(momentum=state.momentum, mass=state.mass)
-    n = pos.shape[0]
-    temp = 2 * ke / (3 * n * KB)
+    temp = temperature_K(ke, pos.shape[0])
     vol = jnp.abs(jnp.linalg.det(cell_now))
     p_virial_gpa = -jnp.trace(stress) / 3
     pressure_bar = p_virial_gpa * GPA_TO_BAR + 2 * ke / (3 * vol) * EV_A3_TO_GPA * GPA_TO_BAR
@@ -127,8 +126,8 @@ class _Chunk(NamedTuple):
             states, cells, self.species > 0)
 
     def drift(self, states, cells, ref, ref_cell):
-        fractional = ensemble(self.settings).box_in_state
-        return jax.vmap(lambda st, c, r, rc: drift_bound(st, c, r, rc, fractional, self.capacity))(
+        return jax.vmap(lambda st, c, r, rc: drift_bound(real_positions(st, self.settings), c,
+                                                         real_positions(r, self.settings), rc, self.capacity))(
             states, cells, ref, ref_cell)
 
     def sizes(self, edges, states, cells):
@@ -147,7 +146,7 @@ class _Chunk(NamedTuple):
         finite = (jnp.all(jnp.isfinite(states.position), axis=(1, 2))
                   & jnp.all(jnp.isfinite(states.momentum), axis=(1, 2)))
         ke = jax.vmap(lambda p, m: quantity.kinetic_energy(momentum=p, mass=m))(states.momentum, states.mass)
-        hot = 2 * ke / (3 * states.position.shape[1]) > self.max_kT_factor * jnp.maximum(kT, self.kT_end)
+        hot = 2 * ke / degrees_of_freedom(states.position.shape[1]) > self.max_kT_factor * jnp.maximum(kT, self.kT_end)
         return finite & ~hot
 
     def start(self, states, alive) -> Carry:
@@ -287,7 +286,7 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
                        "long or the run exploded")
 
 
-def fit_capacity(capacity: Capacity, need, shrink_below: float = 0.8) -> Capacity:
+def fit_capacity(capacity: Capacity, need, shrink_below: float = 0.7) -> Capacity:
     """Shrink a capacity that is far larger than a chunk needed (``need`` [..., Need.SIZE] from
     run_chunk): :func:`lycb_jax.capacity.fit`."""
     return caps.fit(capacity, Need.from_vector(need), shrink_below)

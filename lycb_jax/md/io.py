@@ -6,19 +6,22 @@ atomic numbers, masses (amu), temperatures (K) and the global replica indices.
 
 Checkpoint (``checkpoint.npz``): the replica states' leaves ``leaf_0 ...``, the stage and step to
 continue at, alive flags, cells (Angstrom), graph capacity and skin (Angstrom), frames written per
-stage and the replica indices. Written atomically; the previous one is kept as ``*.prev.npz``.
+stage and the replica indices, with a SHA-256 of them (:mod:`lycb_jax.durable`). Written atomically;
+the previous one is kept as ``*.prev.npz``, and used (with a warning) if the newer one is damaged.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lycb_jax import durable
 from lycb_jax.capacity import Capacity
+from lycb_jax.faults import maybe_fail
 
 FRAME_FIELDS = ("positions", "cell", "temperature", "potential_energy", "kinetic_energy", "conserved",
                 "pressure", "stress", "volume")
@@ -56,7 +59,9 @@ def append_frames(f, stage: str, frames, t0_fs: float, save_every_fs: float) -> 
     ``t0_fs + save_every_fs * (1 .. F)`` (fs from the start of the stage)."""
     grp = f.require_group(stage)
     n_new = frames.temperature.shape[1]
-    for name in FRAME_FIELDS:
+    for k, name in enumerate(FRAME_FIELDS):
+        if k == len(FRAME_FIELDS) // 2:
+            maybe_fail("md_trajectory.half_appended")
         arr = np.asarray(getattr(frames, name), np.float32)
         if name not in grp:
             grp.create_dataset(name, shape=(arr.shape[0], 0) + arr.shape[2:],
@@ -71,6 +76,7 @@ def append_frames(f, stage: str, frames, t0_fs: float, save_every_fs: float) -> 
         grp.create_dataset("time_fs", shape=(0,), maxshape=(None,), dtype="f8")
     grp["time_fs"].resize(grp["time_fs"].shape[0] + n_new, axis=0)
     grp["time_fs"][-n_new:] = t
+    maybe_fail("md_trajectory.appended")
 
 
 def frame_counts(f, stages) -> dict:
@@ -79,11 +85,23 @@ def frame_counts(f, stages) -> dict:
 
 
 def truncate(f, counts: dict) -> None:
-    """Drop the frames written after a checkpoint: stage name -> frames to keep."""
+    """Drop the frames written after a checkpoint: stage name -> frames to keep. RuntimeError, naming
+    the file, if a stage holds fewer frames than the checkpoint counted or they cannot be read."""
     for name, n in counts.items():
         if name in f:
             for ds in f[name].values():
+                have = ds.shape[1 if ds.ndim > 1 else 0]
+                if have < n:
+                    raise RuntimeError(f"{f.filename}: stage '{name}' holds {have} frames of {ds.name}, but its "
+                                       f"checkpoint counted {n}: the trajectory does not belong to this checkpoint")
                 ds.resize(n, axis=1 if ds.ndim > 1 else 0)
+                if n:
+                    try:
+                        ds[:, n - 1] if ds.ndim > 1 else ds[n - 1]  # the last frame kept is readable
+                    except (OSError, KeyError, ValueError) as err:
+                        raise RuntimeError(f"{f.filename}: frames of stage '{name}' cannot be read ({err}); the file "
+                                           "was damaged after its checkpoint. Start the run again without "
+                                           "--resume") from err
 
 
 def clear(f) -> None:
@@ -116,23 +134,44 @@ def capacity_from(ck: dict, cutoffs) -> Capacity:
 
 
 def save_checkpoint(path: Path, prev_path: Path, states, fields: dict, replicas) -> None:
-    """Write the states' leaves and ``fields`` atomically to ``path``; the checkpoint there before
-    is kept as ``prev_path`` (another process may be killed before writing its own)."""
+    """Write the states' leaves and ``fields`` atomically, with their checksum, to ``path``; the
+    checkpoint there before is kept as ``prev_path`` (:func:`lycb_jax.durable.previous` of ``path``;
+    another process may be killed before writing its own). CheckpointWriteError naming the folder
+    if the disk is full or the folder not writable (the checkpoints there stay as they were)."""
+    if Path(prev_path) != durable.previous(path):
+        raise ValueError(f"the previous checkpoint of {path} is {durable.previous(path)}, not {prev_path}")
     leaves = jax.tree.leaves(states)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)},
-             **{k: np.asarray(v) for k, v in fields.items()}, replicas=replicas)
-    if path.exists():
-        os.replace(path, prev_path)
-    os.replace(tmp, path)
+    durable.save_npz(path, {**{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)},
+                            **{k: np.asarray(v) for k, v in fields.items()}, "replicas": np.asarray(replicas)},
+                     "md_checkpoint")
 
 
 def load_checkpoint(path: Path) -> dict:
-    """A checkpoint's entries, and ``path``."""
-    return dict(np.load(path), path=str(path))
+    """A checkpoint's entries (checksum verified, no pickles), and ``path``: the file read. If
+    ``path`` is damaged or truncated, the other generation (``checkpoint.npz`` <->
+    ``checkpoint.prev.npz``) is read instead, with a warning naming the damaged file;
+    CorruptCheckpointError if neither is good."""
+    path = Path(path)
+    if path.stem.endswith(".prev"):  # the previous generation: its fallback is the newer one
+        newer = path.with_name(path.stem[: -len(".prev")] + path.suffix)
+        try:
+            return dict(durable.load_npz(path), path=str(path))
+        except durable.CorruptCheckpointError as err:
+            if not newer.exists():
+                raise
+            print(f"WARNING: {err}; using {newer.name}", file=sys.stderr, flush=True)
+            path = newer
+    data, used = durable.load_npz_or_previous(path)
+    return dict(data, path=str(used))
 
 
 def states_from(ck: dict, template):
-    """The replica states of a checkpoint, with the tree structure of ``template``."""
+    """The replica states of a checkpoint, with the tree structure of ``template``; ValueError naming
+    the file if the checkpoint holds another number of state arrays (another ensemble or version)."""
     treedef = jax.tree.structure(template)
+    stored = sum(1 for k in ck if k.startswith("leaf_"))
+    if stored != treedef.num_leaves:
+        raise ValueError(f"{ck.get('path', 'the checkpoint')} holds {stored} state arrays but this run's state has "
+                         f"{treedef.num_leaves}: it was written by another ensemble or lycb_jax version; start the "
+                         "run again without --resume")
     return jax.tree.unflatten(treedef, [jnp.asarray(ck[f"leaf_{i}"]) for i in range(treedef.num_leaves)])

@@ -29,15 +29,14 @@ def graph_sizes(edges: EdgeList, positions, cell, capacity: Capacity) -> tuple[j
     return exact_sizes(edges, positions, cell, (capacity.cutoff, capacity.bond_cutoff))
 
 
-def drift_bound(state, cell, ref_state, ref_cell, fractional: bool, capacity: Capacity) -> jax.Array:
-    """Bound (Angstrom) on half the change of any pair vector since the reference state.
+def drift_bound(positions, cell, ref_positions, ref_cell, capacity: Capacity) -> jax.Array:
+    """Bound (Angstrom) on half the change of any pair vector since the reference geometry.
 
-    ``fractional``: the states hold fractional positions (NpT), else Cartesian. With largest atom
-    displacement d (measured in the current cell) and cell strain e = ||C_ref^-1 C - I||_F, a pair
-    further than cutoff + skin at the reference is still further than the cutoff while
-    d + (cutoff + skin) e / 2 < skin / 2.
+    positions [N, 3] Cartesian (Angstrom), cells [3, 3] rows. With largest atom displacement d
+    measured in fractional coordinates and mapped by the current cell (an affine cell deformation
+    moves no atom) and cell strain e = ||C_ref^-1 C - I||_F, a pair further than cutoff + skin at the
+    reference is still further than the cutoff while d + (cutoff + skin) e / 2 < skin / 2.
     """
-    dq = state.position - ref_state.position
-    dx = dq @ cell if fractional else dq
+    ds = positions @ jnp.linalg.inv(cell) - ref_positions @ jnp.linalg.inv(ref_cell)
     strain = jnp.linalg.norm(jnp.linalg.solve(ref_cell, cell) - jnp.eye(3))
-    return jnp.max(jnp.linalg.norm(dx, axis=-1)) + (capacity.cutoff + capacity.skin) * strain / 2
+    return jnp.max(jnp.linalg.norm(ds @ cell, axis=-1)) + (capacity.cutoff + capacity.skin) * strain / 2

@@ -8,8 +8,10 @@ lengths in Angstrom.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 
 import lycb_jax.md.io as md_io
+import lycb_jax.capacity as caps
 from lycb_jax import distributed
 from lycb_jax.capacity import Capacity
 from lycb_jax.io.structures import to_system
 from lycb_jax.md.chunk import default_capacity, run_chunk_checked
-from lycb_jax.md.integrators import IntegratorSettings, ensemble, init_replica, masses_of, real_positions, state_cell
+from lycb_jax.md.integrators import (BAROSTATS, IntegratorSettings, ensemble, init_replica, masses_of, real_positions,
+                                     state_cell)
 from lycb_jax.models import Model
-from lycb_jax.runtime import precision_scope, with_precision
+from lycb_jax.runtime import with_precision
 from lycb_jax.units import KB
+
+
+MAX_DT_FS_WITH_LI = 5.0  # fs: the longest time step accepted for a structure with Li
 
 
 @dataclasses.dataclass
@@ -34,9 +41,16 @@ class Protocol:
 
     Maxwell-Boltzmann velocities at ``start_K``, linear heating to the target over ``heat_ps`` at
     fixed cell (NVT), ``nvt_ps`` NVT equilibration, optionally ``npt_ps`` NpT at ``pressure_bar``
-    followed by rescaling the cell to its average over the last ``npt_average_ps``, then
-    ``production_ps`` of NVT production. ``dt_fs``, ``save_every_fs``, ``tau_t_fs`` and ``tau_p_fs``
-    in fs; ``chunk_ps`` of MD per compiled call; ``skin`` of the Verlet list in Angstrom.
+    followed by setting the cell to its average over the last ``npt_average_ps`` (the full cell
+    matrix, positions mapped affinely), then ``production_ps`` of NVT production. ``dt_fs``,
+    ``save_every_fs``, ``tau_t_fs`` and ``tau_p_fs`` in fs; ``chunk_ps`` of MD per compiled call;
+    ``skin`` of the Verlet list in Angstrom.
+
+    ``barostat``: the NpT cell motions (:data:`lycb_jax.md.integrators.BAROSTATS`): "tri" (default:
+    every cell parameter, as LAMMPS ``fix npt ... tri``), "aniso" (x, y, z separately), "iso" (the
+    shape kept). ``drift_bound_meV``: a replica whose conserved quantity drifts faster than this
+    (meV/atom/ps, least-squares slope over the stage so far; not checked while heating) is flagged.
+    A time step above ``MAX_DT_FS_WITH_LI`` fs with Li present is refused.
     """
 
     temperatures_K: tuple[float, ...] = (600.0, 700.0, 800.0)
@@ -56,6 +70,8 @@ class Protocol:
     seed: int = 0
     skin: float = 1.0  # Verlet-list skin, Angstrom
     max_temperature_factor: float = 3.0
+    barostat: str = "tri"
+    drift_bound_meV: float = 1.0  # meV/atom/ps
 
     def validate(self) -> None:
         t = np.asarray(self.temperatures_K, float)
@@ -69,6 +85,17 @@ class Protocol:
             raise ValueError("need dt_fs <= save_every_fs <= chunk_ps * 1000")
         if self.npt_ps and self.npt_average_ps > self.npt_ps:
             raise ValueError(f"npt_average_ps {self.npt_average_ps} exceeds npt_ps {self.npt_ps}")
+        if self.barostat not in BAROSTATS:
+            raise ValueError(f"unknown barostat {self.barostat!r}: use {', '.join(map(repr, BAROSTATS))}")
+        if not self.drift_bound_meV > 0:
+            raise ValueError(f"drift_bound_meV must be positive (meV/atom/ps), got {self.drift_bound_meV}")
+
+    def check_time_step(self, numbers) -> None:
+        """ValueError for a time step above ``MAX_DT_FS_WITH_LI`` fs when Li (Z = 3) is among ``numbers``."""
+        if self.dt_fs > MAX_DT_FS_WITH_LI and np.any(np.asarray(numbers) == 3):
+            raise ValueError(f"time step {self.dt_fs} fs is too long for Li (at most {MAX_DT_FS_WITH_LI} fs): Li's "
+                             "vibrations are not resolved and the integration breaks down (at 10 fs and 1500 K the "
+                             "conserved quantity drifted 67 meV/atom/ps); the paper used 1 fs")
 
     def stages(self) -> list[tuple[str, str, int, bool]]:
         """(name, ensemble, steps, heating?) of each stage with steps > 0."""
@@ -155,6 +182,7 @@ class Simulation:
         self.first_system = systems[0]  # the initial graph capacity comes from replica 0 on every process
         self.systems, self.temps, self.all_temps = [systems[r] for r in self.replicas], temps[self.replicas], temps
         self.n_rep, self.n_atoms = len(self.systems), len(systems[0])
+        protocol.check_time_step(np.concatenate([s.numbers for s in systems]))
         self.species = np.stack([s.numbers for s in self.systems]).astype(np.int32)
         self.masses = np.stack([masses_of(s.numbers) for s in self.systems])
         self.stride = int(round(protocol.save_every_fs / protocol.dt_fs))
@@ -164,14 +192,14 @@ class Simulation:
         self.prev_ck_path = self.out / f"checkpoint{tag}.prev.npz"
         (self.out / "protocol.json").write_text(json.dumps(dataclasses.asdict(protocol), indent=1))
         self.resume = resume
-        self._init_fns = {}
+        self._drift_warned = set()  # (replica, stage) already warned about
         if resume and not self.ck_path.exists():
             print(f"no checkpoint in {self.out}; starting from the beginning")
 
     # -- helpers
     def _settings(self, ensemble: str) -> IntegratorSettings:
         p = self.protocol
-        return IntegratorSettings(ensemble, p.dt_fs, p.tau_t_fs, p.tau_p_fs, p.pressure_bar)
+        return IntegratorSettings(ensemble, p.dt_fs, p.tau_t_fs, p.tau_p_fs, p.pressure_bar, barostat=p.barostat)
 
     def _kT(self, name: str):
         """(start, end) kT (eV) of each replica in stage ``name``."""
@@ -179,21 +207,29 @@ class Simulation:
         start = np.full_like(target, self.protocol.start_K * KB) if name == "heat" else target
         return jnp.asarray(start, jnp.float32), jnp.asarray(target, jnp.float32)
 
-    def _init_states(self, ensemble, positions, cells, momenta, key, capacity):
-        settings = self._settings(ensemble)
+    def _init_args(self, positions, cells, momenta, key):
+        """The arrays of :func:`_init_batch` (kT: the start of heating when momenta are drawn, else the target)."""
         kT = self._kT("heat")[0] if momenta is None else self._kT("nvt")[1]
         keys = jax.random.split(key, self.n_total)[self.replicas]
-        fn = self._init_fns.get((ensemble, capacity, momenta is None))  # one compile per kind, not per call
-        if fn is None:
-            fn = self._init_fns[ensemble, capacity, momenta is None] = jax.jit(with_precision(jax.vmap(
-                lambda sp, x, c, m, k, t, p: init_replica(self.model, sp, x, c, m, t, k, settings, capacity, p),
-                in_axes=(0, 0, 0, 0, 0, 0, None if momenta is None else 0))))
-        states, overflow = fn(jnp.asarray(self.species), jnp.asarray(positions, jnp.float32),
-                              jnp.asarray(cells, jnp.float32), jnp.asarray(self.masses), keys, kT,
-                              None if momenta is None else jnp.asarray(momenta, jnp.float32))
-        if bool(jnp.any(overflow)):
-            raise RuntimeError("initial graph overflow: capacity estimate too small (please report)")
-        return states
+        return (self.model.params, jnp.asarray(self.species), jnp.asarray(positions, jnp.float32),
+                jnp.asarray(cells, jnp.float32), jnp.asarray(self.masses), keys, kT,
+                None if momenta is None else jnp.asarray(momenta, jnp.float32))
+
+    def _init_states(self, ensemble, positions, cells, momenta, key, capacity: Capacity, tries: int = 3):
+        """(states, capacity) at ``positions`` [R, N, 3] and ``cells`` [R, 3, 3] (Angstrom); the capacity
+        grown from exact host counts at this geometry where it is too small (a cell that NpT shrank)."""
+        args = self._init_args(positions, cells, momenta, key)
+        for _ in range(tries):
+            states, overflow = _init_batch(self.model.module, *args, settings=self._settings(ensemble),
+                                           capacity=capacity)
+            if not bool(jnp.any(overflow)):
+                return states, capacity
+            geometries = [types.SimpleNamespace(positions=x, cell=c)
+                          for x, c in zip(np.asarray(positions, np.float64), np.asarray(cells, np.float64))]
+            need = caps.measure(geometries, tuple(self.model.cutoffs), capacity.skin, with_list=True)
+            capacity = caps.grow(capacity, need, cells=cells)
+        raise RuntimeError(f"initial graph overflow with capacity {capacity} after growing it {tries} times "
+                           "(please report)")
 
     def _h5(self):
         resumable = self.resume and (self.ck_path.exists() or self.prev_ck_path.exists())
@@ -227,21 +263,23 @@ class Simulation:
         return ck
 
     def _switch(self, states, prev_stage, next_ensemble: str, cells, f, capacity):
-        """States for the next stage: same positions and momenta; after NpT the cell (and the
-        positions, affinely) are rescaled to the average cell of the last ``npt_average_ps``."""
+        """(states, cells, capacity) for the next stage: same positions and momenta; after NpT the
+        cell is set to the average of the last ``npt_average_ps`` (:func:`average_cell`), positions
+        mapped affinely (same fractional coordinates) and momenta rotated into its orientation."""
         prev_name, prev_ens = prev_stage[0], prev_stage[1]
         settings = self._settings(prev_ens)
-        with precision_scope():  # NpT positions: fractional x box, a matrix product outside jit
-            pos = np.asarray(jax.vmap(lambda st: real_positions(st, settings))(states))
-        mom = np.asarray(states.momentum)
+        pos = np.asarray(jax.vmap(lambda st: real_positions(st, settings))(states), np.float64)
+        mom = np.asarray(states.momentum, np.float64)
         if ensemble(settings).box_in_state:  # after NpT: the average cell
-            cur = np.asarray(jax.vmap(lambda st: state_cell(st, settings, None))(states))
-            avg = md_io.average_cell(f, prev_name, self.protocol.npt_average_ps * 1000)
-            frac = np.einsum("rni,rij->rnj", pos, np.linalg.inv(cur))
-            pos = np.einsum("rni,rij->rnj", frac, avg)
+            cur = np.asarray(jax.vmap(lambda st: state_cell(st, settings, None))(states), np.float64)
+            avg = average_cell(f, prev_name, self.protocol.npt_average_ps * 1000)
+            _, rotation = lower_triangular(cur)
+            pos = np.einsum("rni,rij->rnj", np.einsum("rni,rij->rnj", pos, np.linalg.inv(cur)), avg)
+            mom = np.einsum("rni,rij->rnj", mom, rotation)
             cells = avg
         key = jax.random.PRNGKey(self.protocol.seed + 1)
-        return self._init_states(next_ensemble, pos, cells, mom, key, capacity), cells
+        states, capacity = self._init_states(next_ensemble, pos, cells, mom, key, capacity)
+        return states, cells, capacity
 
     def _start(self, f, stages) -> _Run:
         """The run from its checkpoint (``resume``), the file truncated to it; else from the start."""
@@ -254,14 +292,18 @@ class Simulation:
         ck = self._load_checkpoint(stages)
         if ck is None:
             md_io.clear(f)
-            states = self._init_states("nvt", positions, cells, None, jax.random.PRNGKey(p.seed), capacity)
+            states, capacity = self._init_states("nvt", positions, cells, None, jax.random.PRNGKey(p.seed), capacity)
             return _Run(0, 0, states, cells, np.ones(self.n_rep, bool), capacity)
         si, step = int(ck["stage"]), int(ck["step"])
         capacity = md_io.capacity_from(ck, self.model.cutoffs)
         alive, cells = ck["alive"].astype(bool), ck["cells"]
         md_io.truncate(f, {name: int(ck[f"frames_{name}"]) for name, *_ in stages if name in f})
         name, ensemble = stages[min(si, len(stages) - 1)][:2]
-        template = self._init_states(ensemble, positions, cells, None, jax.random.PRNGKey(0), capacity)
+        # the states' tree structure only (no graph built): the saved capacity fits the saved geometry, not the
+        # initial one, which NpT may have left far behind
+        settings = self._settings(ensemble)
+        template = jax.eval_shape(lambda *a: _init_batch(self.model.module, *a, settings=settings, capacity=capacity),
+                                  *self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
         print(f"resuming {ck['path']} at stage {si} ({name}), step {step}")
         return _Run(si, step, md_io.states_from(ck, template), cells, alive, capacity)
 
@@ -322,8 +364,9 @@ class Simulation:
         while run.step < n_steps:
             self._chunk(f, run, name, settings, n_steps, heating, bar, summary)
             if run.step >= n_steps and run.stage + 1 < len(stages):
-                run.states, run.cells = self._switch(run.states, stages[run.stage], stages[run.stage + 1][1],
-                                                     run.cells, f, run.capacity)
+                run.states, run.cells, run.capacity = self._switch(run.states, stages[run.stage],
+                                                                   stages[run.stage + 1][1], run.cells, f,
+                                                                   run.capacity)
             self._checkpoint(f, stages, run, n_steps)
 
     def _chunk(self, f, run: _Run, name: str, settings: IntegratorSettings, n_steps: int, heating: bool, bar,
@@ -344,16 +387,44 @@ class Simulation:
         run.states, run.alive = new_states, new_alive
         if stride == self.stride:
             self._append(f, name, frames, run.step * p.dt_fs)
+        flagged = self._drift_guard(f, name, heating, run.alive, summary)
         run.step += n_frames * stride
         bar.update(n_frames * stride * p.dt_fs / 1000)
-        temps, alive_all = distributed.gather_replicas(  # every process's replicas (a collective)
-            np.stack([np.asarray(frames.temperature[:, -1]), run.alive], 1).astype(np.float32), self.n_total).T
+        temps, alive_all, flagged_all = distributed.gather_replicas(  # every process's replicas (a collective)
+            np.stack([np.asarray(frames.temperature[:, -1]), run.alive, flagged], 1).astype(np.float32),
+            self.n_total).T
         ns_day = n_frames * stride * p.dt_fs * 1e-6 / wall * 86400
-        bar.set_postfix_str(f"{name}, {ns_day:.2f} ns/day/replica, T = " + " ".join(f"{t:.0f}" for t in temps))
+        drifting = np.where(flagged_all > 0)[0]
+        bar.set_postfix_str(f"{name}, {ns_day:.2f} ns/day/replica, T = " + " ".join(f"{t:.0f}" for t in temps)
+                            + (f", DRIFT > {p.drift_bound_meV:g} meV/atom/ps: replicas {drifting.tolist()}"
+                               if drifting.size else ""))
         if not alive_all.any():
             f.flush()
             raise RuntimeError(f"all replicas failed in stage '{name}'; the frames written so far are in "
                                f"{self.h5_path}")
+
+    def _drift_guard(self, f, name: str, heating: bool, alive, summary: dict) -> np.ndarray:
+        """[R] replicas whose conserved quantity drifts faster than ``drift_bound_meV`` (meV/atom/ps,
+        least-squares slope over stage ``name`` so far; not while heating: the target T moves). The
+        drifts are stage attributes of the trajectory (``conserved_drift_meV_per_atom_ps``,
+        ``drift_flagged``); a flagged replica is warned about once per stage and listed in the summary."""
+        bound = self.protocol.drift_bound_meV
+        f.attrs["drift_bound_meV_per_atom_ps"] = bound
+        if heating or name not in f or f[name]["time_fs"].shape[0] < 3:
+            return np.zeros(self.n_rep, bool)
+        drift = conserved_drift(f[name]["conserved"][:], f[name]["time_fs"][:], self.n_atoms)
+        flagged = (np.abs(drift) > bound) & np.asarray(alive)
+        f[name].attrs["conserved_drift_meV_per_atom_ps"] = drift
+        f[name].attrs["drift_flagged"] = flagged
+        for r in np.where(flagged)[0]:
+            rep = int(self.replicas[r])
+            summary.setdefault("drift_flagged", {}).setdefault(rep, {})[name] = float(drift[r])
+            if (rep, name) not in self._drift_warned:
+                self._drift_warned.add((rep, name))
+                print(f"WARNING: replica {rep} (T = {self.temps[r]:.0f} K): the conserved quantity drifts "
+                      f"{drift[r]:.2f} meV/atom/ps in stage '{name}' (bound {bound:g}): the integration is not "
+                      "reliable (time step too long, or the model is unstable here)")
+        return flagged
 
     def _report_stopped(self, stopped, name: str, t_fs: float, summary: dict) -> None:
         """Warn about the replicas that stopped in this chunk (ending at ``t_fs`` of stage ``name``)."""
@@ -376,3 +447,49 @@ class Simulation:
             "cells": run.cells, **md_io.capacity_fields(run.capacity),
             **md_io.frame_counts(f, [n for n, *_ in stages])})
         run.last_checkpoint = run.step
+
+
+@functools.partial(jax.jit, static_argnames=("model_module", "settings", "capacity"))
+@with_precision
+def _init_batch(model_module, params, species, positions, cells, masses, keys, kT, momenta,
+                settings: IntegratorSettings, capacity: Capacity):
+    """:func:`init_replica` of every replica (leading axis), momenta drawn where ``momenta`` is None:
+    (states, overflow [R]). Compiled once per (model, settings, capacity), shared by every Simulation."""
+    model = Model(model_module, params)
+    if momenta is None:
+        return jax.vmap(lambda sp, x, c, m, k, t: init_replica(model, sp, x, c, m, t, k, settings, capacity))(
+            species, positions, cells, masses, keys, kT)
+    return jax.vmap(lambda sp, x, c, m, k, t, p: init_replica(model, sp, x, c, m, t, k, settings, capacity, p))(
+        species, positions, cells, masses, keys, kT, momenta)
+
+
+def conserved_drift(conserved, time_fs, n_atoms: int) -> np.ndarray:
+    """Least-squares slope (meV/atom/ps) of each replica's conserved quantity ``conserved`` [R, F]
+    (eV) against ``time_fs`` [F] (fs)."""
+    t_ps = (np.asarray(time_fs, np.float64) - time_fs[0]) / 1000
+    c = np.asarray(conserved, np.float64) / n_atoms * 1000  # meV/atom
+    t_c = t_ps - t_ps.mean()
+    return (c - c.mean(axis=1, keepdims=True)) @ t_c / np.sum(t_c ** 2)
+
+
+def lower_triangular(cells) -> tuple[np.ndarray, np.ndarray]:
+    """Cells [..., 3, 3] (rows) turned into LAMMPS' orientation (a along x, b in the xy plane:
+    lower-triangular rows, positive diagonal) and the rotations Q [..., 3, 3] with cells @ Q = that.
+    The MTK cell update (h <- h exp(D dt)) lets the cell rotate slowly; averaging needs one orientation."""
+    cells = np.asarray(cells, np.float64)
+    q, r = np.linalg.qr(np.swapaxes(cells, -1, -2))  # cells^T = Q R -> cells Q = R^T
+    sign = np.where(np.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
+    q = q * sign[..., None, :]
+    return np.swapaxes(r * sign[..., :, None], -1, -2), q
+
+
+def average_cell(f, stage: str, last_fs: float) -> np.ndarray:
+    """Each replica's average cell [R, 3, 3] (rows, Angstrom, LAMMPS' orientation: every frame's
+    cell rotated by :func:`lower_triangular` first) over the last ``last_fs`` fs of ``stage``; also
+    stored with its volume (A^3) as attributes of the stage."""
+    t = f[stage]["time_fs"][:]
+    sel = t > t[-1] - last_fs
+    avg = lower_triangular(f[stage]["cell"][:, sel])[0].mean(axis=1)
+    f[stage].attrs["average_cell"] = avg
+    f[stage].attrs["average_volume_A3"] = np.abs(np.linalg.det(avg))
+    return avg

@@ -7,6 +7,7 @@ and ``manifest.json`` (architecture, its config, provenance, licence, training m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -16,12 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from lycb_jax.durable import atomic_write
 from lycb_jax.models.base import Model
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
+from lycb_jax.models.sevennet import SevenNet, SevenNetConfig
 
 # manifest "architecture" -> (module class, config dataclass); the module is built as cls(config_cls(**config))
 # and keeps it as ``.config``. A new model registers here.
-ARCHITECTURES = {"chgnet": (CHGNet, CHGNetConfig)}
+ARCHITECTURES = {"chgnet": (CHGNet, CHGNetConfig), "sevennet": (SevenNet, SevenNetConfig)}
 
 
 def checkpoint_dir() -> Path:
@@ -37,10 +40,11 @@ def checkpoint_dir() -> Path:
 
 
 def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None) -> Path:
-    """Write ``params.msgpack`` and ``manifest.json`` into folder ``path`` (each atomically: a killed
-    write leaves the previous file or none, never a truncated one)."""
+    """Write ``params.msgpack`` and then ``manifest.json`` (with ``params_sha256``, the SHA-256 of the
+    parameter file) into folder ``path``, each atomically (:func:`lycb_jax.durable.atomic_write`: a
+    killed write leaves the previous file or none, never a truncated one; the manifest, written last,
+    marks a complete checkpoint). CheckpointWriteError naming the folder if it cannot be written."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     arch = [k for k, (cls, _) in ARCHITECTURES.items() if isinstance(model.module, cls)]
     if not arch:
         raise ValueError(f"{type(model.module).__name__} is not a registered architecture ({sorted(ARCHITECTURES)}); "
@@ -48,15 +52,12 @@ def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None
     meta = dict(model.metadata)
     meta.update(manifest or {})
     meta.update(config=dataclasses.asdict(model.module.config), architecture=arch[0], name=model.name)
-    _write_atomic(path / "params.msgpack", serialization.msgpack_serialize(jax_to_numpy(model.params)))
-    _write_atomic(path / "manifest.json", (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode())
+    params = serialization.msgpack_serialize(jax_to_numpy(model.params))
+    meta["params_sha256"] = hashlib.sha256(params).hexdigest()
+    atomic_write(path / "params.msgpack", lambda fh: fh.write(params), "model_params")
+    manifest_bytes = (json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n").encode()
+    atomic_write(path / "manifest.json", lambda fh: fh.write(manifest_bytes), "model_manifest")
     return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def jax_to_numpy(tree):
@@ -66,7 +67,12 @@ def jax_to_numpy(tree):
 
 
 def load_model(name_or_path: str | Path = "chgnet-0.3.0") -> Model:
-    """Load a checkpoint by name (in :func:`checkpoint_dir`) or by folder path."""
+    """Load a checkpoint by name (in :func:`checkpoint_dir`) or by folder path. The manifest is
+    validated (JSON mapping, known architecture, config keys of that architecture) and so are the
+    parameters (the layers and array shapes the config implies); InputError naming the folder
+    otherwise. Nothing in a checkpoint is executed (JSON and msgpack only)."""
+    from lycb_jax.io.errors import InputError
+
     path = Path(name_or_path)
     if not (path / "params.msgpack").exists():
         path = checkpoint_dir() / str(name_or_path)
@@ -74,15 +80,79 @@ def load_model(name_or_path: str | Path = "chgnet-0.3.0") -> Model:
         known = sorted(p.name for p in checkpoint_dir().glob("*") if (p / "params.msgpack").exists())
         raise FileNotFoundError(f"no checkpoint {name_or_path!r}: not a checkpoint folder, and not one of {known} "
                                 f"in {checkpoint_dir()}")
-    manifest = json.loads((path / "manifest.json").read_text())
+    manifest = read_manifest(path)
+    module_cls, config_cls = ARCHITECTURES[manifest.get("architecture", "chgnet")]
+    try:
+        config = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()})
+        params = serialization.msgpack_restore((path / "params.msgpack").read_bytes())
+    except Exception as err:  # a config the class refuses, or a truncated / corrupted params file
+        raise InputError(f"checkpoint {path}: cannot load ({type(err).__name__}: {str(err)[:200]}); "
+                         "re-create it (lycb-jax convert / finetune)") from None
+    module = module_cls(config)
+    check_params(path, module, params)
+    return Model(module, _to_jnp(params), manifest.get("name", path.name), manifest)
+
+
+def read_manifest(path: Path) -> dict:
+    """``path/manifest.json`` checked: a JSON mapping with a known ``architecture`` (default "chgnet")
+    and a ``config`` mapping whose keys are fields of that architecture's config."""
+    from lycb_jax.io.errors import InputError
+
+    fix = "re-create the checkpoint (lycb-jax convert / finetune)"
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"checkpoint {path}: manifest.json missing or unreadable ({str(err)[:200]}); {fix}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise InputError(f"checkpoint {path}: manifest.json needs a 'config' mapping of the architecture; {fix}")
     arch = manifest.get("architecture", "chgnet")
     if arch not in ARCHITECTURES:
-        raise ValueError(f"{path}: unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
-    module_cls, config_cls = ARCHITECTURES[arch]
-    config = {k: tuple(v) if isinstance(v, list) else v for k, v in manifest.get("config", {}).items()}
-    params = serialization.msgpack_restore((path / "params.msgpack").read_bytes())
-    params = _to_jnp(params)
-    return Model(module_cls(config_cls(**config)), params, manifest.get("name", path.name), manifest)
+        raise InputError(f"checkpoint {path}: unknown architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    fields = {f.name for f in dataclasses.fields(ARCHITECTURES[arch][1])}
+    unknown = sorted(set(manifest["config"]) - fields)
+    if unknown:
+        raise InputError(f"checkpoint {path}: config keys {unknown} are not {arch} settings ({sorted(fields)}); {fix}")
+    return manifest
+
+
+def check_params(path, module, params) -> None:
+    """InputError unless ``params`` holds the layers of ``module.layer_groups()`` and, where the
+    architecture registers them (:data:`PARAM_SHAPES`), arrays of the shapes its config implies."""
+    from lycb_jax.io.errors import InputError
+
+    if not isinstance(params, dict):
+        raise InputError(f"checkpoint {path}: params.msgpack holds no parameter tree")
+    names = set(params) | {k for v in params.values() if isinstance(v, dict) for k in v}
+    expected = {layer for layers in module.layer_groups().groups.values() for layer in layers}
+    missing = sorted(expected - names)
+    if missing:
+        raise InputError(f"checkpoint {path}: params.msgpack lacks layers {missing[:4]} that the manifest's config "
+                         f"implies ({module.config}); the files do not belong together")
+    for keys, shape in PARAM_SHAPES.get(type(module), lambda c: {})(module.config).items():
+        leaf = params
+        for k in keys:
+            leaf = leaf.get(k) if isinstance(leaf, dict) else None
+        if leaf is None or tuple(np.shape(leaf)) != shape:
+            raise InputError(f"checkpoint {path}: parameter {'/'.join(keys)} has shape "
+                             f"{None if leaf is None else tuple(np.shape(leaf))}, but the manifest's config implies "
+                             f"{shape}; the files do not belong together")
+
+
+def _chgnet_shapes(cfg: CHGNetConfig) -> dict:
+    """Shapes of CHGNet arrays fixed by its config (embeddings, basis, readout, composition model)."""
+    f, n_el = cfg.feature_dim, 94
+    widths = (f, *cfg.readout_hidden, 1)
+    out = {("chgnet", "atom_embedding", "embedding"): (n_el, f),
+           ("chgnet", "bond_embedding", "kernel"): (cfg.num_radial, f),
+           ("chgnet", "angle_embedding", "kernel"): (cfg.num_angular, f),
+           ("chgnet", "rbf_ag", "frequencies"): (cfg.num_radial,),
+           ("chgnet", "site_wise", "kernel"): (f, 1),
+           ("atom_ref",): (n_el,)}
+    out.update({("chgnet", f"mlp_{k}", "kernel"): (widths[k], widths[k + 1]) for k in range(len(widths) - 1)})
+    return out
+
+
+PARAM_SHAPES = {CHGNet: _chgnet_shapes}  # module class -> config -> {key path: shape}; optional per architecture
 
 
 def _to_jnp(tree):

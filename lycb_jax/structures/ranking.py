@@ -54,20 +54,26 @@ def rank_relaxed(relaxed: Sequence[Relaxed], top: int = 5, symprec: float = 0.1)
 
 
 def write_ranking(rows: list[dict], out: str | Path, prefix: str, top: int) -> None:
-    """CIF files of the ``top`` rows and a CSV table of all rows (without structures)."""
+    """CIF files of the ``top`` rows and a CSV table of all rows (without structures), each written
+    atomically (:func:`lycb_jax.durable.atomic_write`; the CSV last). CheckpointWriteError naming the
+    folder if it cannot be written."""
     import csv
+    import io
 
     from pymatgen.io.cif import CifWriter
 
+    from lycb_jax.durable import atomic_write
+
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     for row in rows[:top]:
-        CifWriter(row["structure"]).write_file(out / f"{prefix}_{row['rank']}.cif")
+        cif = str(CifWriter(row["structure"])).encode()
+        atomic_write(out / f"{prefix}_{row['rank']}.cif", lambda fh, cif=cif: fh.write(cif), "ranking_cif")
     keys = [k for k in rows[0] if k != "structure"]
-    with open(out / f"{prefix}_ranking.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, keys)
-        w.writeheader()
-        w.writerows({k: row[k] for k in keys} for row in rows)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, keys)
+    w.writeheader()
+    w.writerows({k: row[k] for k in keys} for row in rows)
+    atomic_write(out / f"{prefix}_ranking.csv", lambda fh: fh.write(text.getvalue().encode()), "ranking_csv")
 
 
 def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), top: int = 5, max_candidates: int | None = 1000,

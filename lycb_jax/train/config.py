@@ -1,10 +1,12 @@
-"""Fine-tuning hyperparameters: :class:`FinetuneConfig`, read from and written to JSON or YAML."""
+"""Fine-tuning hyperparameters: :class:`FinetuneConfig`, read from JSON, YAML or TOML, written to JSON or YAML."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
+
+from lycb_jax.io.config import check_settings, read_config
 
 
 @dataclasses.dataclass
@@ -30,7 +32,9 @@ class FinetuneConfig:
     stress_weight: float = 0.1
     magmom_weight: float = 0.1
     freeze: list[str] | None = None  # layer groups / aliases; None: the parent's default (LayerGroups.default_frozen)
-    refit_composition: bool = False  # least-squares refit of atom_ref on the training split
+    # least-squares refit of the per-element reference energies (atom_ref) on the training split: on by default, since
+    # labels from another code or functional (GPAW, other pseudopotentials) differ from the parent's by per-element offsets
+    refit_composition: bool = True
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     seed: int = 0  # split and shuffling
@@ -40,20 +44,14 @@ class FinetuneConfig:
     max_buckets: int | None = None  # distinct padded atom counts (compilations); None: 1 on GPU, 3 on CPU
     energy_key: str = "energy"  # ASE result to use: "energy" or "free_energy"
 
+    def __post_init__(self):
+        check_settings(dataclasses.asdict(self), type(self), "FinetuneConfig")  # InputError: types, signs
+
     @classmethod
     def from_file(cls, path: str | Path) -> "FinetuneConfig":
-        """Read a JSON or YAML file (keys = field names)."""
-        text = Path(path).read_text()
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)} in {path}")
-        return cls(**data)
+        """Read a JSON, YAML or TOML file (keys = field names); InputError naming the file and the key for
+        unknown keys (with the closest field), wrong types or values."""
+        return cls(**check_settings(read_config(path), cls, str(path)))
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (or YAML if the name ends in .yaml/.yml)."""

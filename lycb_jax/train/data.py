@@ -15,7 +15,8 @@ databases, vasprun.xml and OUTCAR):
 * magmoms: muB, absolute values (CHGNet predicts |m|).
 
 Missing labels (no stress, no magmoms, NaN) are NaN / None here and masked out of the loss and
-metrics, as in CHGNet's ``CombinedLoss``.
+metrics, as in CHGNet's ``CombinedLoss``. A structure with neither energy nor forces, and labels of
+the wrong shape, are refused (:mod:`lycb_jax.io.labels`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lycb_jax.io.errors import InputError
+from lycb_jax.io.labels import check_has_labels, check_label_shapes
 from lycb_jax.io.structures import System, to_system
 from lycb_jax.units import EV_A3_TO_GPA
 
@@ -46,21 +49,25 @@ class Dataset:
         return len(self.systems)
 
     @classmethod
-    def from_atoms(cls, images: Sequence, energy_key: str = "energy") -> "Dataset":
-        """From ASE Atoms carrying results (a calculator, or ``info``/``arrays`` keys)."""
+    def from_atoms(cls, images: Sequence, energy_key: str = "energy", names: Sequence[str] | None = None
+                   ) -> "Dataset":
+        """From ASE Atoms carrying results (a calculator, or ``info``/``arrays`` keys). Structures and
+        label shapes are validated, and a set without energy or force labels is refused (InputError
+        naming the structure, ``names[i]`` or "structure i")."""
         systems, energy, forces, stress, magmoms = [], [], [], [], []
-        for atoms in images:
+        names = list(names) if names is not None else [f"structure {i}" for i in range(len(images))]
+        for atoms, name in zip(images, names):
             res = dict(atoms.calc.results) if atoms.calc is not None else {}
             get = lambda k: res.get(k, atoms.info.get(k, atoms.arrays.get(k)))  # noqa: E731
             n = len(atoms)
-            systems.append(to_system(atoms))
-            e = get(energy_key)
+            systems.append(to_system(atoms, name))
+            e, f, s, m = get(energy_key), get("forces"), get("stress"), get("magmoms")
+            check_label_shapes(name, n, e, f, s, m)
             energy.append(np.nan if e is None else float(e))
-            f = get("forces")
             forces.append(np.full((n, 3), np.nan) if f is None else np.asarray(f, float).reshape(n, 3))
-            stress.append(_stress_gpa(get("stress")))
-            m = get("magmoms")
+            stress.append(_stress_gpa(s))
             magmoms.append(None if m is None else np.abs(np.asarray(m, float).reshape(n)))
+        check_has_labels(names[:len(systems)], np.asarray(energy, float), forces)
         return cls(systems, np.asarray(energy, float), forces, np.asarray(stress, float).reshape(-1, 3, 3), magmoms)
 
     def subset(self, idx: Sequence[int]) -> "Dataset":
@@ -106,17 +113,29 @@ def read_dataset(paths: str | Path | Sequence[str | Path], index: str = ":", for
     import ase.io
 
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    images = []
+    images, names = [], []
     for p in paths:
-        got = ase.io.read(str(p), index=index, format=format)
-        images.extend(got if isinstance(got, list) else [got])
-    return Dataset.from_atoms(images, energy_key)
+        if not Path(p).is_file():
+            problem = "no such file" if not Path(p).exists() else "not a file"
+            raise InputError(f"cannot read data file {str(p)!r}: {problem}")
+        try:
+            got = ase.io.read(str(p), index=index, format=format)
+        except Exception as err:  # any reader error means the same to the user: this file cannot be read
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise InputError(f"cannot read data file {str(p)!r} with ase.io ({first}); use extxyz, an ASE "
+                             "database, vasprun.xml or OUTCAR") from None
+        got = got if isinstance(got, list) else [got]
+        images.extend(got)
+        names.extend(f"{p}@{k}" if len(got) > 1 else str(p) for k in range(len(got)))
+    return Dataset.from_atoms(images, energy_key, names)
 
 
 def as_dataset(data: Dataset | str | Path | Sequence, energy_key: str = "energy") -> Dataset:
     """``data`` as a :class:`Dataset`: itself, read from file path(s), or from a list of ASE Atoms."""
     if isinstance(data, Dataset):
         return data
+    if isinstance(data, (list, tuple)) and not data:
+        raise InputError("no fine-tuning data given: pass labelled structure files or ASE Atoms")
     if isinstance(data, (str, Path)) or (isinstance(data, (list, tuple)) and isinstance(data[0], (str, Path))):
         return read_dataset(data, energy_key=energy_key)
     return Dataset.from_atoms(list(data), energy_key)

@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from lycb_jax.models import LayerGroups, Model, checkpoint_dir, load_model, save_checkpoint
+from lycb_jax.models import LayerGroups, Model, load_model, save_checkpoint
 from lycb_jax.train.config import FinetuneConfig
 from lycb_jax.train.data import Dataset, as_dataset
 from lycb_jax.train.groups import param_labels, resolve_groups
@@ -26,7 +26,8 @@ from lycb_jax.train.optim import learning_rates, make_optimizer
 from lycb_jax.train.pack import PackedBucket, bucket_limit, choose_buckets, iter_batches, pack_dataset, select_packed
 from lycb_jax.train.programs import compile_programs, make_steps
 from lycb_jax.train.refit import refit_composition
-from lycb_jax.train.state import TRAIN_STATE, load_train_state, save_train_state
+from lycb_jax.train.state import (TRAIN_STATE, has_train_state, load_train_state, remove_train_state,
+                                  save_train_state)
 
 
 @dataclasses.dataclass
@@ -102,7 +103,8 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     trains with frozen groups, evaluates every epoch (train metrics are running averages over
     the epoch's batches, as CHGNet reports them), stops early after ``patience`` epochs
     without a lower validation loss, evaluates the test split and writes a checkpoint folder to
-    ``out`` (default ``checkpoints/<parent>-ft-<dataset sha[:8]>``; ``out=False``: none).
+    ``out`` (default ``./finetune_out/<parent>-ft-<dataset sha[:8]>`` in the working directory, never next to
+    the package; ``out=False``: none).
     ``overrides`` replace config fields (``finetune(path, epochs=10, freeze=["embeddings"])``).
     After every epoch the training state goes to ``<out>/train_state.npz``; ``resume=True``
     continues a killed run from it (same data and config), with the same result as an
@@ -134,9 +136,11 @@ def _setup(ds: Dataset, cfg: FinetuneConfig, parent: Model, out, resume: bool) -
     train, _, _, split = ds.split(cfg.val_fraction, cfg.test_fraction, cfg.seed)
     sha = ds.sha256()
     name = f"{Path(str(cfg.parent)).name}-ft-{sha[:8]}"
-    path = None if out is False else (Path(out) if out else checkpoint_dir() / name)
-    if resume and (path is None or not (path / TRAIN_STATE).exists()):
-        raise FileNotFoundError(f"resume: no {TRAIN_STATE} in {path} (nothing to continue)")
+    path = None if out is False else (Path(out) if out else Path("finetune_out") / name)  # in the working directory
+    if resume and not has_train_state(path):
+        done = path is not None and (path / "manifest.json").exists()
+        raise FileNotFoundError(f"resume: no {TRAIN_STATE} in {path} (nothing to continue"
+                                f"{': the run there is complete' if done else ''})")
     buckets = choose_buckets([len(s) for s in ds.systems], bucket_limit(cfg))
     packed = pack_dataset(ds, buckets, parent.cutoffs)  # one graph capacity per bucket for every split
     packs = {k: select_packed(packed, split[k]) for k in ("train", "val", "test") if len(split[k])}
@@ -164,7 +168,7 @@ def _compile(run: _Run, params, opt_state, initial: bool, verbose: bool) -> _Pro
 def _refit(run: _Run, progs: _Programs, params: dict, verbose: bool) -> dict | None:
     """With ``cfg.refit_composition``: refit ``params["atom_ref"]`` (in place) to the training
     split, from the parent's energies by the compiled eval programs (no extra compilation)."""
-    if not run.cfg.refit_composition:
+    if not run.cfg.refit_composition or "atom_ref" not in params:  # a model without a composition model
         return None
     energies = predict_energies_packed(progs.run_eval, params, run.packs["train"], run.cfg.batch_size, len(run.ds))
     refit, info = refit_composition(run.parent, run.train_set, energies[run.split["train"]])
@@ -294,4 +298,4 @@ def _write_checkpoint(run: _Run, tuned: Model, prog: _Progress, n_train: int, re
         },
     }
     save_checkpoint(run.path, tuned, manifest)
-    (run.path / TRAIN_STATE).unlink(missing_ok=True)
+    remove_train_state(run.path)
