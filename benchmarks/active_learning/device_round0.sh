@@ -2,6 +2,10 @@
 # Round-0 fine-tuning and NpT validation on the device (issue 17). From the repository root:
 #   bash benchmarks/active_learning/device_round0.sh   (results in $OUT)
 set -uo pipefail
+# a call returns at most 8 files: everything is packed into $OUT/results.tar.gz on exit (also after a timeout kill)
+RES=$(mktemp -d); FINAL_OUT=$OUT; OUT=$RES
+pack() { tar -czf "$FINAL_OUT/results.tar.gz" -C "$RES" . ; }
+trap pack EXIT TERM
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whlmd/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD/.dftpack/src LYCB_JAX_CHECKPOINTS=$PWD/checkpoints
 cd benchmarks/active_learning
@@ -11,6 +15,7 @@ python3 finetune_round.py r0 --epochs 60 --freeze embeddings,basis_expansions --
   > $OUT/ft_interactions.log 2>&1
 grep -h -A3 "^parent " $OUT/ft_*.log
 echo "fine-tuning done at $(( $(date +%s) - T0 )) s"
+# (the run tool kills at its limit without a trap: every step is bounded by BUDGET_S so the archive is written)
 # the model with the lower best validation loss (never the held-out test set) goes on to NpT
 BEST=$(python3 - <<PY
 import json
@@ -20,7 +25,7 @@ print(best)
 PY
 )
 echo "NpT with $BEST"
-python3 npt_validation.py $OUT/npt --model $OUT/$BEST --npt-ps ${FT_NPT_PS:-36} > $OUT/npt_ft.log 2>&1; tail -7 $OUT/npt_ft.log
+timeout $(( ${BUDGET_S:-570} - ($(date +%s) - T0) )) python3 npt_validation.py $OUT/npt --model $OUT/$BEST --npt-ps ${FT_NPT_PS:-36} > $OUT/npt_ft.log 2>&1; tail -7 $OUT/npt_ft.log
 echo "fine-tuned NpT done at $(( $(date +%s) - T0 )) s"
-python3 npt_validation.py $OUT/npt_pre --model chgnet-0.3.0 --npt-ps ${PRE_NPT_PS:-16} > $OUT/npt_pre.log 2>&1; tail -7 $OUT/npt_pre.log
+timeout $(( ${BUDGET_S:-570} - ($(date +%s) - T0) )) python3 npt_validation.py $OUT/npt_pre --model chgnet-0.3.0 --npt-ps ${PRE_NPT_PS:-16} > $OUT/npt_pre.log 2>&1; tail -7 $OUT/npt_pre.log
 echo "total $(( $(date +%s) - T0 )) s"
