@@ -500,6 +500,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kills", type=int, default=20, help="kills per command")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-corruption", action="store_true")
+    ap.add_argument("--skip-write-failures", action="store_true")
     ap.add_argument("--live", action="store_true",
                     help="import the source tree, not a snapshot of it taken at the start")
     a = ap.parse_args(argv)
@@ -525,7 +526,8 @@ def main(argv=None) -> int:
         res.update(kill_chains(cmd, inp, work, env, ref, info, a.kills, rng, log))
         if not a.skip_corruption:
             res.update(corruption(cmd, inp, work, env, ref, log))
-            res["write_failures"] = write_failures(cmd, inp, work, env, ref, log)
+            if not a.skip_write_failures:
+                res["write_failures"] = write_failures(cmd, inp, work, env, ref, log)
         res["seconds"] = time.time() - t0
         with open(work / "results.jsonl", "a") as fh:
             fh.write(json.dumps(res, default=str) + "\n")

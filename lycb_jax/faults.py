@@ -2,7 +2,9 @@
 kill (``tests/test_faults.py``, ``benchmarks/fault_injection.py``).
 
 ``LYCB_JAX_FAULT="point:n"`` (several: comma-separated) makes the n-th call of ``maybe_fail(point)``
-in this process send SIGKILL to itself: no cleanup, no flush, as a power cut or the OOM killer would.
+in this process send SIGKILL to itself: no cleanup, no flush, as a power cut or the OOM killer would;
+``"point:n:EACCES"`` (or another errno name) raises that OSError there instead, as a read-only folder or a
+full disk would (for root on file systems where ``chattr +i`` cannot make a folder read-only).
 ``LYCB_JAX_FAULT_LOG=FILE`` appends each point reached (``point n``) to FILE, so that a harness can
 list the points a run passes. With neither set, ``maybe_fail`` only reads the environment.
 
@@ -17,6 +19,7 @@ file), ``md_trajectory.appended`` (a chunk's frames appended, not yet covered by
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -34,6 +37,9 @@ def maybe_fail(point: str) -> None:
         with open(log, "a") as fh:
             fh.write(f"{point} {n}\n")
     for item in (spec or "").split(","):
-        name, _, count = item.strip().rpartition(":")
+        name, count, error = (item.strip().split(":") + [""])[:3]
         if name == point and count.strip() == str(n):
+            if error:  # "point:n:EACCES" / "point:n:ENOSPC": the OS refuses the write instead of a kill
+                code = getattr(errno, error)
+                raise OSError(code, os.strerror(code))
             os.kill(os.getpid(), signal.SIGKILL)

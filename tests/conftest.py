@@ -1,3 +1,4 @@
+import importlib
 import os
 import sys
 
@@ -15,5 +16,5 @@ def model():
 
 @pytest.fixture(scope="session")
 def torch_model():
-    chgnet_model = pytest.importorskip("chgnet.model")
+    chgnet_model = importlib.import_module("chgnet.model")
     return chgnet_model.CHGNet.load(model_name="0.3.0", verbose=False)

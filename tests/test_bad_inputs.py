@@ -395,6 +395,11 @@ CASES = [
         r"(cannot load|checksum|sha256|corrupt|truncated)",
     ),
     Case(
+        "checkpoint params with one flipped bit (manifest checksum)",
+        lambda t: ["predict", str(ORDERED_CIF), "--model", _flipped_bit(t)],
+        r"params\.msgpack does not match the checksum in manifest\.json",
+    ),
+    Case(
         "checkpoint without manifest.json",
         lambda t: ["predict", str(ORDERED_CIF), "--model", _no_manifest(t)],
         r"manifest\.json missing or unreadable",
@@ -412,6 +417,15 @@ def _half_labelled(tmp: Path) -> str:
     a = Path(xyz(tmp, "a.extxyz", *LICL, extra="energy=-7.0")).read_text()
     b = Path(xyz(tmp, "b.extxyz", *LICL)).read_text()
     return text(tmp, "mixed.extxyz", a + b)
+
+
+def _flipped_bit(tmp: Path) -> str:
+    import hashlib
+
+    data = bytearray((CHGNET / "params.msgpack").read_bytes())
+    sha = hashlib.sha256(data).hexdigest()
+    data[len(data) // 2] ^= 1
+    return checkpoint_copy(tmp, lambda m: m.update(params_sha256=sha), params=bytes(data))
 
 
 def _no_manifest(tmp: Path) -> str:

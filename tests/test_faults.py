@@ -179,9 +179,9 @@ def test_finetune_killed_at_named_points_resumes_bit_identical_and_stops_on_a_re
     # a read-only folder: one message naming it, the checkpoint untouched
     state = out / "train_state.prev.npz"
     before = hashlib.sha256(state.read_bytes()).hexdigest()
-    undo = _read_only(out)
+    undo, fault = _read_only(out)
     try:
-        failed = cli(inputs, ft_args(inputs, out) + ["--resume"])
+        failed = cli(inputs, ft_args(inputs, out) + ["--resume"], fault)
     finally:
         undo()
     assert failed.returncode != 0
@@ -197,11 +197,12 @@ def test_finetune_killed_at_named_points_resumes_bit_identical_and_stops_on_a_re
 
 
 def _read_only(folder: Path):
-    """Make ``folder`` unwritable, also for root (chattr +i); returns the undo."""
+    """Make ``folder`` unwritable, also for root (chattr +i); returns (undo, fault spec). Where root cannot
+    (no chattr +i on this file system) the first write there fails with EACCES by fault injection instead."""
     if os.geteuid() == 0:
         if subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False).returncode != 0:
-            pytest.skip("running as root on a file system without chattr +i: cannot make a folder read-only")
-        return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+            return (lambda: None), "train_state.written:1:EACCES"
+        return (lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)), None
     mode = folder.stat().st_mode
     folder.chmod(0o555)
-    return lambda: folder.chmod(mode)
+    return (lambda: folder.chmod(mode)), None

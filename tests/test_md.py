@@ -181,10 +181,12 @@ def test_exploding_time_step_stops_with_message_and_keeps_data(tmp_path):
         assert "heat" in f and f["heat"]["positions"].shape[1] >= 1  # what was computed is kept
 
 
-def test_cli_md_unreadable_file(tmp_path):
+def test_cli_md_unreadable_file(tmp_path, capsys):
     from lycb_jax.cli import main
 
     bad = tmp_path / "x.xyz"
     bad.write_text("garbage\n")
-    with pytest.raises(SystemExit, match="cannot read structure file"):
+    with pytest.raises(SystemExit) as exc:
         main(["md", str(bad), "-T", "600"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: ") and str(bad) in err, err

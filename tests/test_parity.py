@@ -1,7 +1,7 @@
 """Parity with the PyTorch CHGNet 0.3.0 (the `chgnet` package) on 35 structures.
 
 Two checks: (1) float64 against float64, which tests the port itself to ~1e-8 (no float32
-round-off in the way); (2) float32 against float32 with tolerances of 2-3x the README's figures. Where the
+round-off in the way); (2) float32 against float32 with tolerances of 2-4x the README's figures. Where the
 PyTorch float32 result is itself further than the tolerance from its own float64 result
 (strongly rattled cells), that measured error of the reference is added to the allowance,
 and our float32 result must still be within the tolerance of the exact (float64) CHGNet.
@@ -17,10 +17,10 @@ import pytest
 import lycb_jax
 from structures import parity_set
 
-# About 2-3x the largest differences measured on the 35 structures (README, "Parity"): float32 against the exact
-# (float64) CHGNet 9.5e-7 eV/atom, 4.4e-5 eV/A, 5.8e-5 GPa, 4.8e-7 muB; float64 against float64 3.3e-7 eV/atom
-# (AtomRef is float32 in chgnet, `.float()`), 5.6e-9 eV/A, 2.4e-8 GPa, 1.4e-9 muB.
-TOL32 = {"e": 2e-6, "f": 1e-4, "s": 1.5e-4, "m": 1e-6}  # eV/atom, eV/A, GPa, muB
+# About 2-4x the largest differences measured on the 35 (seeded) structures, README "Parity": float32 against the
+# exact (float64) CHGNet 9.5e-7 eV/atom, 3.7e-5 eV/A, 3.4e-5 GPa, 5.1e-7 muB; float64 against float64 3.3e-7 eV/atom
+# (AtomRef is float32 in chgnet, `.float()`), 4.7e-9 eV/A, 2.4e-8 GPa, 1.4e-9 muB.
+TOL32 = {"e": 2e-6, "f": 1e-4, "s": 1e-4, "m": 1.5e-6}  # eV/atom, eV/A, GPa, muB
 TOL64 = {"e": 1e-6, "f": 2e-8, "s": 1e-7, "m": 5e-9}
 
 

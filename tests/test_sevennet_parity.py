@@ -4,12 +4,14 @@ differences, the shipped checkpoint against a fresh conversion, and the workflow
 Parity: float32 against ``sevenn``'s float32 calculator on the 35 structures of the CHGNet parity set
 (LYC/LYB/LYCB-like, thin, skewed, strained, rattled, other chemistries) with the issue's tolerances;
 float64 against the same calculator with ``sevenn``'s model in float64 on a subset (the port
-itself, to round-off). Finite differences of our float64 energies check the autodiff forces and
-stress. The reference is slow on CPU (seconds per structure), hence the float64 subset.
+itself, to round-off; e3nn stores its Clebsch-Gordan buffers as float32 values, 3e-8 relative, so
+they are replaced by e3nn's own float64 ``wigner_3j`` there). Finite differences of our float64
+energies check the autodiff forces and stress. The reference is slow on CPU, hence the subset.
 """
 
 from __future__ import annotations
 
+import importlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +30,7 @@ from lycb_jax.predict import pack, predict_batch
 from lycb_jax.units import EV_A3_TO_GPA
 
 TOL32 = {"e": 2e-5, "f": 2e-4, "s": 5e-3}  # eV/atom, eV/A, GPa (the issue's)
-TOL64 = {"e": 1e-10, "f": 1e-9, "s": 1e-8}  # round-off of two float64 evaluations of the same weights
+TOL64 = {"e": 1e-12, "f": 1e-11, "s": 1e-11}  # round-off of two float64 evaluations (measured <= 6e-14)
 SUBSET64 = ["LYC_rs_thin_211", "LYB_rattled_0.3", "LYCB_strained_0.05", "LYCB_skewed_rattled", "NiO_afm_like",
             "NiAl_skewed"]
 FD_STEP = 1e-4  # Angstrom (positions) and dimensionless (strain)
@@ -131,7 +133,7 @@ def sevennet():
 def results(sevennet):
     structs = parity_set()
     names = list(structs)
-    pytest.importorskip("sevenn")
+    importlib.import_module("sevenn")
     import torch
 
     calc32, calc64 = _sevenn_calculators()
@@ -197,7 +199,7 @@ def test_autodiff_forces_and_stress_match_finite_differences(results):
 
 
 def test_conversion_reproduces_shipped_checkpoint(tmp_path, sevennet):
-    pytest.importorskip("sevenn")
+    importlib.import_module("sevenn")
     import sevenn
     import sevenn.util
 
@@ -231,7 +233,8 @@ def test_calculator_and_md_take_sevennet(tmp_path, sevennet):
     atoms.calc = lycb_jax.Calculator(sevennet)
     assert atoms.get_potential_energy() == pytest.approx(pred.energy, abs=1e-9)
     np.testing.assert_allclose(atoms.get_forces(), pred.forces, atol=1e-9)
-    np.testing.assert_allclose(atoms.get_stress(voigt=False) * EV_A3_TO_GPA, pred.stress, atol=1e-7)
+    symmetric = (pred.stress + pred.stress.T) / 2  # ASE's Voigt form keeps the symmetric part
+    np.testing.assert_allclose(atoms.get_stress(voigt=False) * EV_A3_TO_GPA, symmetric, atol=1e-7)
     assert np.all(np.isfinite(pred.forces)) and np.abs(pred.forces).max() > 0.1
     po = structure.copy()
     po.replace(0, "Po")  # not among SevenNet-0's 89 elements (same graph: no new compilation)

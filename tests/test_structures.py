@@ -212,7 +212,7 @@ def test_bad_input():
         S.halide_site_model(lyb0, 13)
     with pytest.raises(ValueError, match="larger cell"):
         S.halide_series(None, {"LYB0": lyb0}, xs=[0.25])
-    with pytest.raises(ValueError, match="partial occupancies"):
+    with pytest.raises(ValueError, match="partially occupied sites"):
         S.relax(None, [S.load_parent("LYC")])
     with pytest.raises(ValueError, match="do not fill its"):
         S.SiteModel(lyb0.lattice, lyb0.frac_coords[:2], [("Li", "X"), ("Li", "X")], {"Li": 1, "X": 1},

@@ -82,9 +82,13 @@ def load_model(name_or_path: str | Path = "chgnet-0.3.0") -> Model:
                                 f"in {checkpoint_dir()}")
     manifest = read_manifest(path)
     module_cls, config_cls = ARCHITECTURES[manifest.get("architecture", "chgnet")]
+    data = (path / "params.msgpack").read_bytes()
+    if manifest.get("params_sha256", hashlib.sha256(data).hexdigest()) != hashlib.sha256(data).hexdigest():
+        raise InputError(f"checkpoint {path}: params.msgpack does not match the checksum in manifest.json (truncated "
+                         "or corrupted); re-create it (lycb-jax convert / finetune)")
     try:
         config = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()})
-        params = serialization.msgpack_restore((path / "params.msgpack").read_bytes())
+        params = serialization.msgpack_restore(data)
     except Exception as err:  # a config the class refuses, or a truncated / corrupted params file
         raise InputError(f"checkpoint {path}: cannot load ({type(err).__name__}: {str(err)[:200]}); "
                          "re-create it (lycb-jax convert / finetune)") from None
