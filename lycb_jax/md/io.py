@@ -110,17 +110,6 @@ def clear(f) -> None:
         del f[name]
 
 
-def average_cell(f, stage: str, last_fs: float) -> np.ndarray:
-    """Each replica's average cell [R, 3, 3] (rows, Angstrom) over the last ``last_fs`` fs of
-    ``stage``, also stored with its volume (A^3) as attributes of the stage."""
-    t = f[stage]["time_fs"][:]
-    sel = t > t[-1] - last_fs
-    avg = f[stage]["cell"][:, sel].mean(axis=1)
-    f[stage].attrs["average_cell"] = avg
-    f[stage].attrs["average_volume_A3"] = np.abs(np.linalg.det(avg))
-    return avg
-
-
 def capacity_fields(capacity: Capacity) -> dict:
     """The checkpoint entries of a graph capacity (its cutoffs are the model's, not stored)."""
     return {"skin": capacity.skin, "capacity": np.array([capacity.edges, capacity.angles, capacity.short_per_atom,
