@@ -27,7 +27,7 @@ echo "gpaw built in $(( $(date +%s) - T0 )) s; $NCPU cores"
 cp benchmarks/active_learning/labels.db $OUT/labels.db
 # control: one structure already labelled here, recomputed there into its own cache
 [ "${CONTROL:-1}" = 1 ] && { python3 benchmarks/active_learning/control_label.py $OUT/control.db > $OUT/control.log 2>&1 & }
-timeout $(( ${LABEL_BUDGET_S:-560} - ($(date +%s) - T0) )) python3 benchmarks/active_learning/label.py "$@" --workers $(( NCPU - 1 )) --db $OUT/labels.db \
+timeout $(( ${LABEL_BUDGET_S:-560} - ($(date +%s) - T0) )) python3 benchmarks/active_learning/label.py "$@" --workers ${LABEL_WORKERS:-$(( NCPU - 1 ))} --db $OUT/labels.db \
   > $OUT/label.log 2>&1 || echo "labelling stopped (rc $?)"
 wait || true
 tail -c 600 $OUT/label.log; tail -5 $OUT/control.log 2>/dev/null || true
