@@ -215,3 +215,19 @@ def test_long_time_step_with_li_is_refused(tmp_path):
 def test_unknown_barostat_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown barostat"):
         Simulation(lj_model(), argon(1), _protocol(barostat="full"), tmp_path)
+
+
+def test_cell_jump_strain_is_the_green_strain_and_warns_above_the_limit():
+    """Against the analytic Green-Lagrange strain: a 5% stretch along x gives (1.05^2 - 1) / 2, a rigid
+    rotation none; above the limit the switch to the average cell warns and names the replica."""
+    from lycb_jax.md.protocol import AVERAGE_CELL_STRAIN_LIMIT, _warn_cell_jump, cell_jump_strain
+
+    last = np.array([[[6.0, 0.0, 0.0], [-3.0, 5.2, 0.0], [0.3, 0.4, 7.0]]] * 2)
+    c, s = np.cos(0.3), np.sin(0.3)
+    rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    avg = np.stack([last[0] @ rotation, last[1] @ np.diag([1.05, 1.0, 1.0])])
+    strain = cell_jump_strain(last, avg)
+    np.testing.assert_allclose(strain, [0.0, (1.05**2 - 1) / 2], atol=1e-12)
+    assert strain[1] > AVERAGE_CELL_STRAIN_LIMIT
+    with pytest.warns(UserWarning, match=r"replica 1 \(700 K\): 5.1%"):
+        _warn_cell_jump(last, avg, (600.0, 700.0), "npt")

@@ -55,4 +55,4 @@ if __name__ == "__main__":
     temps = [t for _ in EXPERIMENT for t in args.temperatures]
     rows = summarize(args.trajectory, names, temps)
     print_rows(args.trajectory, rows)
-    print(json.dumps(rows))
+    print(json.dumps(rows, default=float))

@@ -73,4 +73,4 @@ for spec in args.model:
               f"A^3/atom ({row['vs_experiment_pct']:+5.1f}% vs exp), drift {row['drift_pct_per_10ps']:+5.2f}%/10ps, "
               f"max {row['max_volume_A3_per_atom']:6.2f}{'  RUNAWAY' if row['runaway'] else ''}")
     print(f"{spec}: {wall:.0f} s")
-    (Path(args.out) / "npt_validation.json").write_text(json.dumps(report, indent=1))  # after each model
+    (Path(args.out) / "npt_validation.json").write_text(json.dumps(report, indent=1, default=float))  # after each model

@@ -3,7 +3,7 @@
 1 bar for the volume, NVT in the NpT-averaged cell), then farthest-point sampling of the NVT frames,
 pooled over independent runs (seeds).
 
-    python sample_round.py r1 LYC30 --model models/r0_default -T 600 --n 20 [--seeds 0 1]
+    python sample_round.py r1 LYC30 --model models/r0_default -T 600 --n 20 [--seeds 0 1] [--barostat aniso]
 
 Writes cand_<parent>_<round>.extxyz next to this script.
 """
@@ -31,7 +31,10 @@ p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one indepen
 p.add_argument("--npt-ps", type=float, default=6.0)
 p.add_argument("--sample-ps", type=float, default=8.0)
 p.add_argument("--pressure-bar", type=float, default=1.0)
+p.add_argument("--barostat", default="aniso", help="iso|aniso|tri: 'aniso' (no shear) by default, as the shape of a "
+               "20-30 atom cell fluctuates too much under 'tri' for its average to be a good production cell")
 p.add_argument("--work", default=str(here / "md_rounds"))
+p.add_argument("--md-only", action="store_true", help="run (or resume) the MD and stop (one process per seed)")
 args = p.parse_args()
 
 model = load_model(args.model)
@@ -39,7 +42,7 @@ parent = read(here / f"{args.parent}.cif")
 pos, cells = [], []
 for seed in args.seeds:
     cfg = ActiveLearningConfig(npt_ps=args.npt_ps, npt_average_ps=args.npt_ps * 2 / 3, sample_ps=args.sample_ps,
-                               save_every_fs=50.0, pressure_bar=args.pressure_bar, seed=seed)
+                               save_every_fs=50.0, pressure_bar=args.pressure_bar, barostat=args.barostat, seed=seed)
     work = Path(args.work) / f"{args.round}_{args.parent}_T{args.temperature:.0f}_s{seed}"
     work.mkdir(parents=True, exist_ok=True)
     sample_md(model, parent, args.parent, args.temperature, cfg, work, n=1)  # runs (or resumes) the MD
@@ -47,6 +50,8 @@ for seed in args.seeds:
         pos.append(f["production"]["positions"][0])  # [F, N, 3] unwrapped, A
         cells.append(f["production"]["cell"][0])
         numbers = np.atleast_2d(f.attrs["numbers"])[0]
+if args.md_only:
+    raise SystemExit(0)
 pos, cells = np.concatenate(pos), np.concatenate(cells)
 # FPS over the pooled runs (all start from the same parent, so unwrapped positions compare; cells mapped to the first)
 pick = farthest_point_sampling(position_features(pos, cells), args.n)

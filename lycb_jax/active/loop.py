@@ -33,7 +33,9 @@ from lycb_jax.durable import atomic_write, verified, write_with_digest
 
 @dataclasses.dataclass
 class ActiveLearningConfig:
-    """Settings of the loop (temperatures K, times ps, pressure bar). ``finetune`` holds overrides
+    """Settings of the loop (temperatures K, times ps, pressure bar). ``barostat`` "iso"/"aniso"/"tri"
+    (:class:`lycb_jax.md.Protocol`): DFT-sized cells of 20-30 atoms fluctuate so much in shape under
+    "tri" that the averaged cell can be far from the last one; "aniso" (x, y, z scaled separately) has no shear. ``finetune`` holds overrides
     of :class:`lycb_jax.train.FinetuneConfig` (epochs, learning_rate, freeze, ...)."""
 
     t_start_K: float = 200.0
@@ -47,6 +49,7 @@ class ActiveLearningConfig:
     sample_ps: float = 10.0
     save_every_fs: float = 50.0
     pressure_bar: float = 1.0
+    barostat: str = "tri"
     seed: int = 0
     finetune: dict = dataclasses.field(default_factory=dict)
 
@@ -79,7 +82,7 @@ def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningC
 
     proto = Protocol(temperatures_K=(temperature,), dt_fs=cfg.md_dt_fs, start_K=min(100.0, temperature),
                      heat_ps=cfg.heat_ps, nvt_ps=0.0, npt_ps=cfg.npt_ps, npt_average_ps=cfg.npt_average_ps,
-                     pressure_bar=cfg.pressure_bar, production_ps=cfg.sample_ps, save_every_fs=cfg.save_every_fs,
+                     pressure_bar=cfg.pressure_bar, barostat=cfg.barostat, production_ps=cfg.sample_ps, save_every_fs=cfg.save_every_fs,
                      chunk_ps=min(1.0, cfg.sample_ps), checkpoint_every_ps=1.0, seed=cfg.seed)
     md_dir = out / f"md_{name}"
     Simulation(model, parent, proto, md_dir, resume=True, progress=False).run()

@@ -17,6 +17,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import warnings
+
 import numpy as np
 
 import lycb_jax.md.io as md_io
@@ -273,7 +275,8 @@ class Simulation:
         if ensemble(settings).box_in_state:  # after NpT: the average cell
             cur = np.asarray(jax.vmap(lambda st: state_cell(st, settings, None))(states), np.float64)
             avg = average_cell(f, prev_name, self.protocol.npt_average_ps * 1000)
-            _, rotation = lower_triangular(cur)
+            cur_lt, rotation = lower_triangular(cur)
+            _warn_cell_jump(cur_lt, avg, self.protocol.temperatures_K, prev_name)
             pos = np.einsum("rni,rij->rnj", np.einsum("rni,rij->rnj", pos, np.linalg.inv(cur)), avg)
             mom = np.einsum("rni,rij->rnj", mom, rotation)
             cells = avg
@@ -304,7 +307,8 @@ class Simulation:
         settings = self._settings(ensemble)
         template = jax.eval_shape(lambda *a: _init_batch(self.model.module, *a, settings=settings, capacity=capacity),
                                   *self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
-        print(f"resuming {ck['path']} at stage {si} ({name}), step {step}")
+        print(f"{ck['path']}: the run is complete" if si >= len(stages) else
+              f"resuming {ck['path']} at stage {si} ({name}), step {step}")
         return _Run(si, step, md_io.states_from(ck, template), cells, alive, capacity)
 
     # -- main loop
@@ -481,6 +485,31 @@ def lower_triangular(cells) -> tuple[np.ndarray, np.ndarray]:
     sign = np.where(np.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
     q = q * sign[..., None, :]
     return np.swapaxes(r * sign[..., :, None], -1, -2), q
+
+
+AVERAGE_CELL_STRAIN_LIMIT = 0.03  # largest principal strain from the last NpT cell to the average one
+
+
+def cell_jump_strain(last: np.ndarray, avg: np.ndarray) -> np.ndarray:
+    """Largest principal Green-Lagrange strain [R] taking each replica's ``last`` cell [R, 3, 3] (rows,
+    same orientation) to ``avg``: how hard the switch to the average cell squeezes the atoms."""
+    deform = np.linalg.solve(last, avg)  # rows: avg = last @ deform
+    green = 0.5 * (deform @ np.swapaxes(deform, -1, -2) - np.eye(3))
+    return np.abs(np.linalg.eigvalsh(green)).max(axis=-1)
+
+
+def _warn_cell_jump(last: np.ndarray, avg: np.ndarray, temperatures, stage: str) -> None:
+    """Warn, naming the replicas, where the average cell is more than
+    :data:`AVERAGE_CELL_STRAIN_LIMIT` away from the last cell of ``stage`` (the production start would
+    then be strained: a cell too small for its shape fluctuations, or a cell still drifting)."""
+    strain = cell_jump_strain(last, avg)
+    bad = np.flatnonzero(strain > AVERAGE_CELL_STRAIN_LIMIT)
+    if bad.size:
+        which = ", ".join(f"replica {r} ({temperatures[r]:.0f} K): {100 * strain[r]:.1f}%" for r in bad)
+        warnings.warn(f"after '{stage}' the average cell differs from the last cell by more than "
+                      f"{100 * AVERAGE_CELL_STRAIN_LIMIT:.0f}% strain ({which}): the cell's shape fluctuates or drifts "
+                      "too much (a cell this small, or a model that is soft here); the next stage starts strained. "
+                      "Use a larger supercell, a longer NpT stage or barostat='aniso'/'iso'", stacklevel=3)
 
 
 def average_cell(f, stage: str, last_fs: float) -> np.ndarray:
