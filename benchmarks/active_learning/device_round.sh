@@ -17,17 +17,29 @@ trap pack EXIT TERM
 T0=$(date +%s); left() { echo $(( ${BUDGET_S:-570} - ($(date +%s) - T0) )); }
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whlmd/*.whl 2>/dev/null
 export PYTHONPATH=/tmp/site:$PWD/.dftpack/src LYCB_JAX_CHECKPOINTS=$PWD/checkpoints XLA_PYTHON_CLIENT_PREALLOCATE=false
+npt_validation() {
+  for M in ${NPT_MODELS:-}; do
+    [ "$M" = FT ] && M=$FT
+    [ -n "$M" ] && timeout $(left) python3 $AL/npt_validation.py $RES/npt --model $M --npt-ps ${NPT_PS:-16} > $RES/npt_$(basename $M).log 2>&1
+    grep "A^3/atom" $RES/npt_$(basename $M).log
+  done
+}
+FT=""
+# NPT_PARALLEL=1: NpT validation of models that exist already, on the GPU while the rest runs
+[ "${NPT_PARALLEL:-0}" = 1 ] && { npt_validation > $RES/npt_parallel.log 2>&1 & }
 SEEDS=${SEEDS:-0 1}
 for P in ${SAMPLE:-}; do
   for S in $SEEDS; do
     timeout $(left) python3 $AL/sample_round.py $ROUND $P --model $MODEL -T $T --seeds $S --md-only --work $RES/md_rounds \
       --barostat ${BAROSTAT:-aniso} > $RES/sample_${P}_s$S.log 2>&1 &
+    SAMPLERS="${SAMPLERS:-} $!"
   done
 done
 # candidates already there (EARLY_LABEL) are labelled on the idle CPU cores meanwhile
 [ -n "${EARLY_LABEL:-}" ] && CONTROL=0 LABEL_WORKERS=${EARLY_WORKERS:-10} LABEL_BUDGET_S=$(left) \
   bash $AL/device_label.sh $EARLY_LABEL > $RES/label_early.log 2>&1 &
-wait
+EARLY=$!
+[ -n "${SAMPLERS:-}" ] && wait $SAMPLERS; [ -n "${EARLY_LABEL:-}" ] && wait $EARLY
 tail -2 $RES/label_early.log 2>/dev/null
 for P in ${SAMPLE:-}; do
   python3 $AL/sample_round.py $ROUND $P --model $MODEL -T $T --seeds $SEEDS --n ${NPICK:-20} --work $RES/md_rounds \
@@ -40,16 +52,11 @@ if ls $AL/cand_*_${ROUND}.extxyz >/dev/null 2>&1; then
   (cd $AL && for c in cand_*_${ROUND}.extxyz; do ls ${c/cand_/labelled_} 2>/dev/null; done)
 fi
 echo "labels at $(( $(date +%s) - T0 )) s"
-FT=""
 if [ -n "${FT_ROUNDS:-}" ]; then
   timeout $(left) python3 $AL/finetune_round.py $FT_ROUNDS --epochs ${FT_EPOCHS:-80} --out-dir $RES --tag ${FT_TAG:-} \
     ${FT_FREEZE:+--freeze $FT_FREEZE} > $RES/finetune.log 2>&1
   FT=$RES/ft_${FT_ROUNDS##* }${FT_TAG:-}; tail -12 $RES/finetune.log
   echo "fine-tuning at $(( $(date +%s) - T0 )) s"
 fi
-for M in ${NPT_MODELS:-}; do
-  [ "$M" = FT ] && M=$FT
-  [ -n "$M" ] && timeout $(left) python3 $AL/npt_validation.py $RES/npt --model $M --npt-ps ${NPT_PS:-16} > $RES/npt_$(basename $M).log 2>&1
-  grep "A^3/atom" $RES/npt_$(basename $M).log
-done
+if [ "${NPT_PARALLEL:-0}" = 1 ]; then wait; cat $RES/npt_parallel.log; else npt_validation; fi
 echo "total $(( $(date +%s) - T0 )) s"

@@ -45,13 +45,25 @@ for seed in args.seeds:
                                save_every_fs=50.0, pressure_bar=args.pressure_bar, barostat=args.barostat, seed=seed)
     work = Path(args.work) / f"{args.round}_{args.parent}_T{args.temperature:.0f}_s{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    sample_md(model, parent, args.parent, args.temperature, cfg, work, n=1)  # runs (or resumes) the MD
+    try:
+        sample_md(model, parent, args.parent, args.temperature, cfg, work, n=1)  # runs (or resumes) the MD
+    except RuntimeError as err:  # the model failed at T: the frames before the failure are still candidates
+        print(f"seed {seed}: {err}")
     with h5py.File(work / f"md_{args.parent}" / "trajectory.h5") as f:
-        pos.append(f["production"]["positions"][0])  # [F, N, 3] unwrapped, A
-        cells.append(f["production"]["cell"][0])
+        if "production" not in f:
+            continue
+        temperature = f["production"]["temperature"][0]
+        ok = np.isfinite(temperature) & (temperature < 1.5 * args.temperature)  # not after a runaway
+        ok &= np.cumsum(~ok) == 0
+        pos.append(f["production"]["positions"][0][ok])  # [F, N, 3] unwrapped, A
+        cells.append(f["production"]["cell"][0][ok])
         numbers = np.atleast_2d(f.attrs["numbers"])[0]
+        if not ok.all():
+            print(f"seed {seed}: {ok.sum()} of {ok.size} production frames before the temperature ran away")
 if args.md_only:
     raise SystemExit(0)
+if not pos:
+    raise SystemExit(f"{args.parent}: no production frames to sample from")
 pos, cells = np.concatenate(pos), np.concatenate(cells)
 # FPS over the pooled runs (all start from the same parent, so unwrapped positions compare; cells mapped to the first)
 pick = farthest_point_sampling(position_features(pos, cells), args.n)
