@@ -18,6 +18,7 @@ from ase.io import read, write
 
 from lycb_jax.active.loop import ActiveLearningConfig, sample_md
 from lycb_jax.active.sampling import farthest_point_sampling, position_features
+from lycb_jax.md import Protocol
 from lycb_jax.models import load_model
 
 here = Path(__file__).parent
@@ -52,10 +53,12 @@ for seed in args.seeds:
     with h5py.File(work / f"md_{args.parent}" / "trajectory.h5") as f:
         if "production" not in f:
             continue
-        temperature = f["production"]["temperature"][0]
-        ok = np.isfinite(temperature) & (temperature < 1.5 * args.temperature)  # not after a runaway
+        temperature, x = f["production"]["temperature"][0], f["production"]["positions"][0]
+        # not after a runaway: the protocol's own limit, and a stopped replica's frozen frames
+        frozen = np.r_[False, np.all(x[1:] == x[:-1], axis=(1, 2))]
+        ok = np.isfinite(temperature) & (temperature < Protocol.max_temperature_factor * args.temperature) & ~frozen
         ok &= np.cumsum(~ok) == 0
-        pos.append(f["production"]["positions"][0][ok])  # [F, N, 3] unwrapped, A
+        pos.append(x[ok])  # [F, N, 3] unwrapped, A
         cells.append(f["production"]["cell"][0][ok])
         numbers = np.atleast_2d(f.attrs["numbers"])[0]
         if not ok.all():
