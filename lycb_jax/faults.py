@@ -37,7 +37,7 @@ def maybe_fail(point: str) -> None:
         with open(log, "a") as fh:
             fh.write(f"{point} {n}\n")
     for item in (spec or "").split(","):
-        name, count, error = (item.strip().split(":") + [""])[:3]
+        name, count, error = (item.strip().split(":") + ["", ""])[:3]
         if name == point and count.strip() == str(n):
             if error:  # "point:n:EACCES" / "point:n:ENOSPC": the OS refuses the write instead of a kill
                 code = getattr(errno, error)

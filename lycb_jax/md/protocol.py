@@ -409,15 +409,16 @@ class Simulation:
 
     def _drift_guard(self, f, name: str, heating: bool, alive, summary: dict) -> np.ndarray:
         """[R] replicas whose conserved quantity drifts faster than ``drift_bound_meV`` (meV/atom/ps,
-        least-squares slope over stage ``name`` so far; not while heating: the target T moves). The
+        least-squares slope over stage ``name`` so far; not while heating: the target T moves), provided
+        the change over the stage exceeds :data:`DRIFT_SIGNIFICANCE` x the fluctuation about the line. The
         drifts are stage attributes of the trajectory (``conserved_drift_meV_per_atom_ps``,
         ``drift_flagged``); a flagged replica is warned about once per stage and listed in the summary."""
         bound = self.protocol.drift_bound_meV
         f.attrs["drift_bound_meV_per_atom_ps"] = bound
         if heating or name not in f or f[name]["time_fs"].shape[0] < 3:
             return np.zeros(self.n_rep, bool)
-        drift = conserved_drift(f[name]["conserved"][:], f[name]["time_fs"][:], self.n_atoms)
-        flagged = (np.abs(drift) > bound) & np.asarray(alive)
+        drift, flagged = judge_drift(f[name]["conserved"][:], f[name]["time_fs"][:], self.n_atoms, bound)
+        flagged &= np.asarray(alive)
         f[name].attrs["conserved_drift_meV_per_atom_ps"] = drift
         f[name].attrs["drift_flagged"] = flagged
         for r in np.where(flagged)[0]:
@@ -467,13 +468,31 @@ def _init_batch(model_module, params, species, positions, cells, masses, keys, k
         species, positions, cells, masses, keys, kT, momenta)
 
 
+DRIFT_SIGNIFICANCE = 3.0  # a flagged drift changes the conserved quantity by > this x its fluctuation
+
+
 def conserved_drift(conserved, time_fs, n_atoms: int) -> np.ndarray:
     """Least-squares slope (meV/atom/ps) of each replica's conserved quantity ``conserved`` [R, F]
     (eV) against ``time_fs`` [F] (fs)."""
+    return _drift_and_noise(conserved, time_fs, n_atoms)[0]
+
+
+def _drift_and_noise(conserved, time_fs, n_atoms: int):
     t_ps = (np.asarray(time_fs, np.float64) - time_fs[0]) / 1000
     c = np.asarray(conserved, np.float64) / n_atoms * 1000  # meV/atom
     t_c = t_ps - t_ps.mean()
-    return (c - c.mean(axis=1, keepdims=True)) @ t_c / np.sum(t_c ** 2)
+    c_c = c - c.mean(axis=1, keepdims=True)
+    slope = c_c @ t_c / np.sum(t_c ** 2)
+    return slope, slope * (t_ps[-1] - t_ps[0]), (c_c - slope[:, None] * t_c).std(axis=1)
+
+
+def judge_drift(conserved, time_fs, n_atoms: int, bound_meV: float) -> tuple[np.ndarray, np.ndarray]:
+    """(drift [R] meV/atom/ps, flagged [R]): a replica is flagged when its drift exceeds ``bound_meV``
+    AND its change over the span exceeds :data:`DRIFT_SIGNIFICANCE` x the fluctuation of the conserved
+    quantity about the fitted line: over a short stage a large slope can be the thermostat's
+    fluctuation alone, a broken integration changes it far beyond that."""
+    slope, change, noise = _drift_and_noise(conserved, time_fs, n_atoms)
+    return slope, (np.abs(slope) > bound_meV) & (np.abs(change) > DRIFT_SIGNIFICANCE * noise)
 
 
 def lower_triangular(cells) -> tuple[np.ndarray, np.ndarray]:
