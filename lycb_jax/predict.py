@@ -87,6 +87,8 @@ def predict(model: Model, structures: Iterable, max_atoms_per_batch: int = 8192)
     atoms per call) and evaluated with one jit-compiled, vmapped call per group.
     """
     systems = [to_system(s) for s in structures]
+    for s in systems:
+        model.check_elements(s.numbers)
     results: list[Prediction | None] = [None] * len(systems)
     by_size: dict[int, list[int]] = {}
     for i, s in enumerate(systems):

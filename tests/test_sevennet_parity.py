@@ -265,3 +265,17 @@ def test_one_finetune_epoch_on_pbe_labels(sevennet):
                                                         jax.tree.leaves(after["sevennet"])))
     for k in ("atom_ref", "atom_scale"):
         np.testing.assert_array_equal(np.asarray(before[k]), np.asarray(after[k]))
+
+
+def test_elements_sevennet_was_not_trained_on_are_refused():
+    """SevenNet-0 has no Po..Ra (Z = 84..88; its one-hot table lists 89 elements): a structure with Rn is
+    refused by name before any evaluation (the model would return NaN), while CHGNet takes it."""
+    from ase.build import bulk
+
+    from lycb_jax import predict
+    from lycb_jax.io.errors import InputError
+
+    atoms = bulk("Rn", "fcc", a=6.5)
+    with pytest.raises(InputError, match="sevennet-0 does not know element.*Rn"):
+        predict(lycb_jax.load_model("sevennet-0"), [atoms])
+    assert np.isfinite(predict(lycb_jax.load_model("chgnet-0.3.0"), [atoms])[0].energy)

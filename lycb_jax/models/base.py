@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lycb_jax.graph import Graph
 from lycb_jax.units import EV_A3_TO_GPA
@@ -66,6 +67,22 @@ class Model:
     @property
     def cutoffs(self) -> Cutoffs:
         return self.module.cutoffs
+
+    def check_elements(self, numbers) -> None:
+        """InputError naming the elements of ``numbers`` (atomic numbers) that this model was not
+        trained on, where its module lists them (``elements``); a model that knows H..Pu accepts all
+        that :mod:`lycb_jax.io` lets through."""
+        known = getattr(self.module, "elements", None)
+        if known is None:
+            return
+        from ase.data import chemical_symbols
+
+        from lycb_jax.io.errors import InputError
+
+        bad = sorted(set(int(z) for z in np.unique(numbers)) - set(known))
+        if bad:
+            raise InputError(f"{self.name} does not know element(s) {', '.join(chemical_symbols[z] for z in bad)} "
+                             "(not in its training data); use another model or remove those atoms")
 
 
 def edge_vectors(positions: jax.Array, cell: jax.Array, graph: Graph) -> jax.Array:

@@ -234,6 +234,11 @@ class SevenNet(nn.Module):
 
     # ---- the model interface (lycb_jax.models.base.Potential)
     @property
+    def elements(self) -> tuple[int, ...]:
+        """Atomic numbers SevenNet-0 was trained on (its one-hot table)."""
+        return self.config.species
+
+    @property
     def cutoffs(self) -> Cutoffs:
         return Cutoffs(self.config.cutoff, None)
 

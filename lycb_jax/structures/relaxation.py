@@ -140,6 +140,8 @@ def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000
     from tqdm.auto import tqdm
 
     systems = [to_system(s) for s in structures]
+    for s in systems:
+        model.check_elements(s.numbers)
     results: list[Relaxed | None] = [None] * len(systems)
     by_size: dict[int, list[int]] = {}
     for i, s in enumerate(systems):

@@ -113,6 +113,8 @@ def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | Non
     cfg = dataclasses.replace(config or FinetuneConfig(), **overrides)
     ds = as_dataset(data, cfg.energy_key)
     parent = load_model(cfg.parent)
+    for s in ds.systems:
+        parent.check_elements(s.numbers)
     run = _setup(ds, cfg.with_freeze_resolved(parent.module.layer_groups().default_frozen), parent, out, resume)
     params = jax.tree.map(jnp.array, parent.params)  # own copy (buffers are donated)
     opt_state = run.tx.init(params)
