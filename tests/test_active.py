@@ -91,3 +91,26 @@ def test_gpaw_labeller_equals_gpaw_run_directly(tmp_path):
     other = gpaw_labeller(ecut_eV=300.0, kpoint_density=1.0)
     from lycb_jax.active import LabelCache
     assert LabelCache(tmp_path / "labels.db").get(atoms, other.settings) is None
+
+
+def test_a_label_from_the_cache_writes_the_same_extxyz_as_a_fresh_one(tmp_path):
+    """A resumed active-learning run rebuilds its labelled file from the cache: the bytes must equal the
+    fresh labels' (extxyz reads integers such as md_frame back as numpy.int64, which the cache must keep)."""
+    import io
+
+    from ase.io import read, write
+    from potentials import argon, ase_lj_labeller
+
+    atoms = argon(1)
+    atoms.info.update(parent="Ar_a", T_K=80.0, md_frame=3)
+    write(tmp_path / "cand.extxyz", [atoms])
+
+    def as_text(frames):
+        out = io.StringIO()
+        write(out, frames, format="extxyz")
+        return out.getvalue()
+
+    labeller = ase_lj_labeller()
+    fresh = as_text(label_structures(read(tmp_path / "cand.extxyz", ":"), labeller, tmp_path / "labels.db", progress=False))
+    cached = as_text(label_structures(read(tmp_path / "cand.extxyz", ":"), labeller, tmp_path / "labels.db", progress=False))
+    assert "md_frame=3" in fresh and cached == fresh

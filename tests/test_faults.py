@@ -206,3 +206,18 @@ def _read_only(folder: Path):
     mode = folder.stat().st_mode
     folder.chmod(0o555)
     return (lambda: folder.chmod(mode)), None
+
+
+def test_fault_log_alone_counts_points_without_killing(tmp_path, monkeypatch):
+    """With only $LYCB_JAX_FAULT_LOG set (the harness's reference run), every point is logged with its
+    count and nothing is killed or raised."""
+    from lycb_jax import faults
+
+    log = tmp_path / "points.log"
+    monkeypatch.delenv(faults.ENV, raising=False)
+    monkeypatch.setenv(faults.LOG_ENV, str(log))
+    monkeypatch.setattr(faults, "_reached", {})
+    for _ in range(2):
+        faults.maybe_fail("checkpoint_write")
+    faults.maybe_fail("labels_write")
+    assert log.read_text().splitlines() == ["checkpoint_write 1", "checkpoint_write 2", "labels_write 1"]

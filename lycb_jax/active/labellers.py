@@ -125,14 +125,19 @@ class LabelCache:
             return None
         row = rows[-1]
         out = row.toatoms()
-        if np.size(row.get("stress")) == 9:  # a 3x3 matrix (stored flat) from an early version: ASE wants Voigt
-            out.calc = SinglePointCalculator(out, energy=row.energy, free_energy=row.energy, forces=row.forces,
-                                             stress=full_3x3_to_voigt_6_stress(np.reshape(row.stress, (3, 3))))
+        stress = row.get("stress")
+        if np.size(stress) == 9:  # a 3x3 matrix (stored flat) from an early version: ASE wants Voigt
+            stress = full_3x3_to_voigt_6_stress(np.reshape(stress, (3, 3)))
+        # the calculator as ASELabeller.label makes it (same results in the same order): a cached label is
+        # written to extxyz byte for byte as a fresh one (a resumed active-learning run equals an uninterrupted one)
+        out.calc = SinglePointCalculator(out, energy=row.energy, free_energy=row.energy, forces=row.forces, stress=stress)
         out.info.update(row.data.get("info", {}))
         return out
 
     def put(self, labelled: Atoms, settings: dict) -> None:
-        info = {k: v for k, v in labelled.info.items() if isinstance(v, (int, float, str, bool))}
+        # plain values, numpy scalars as Python ones (extxyz reads integers such as md_frame as numpy.int64)
+        info = {k: v.item() if isinstance(v, np.generic) else v for k, v in labelled.info.items()
+                if isinstance(v, (int, float, str, bool, np.integer, np.floating, np.bool_))}
         self.db.write(labelled, structure=structure_key(labelled), settings_hash=settings_key(settings),
                       data={"info": info, "settings": settings})
 
