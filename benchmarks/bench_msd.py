@@ -9,8 +9,15 @@ DiffusionAnalyzer (CPU, float64, smoothed='max', which computes the all-origin M
 fits D) runs on ``--da-temps`` of the temperatures (default: all on CPU sizes, 1 with --full);
 its total is extrapolated linearly to all temperatures when a subset is used (said in the output).
 
+``--md-chunk``: instead, the cost of the streaming MSD inside the MD (lycb_jax.md.run_chunk with and
+without the accumulator; CHGNet NVT, ``--replicas`` x the LYC-like cell of bench_md.py, 427 atoms
+with ``--cell 4``), the same chunk from the same states, the two variants interleaved, median of
+``--repeat``.  The accumulator is updated every ``--msd-every`` steps (1: every step, the worst case).
+
     python benchmarks/bench_msd.py            # CPU size
     python benchmarks/bench_msd.py --full     # GPU size
+    python benchmarks/bench_msd.py --md-chunk --replicas 8 --cell 4 --steps 1000 --msd-every 10   # GPU
+    python benchmarks/bench_msd.py --md-chunk --replicas 2 --cell 2 --steps 20 --msd-every 1 --repeat 2  # CPU smoke
 """
 
 import argparse
@@ -37,6 +44,75 @@ def timed(fn, *args, repeat=3):
     return t_compile, statistics.median(runs)
 
 
+def md_chunk_cost(args):
+    """ms per MD step with and without the streaming MSD in the scan (CHGNet, R x LYC-like cell)."""
+    import os
+    import sys
+
+    from ase import units
+
+    import lycb_jax
+    from lycb_jax.md import (
+        IntegratorSettings,
+        default_capacity,
+        init_replica,
+        masses_of,
+        run_chunk,
+        run_chunk_checked,
+    )
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from common import lyc_like
+
+    model = lycb_jax.load_model()
+    s = lyc_like(args.cell)
+    n, n_rep = len(s), args.replicas
+    numbers = np.array([x.specie.Z for x in s])
+    integ = IntegratorSettings("nvt", dt_fs=1.0)
+    cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=1.0, cutoffs=model.cutoffs)
+    species = jnp.asarray(np.tile(numbers, (n_rep, 1)), jnp.int32)
+    cell = jnp.asarray(np.tile(s.lattice.matrix, (n_rep, 1, 1)), jnp.float32)
+    kT = jnp.asarray(np.linspace(500, 1200, n_rep) * units.kB, jnp.float32)
+    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, integ, cap)[0])(
+        species, jnp.asarray(np.tile(s.cart_coords, (n_rep, 1, 1)), jnp.float32), cell,
+        jnp.asarray(np.tile(masses_of(numbers), (n_rep, 1))), kT, jax.random.split(jax.random.PRNGKey(0), n_rep))
+    alive = jnp.ones(n_rep, bool)
+    stride = min(args.stride, args.steps)
+    n_frames = args.steps // stride
+    mobile = jnp.asarray(numbers == 3)
+    msd0 = jax.vmap(lambda _: A.streaming_init(n, args.levels, args.block, mobile=mobile))(jnp.arange(n_rep))
+    # the capacity this chunk needs (fitted, as Simulation does); both variants then run the same steps
+    out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, stride,
+                                 fit=True, mesh=None)
+    out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, stride,
+                                 mesh=None)
+
+    def chunk(msd):
+        return run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames,
+                         stride, 3.0, msd, args.msd_every if msd is not None else 0)
+
+    t_compile = {}
+    for key, msd in (("without", None), ("with", msd0)):
+        t = time.perf_counter()
+        out = jax.block_until_ready(chunk(msd))
+        t_compile[key] = time.perf_counter() - t
+        assert bool(np.all(out[3])), "graph capacity overflow in the timed chunk"
+    walls = {"without": [], "with": []}
+    for _ in range(args.repeat):  # interleaved, so that clock or thermal drifts hit both alike
+        for key, msd in (("without", None), ("with", msd0)):
+            t = time.perf_counter()
+            jax.block_until_ready(chunk(msd))
+            walls[key].append(time.perf_counter() - t)
+    ms = {k: statistics.median(v) / args.steps * 1e3 for k, v in walls.items()}
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); {n_rep} replicas x {n} atoms "
+          f"({int(mobile.sum())} Li), NVT 1 fs, {args.steps} steps per chunk, frame every {stride} steps; streaming "
+          f"MSD {args.levels} levels x {args.block}, updated every {args.msd_every} steps")
+    print(f"ms per MD step (all replicas): without {ms['without']:.3f}, with {ms['with']:.3f}; overhead "
+          f"{100 * (ms['with'] / ms['without'] - 1):+.2f}% (median of {args.repeat}; runs without "
+          f"{np.round(walls['without'], 4).tolist()} s, with {np.round(walls['with'], 4).tolist()} s); first call "
+          f"(compile unless cached) {t_compile['without']:.1f} / {t_compile['with']:.1f} s")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="100 Li x 100,000 frames x 8 T (GPU size)")
@@ -46,7 +122,17 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--da-temps", type=int, default=None, help="temperatures run with DiffusionAnalyzer")
     ap.add_argument("--no-da", action="store_true", help="skip DiffusionAnalyzer")
+    ap.add_argument("--md-chunk", action="store_true", help="time an MD chunk with and without the streaming MSD")
+    ap.add_argument("--replicas", type=int, default=8, help="--md-chunk: replicas")
+    ap.add_argument("--cell", type=int, default=4, help="--md-chunk: LYC-like supercell (4: 427 atoms)")
+    ap.add_argument("--steps", type=int, default=1000, help="--md-chunk: MD steps per timed chunk")
+    ap.add_argument("--stride", type=int, default=100, help="--md-chunk: steps between recorded frames")
+    ap.add_argument("--msd-every", type=int, default=10, help="--md-chunk: steps between accumulator updates")
+    ap.add_argument("--levels", type=int, default=5, help="--md-chunk: accumulator levels")
+    ap.add_argument("--block", type=int, default=10, help="--md-chunk: accumulator block")
     args = ap.parse_args()
+    if args.md_chunk:
+        return md_chunk_cost(args)
     frames = args.frames or (100_000 if args.full else 10_000)
     n_fw = 4
     n = args.atoms + n_fw

@@ -221,6 +221,12 @@ def test_drift_judged_against_the_fluctuation():
     drift, flagged = judge_drift(conserved, t_fs, n_atoms, bound_meV=1.0)
     assert abs(drift[0]) > 1.0 and not flagged[0]
     assert abs(drift[1] - 5.0) < 4.0 and flagged[1]
+    # a smooth 1.5 meV/atom/ps rise over 0.3 ps (0.45 meV/atom in all, below the bound x 1 ps): not a drift
+    t_short = np.arange(0, 300, 20.0)
+    smooth = n_atoms * 1.5e-3 * t_short[None] / 1000
+    drift, flagged = judge_drift(smooth, t_short, n_atoms, bound_meV=1.0)
+    assert abs(drift[0] - 1.5) < 1e-9 and not flagged[0]
+    assert judge_drift(smooth * 4, t_short, n_atoms, bound_meV=1.0)[1][0]  # 6 meV/atom/ps: 1.8 meV/atom, flagged
 
 
 def test_long_time_step_with_li_is_refused(tmp_path):

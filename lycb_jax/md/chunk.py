@@ -8,6 +8,11 @@ marks the chunk invalid; :func:`run_chunk_checked` then re-runs it with capaciti
 :func:`lycb_jax.capacity.grow`. A replica whose temperature runs away or whose positions become
 non-finite is frozen and reported.
 
+Optionally (``msd``: a :class:`lycb_jax.analysis.streaming.StreamingMSD` per replica) the scan also
+carries the streaming multiple-time-origin MSD, updated every ``msd_stride`` steps of the stage with
+the unwrapped positions relative to the framework's centre of mass (the rule of
+:mod:`lycb_jax.analysis.msd`), so that long runs need not keep every frame.
+
 Units: Angstrom, fs, eV, K, amu; pressure in bar, stress in GPa.
 """
 
@@ -23,11 +28,19 @@ import numpy as np
 from jax_md import quantity
 
 import lycb_jax.capacity as caps
+from lycb_jax.analysis.streaming import relative_to_framework, streaming_update
 from lycb_jax.capacity import Capacity, Need
 from lycb_jax.distributed import replica_mesh, shard_replicas
 from lycb_jax.graph import EdgeList, refine_graph
-from lycb_jax.md.integrators import (IntegratorSettings, conserved, degrees_of_freedom, dynamics, real_positions,
-                                     state_cell, temperature_K)
+from lycb_jax.md.integrators import (
+    IntegratorSettings,
+    conserved,
+    degrees_of_freedom,
+    dynamics,
+    real_positions,
+    state_cell,
+    temperature_K,
+)
 from lycb_jax.md.neighbours import drift_bound, graph_sizes, verlet_list
 from lycb_jax.models import Model, energy_forces_stress
 from lycb_jax.runtime import with_precision
@@ -63,6 +76,7 @@ class Carry(NamedTuple):
     live: jax.Array  # [R] replicas still running (not frozen)
     need: jax.Array  # [R, Need.SIZE] largest sizes needed, in capacity.Need.from_vector's layout
     rebuilds: jax.Array  # () number of list rebuilds
+    msd: Any = None  # StreamingMSD [R, ...] or None (off)
 
 
 def record(model: Model, species, state, cell, kT, settings: IntegratorSettings, energy, edges: EdgeList,
@@ -109,6 +123,7 @@ class _Chunk(NamedTuple):
     total_steps: jax.Array
     max_kT_factor: jax.Array
     stride: int
+    msd_stride: int = 0  # steps of the stage between streaming-MSD updates (0: none)
 
     @property
     def half_skin(self) -> float:
@@ -149,12 +164,24 @@ class _Chunk(NamedTuple):
         hot = 2 * ke / degrees_of_freedom(states.position.shape[1]) > self.max_kT_factor * jnp.maximum(kT, self.kT_end)
         return finite & ~hot
 
-    def start(self, states, alive) -> Carry:
+    def start(self, states, alive, msd=None) -> Carry:
         cells = self.cells(states)
         n_rep = self.species.shape[0]
         return Carry(states, self.lists(states, cells), states, cells, jnp.zeros(n_rep, jnp.float32),
                      jnp.float32(0.0), jnp.ones(n_rep, bool), alive, jnp.zeros((n_rep, Need.SIZE), jnp.int32),
-                     jnp.int32(0))
+                     jnp.int32(0), msd)
+
+    def streaming(self, msd, states, live, done):
+        """The streaming MSD after ``done`` steps of the stage: live replicas add their unwrapped
+        positions (relative to the framework's centre of mass) when ``done`` is a multiple of
+        ``msd_stride``; a ``lax.cond`` on the step (not per replica), so other steps cost nothing."""
+        def update(m):
+            def one(m_r, st):
+                x = real_positions(st, self.settings)
+                mass = jnp.broadcast_to(jnp.reshape(st.mass, (-1,)), x.shape[:1])
+                return streaming_update(m_r, relative_to_framework(x, m_r.mobile, mass))
+            return _select(live, jax.vmap(one)(m, states), m)
+        return jax.lax.cond(done % self.msd_stride == 0, update, lambda m: m, msd)
 
     def step(self, c: Carry, i) -> tuple[Carry, None]:
         """One MD step of every replica: rebuild the lists if needed, advance, check the graphs."""
@@ -177,8 +204,10 @@ class _Chunk(NamedTuple):
                                                           moved >= self.half_skin))
         # margin for the next step: twice the largest single-step move of a live replica
         step_move = jnp.max(jnp.where(live, self.drift(new, cell1, c.states, cell0), 0.0))
-        return Carry(_select(live, new, c.states), edges, ref, ref_cell, moved, 2 * step_move, ok, live, need,
-                     c.rebuilds + rebuild), None
+        states = _select(live, new, c.states)
+        msd = None if c.msd is None else self.streaming(c.msd, states, live, self.step0 + i + 1)
+        return Carry(states, edges, ref, ref_cell, moved, 2 * step_move, ok, live, need, c.rebuilds + rebuild,
+                     msd), None
 
     def frame(self, carry: Carry, f) -> tuple[Carry, Frame]:
         """``stride`` steps, then the Frame of every replica."""
@@ -192,13 +221,14 @@ class _Chunk(NamedTuple):
         return carry, jax.vmap(one)(self.species, self.cell, carry.states, kT, carry.edges)
 
 
-STATIC = ("model_module", "settings", "capacity", "n_frames", "stride")
+STATIC = ("model_module", "settings", "capacity", "n_frames", "stride", "msd_stride")
 
 
 @functools.partial(jax.jit, static_argnames=STATIC)
 @with_precision
 def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
-              settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0):
+              settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
+              msd=None, msd_stride: int = 0):
     """Advance R replicas by n_frames * stride steps; record a Frame every ``stride`` steps.
 
     kT ramps linearly from kT_start to kT_end (eV, per replica) over ``total_steps`` steps counted
@@ -208,16 +238,20 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     [R, F, ...], alive, graph_ok [R], need [R, Need.SIZE], number of list rebuilds). ``graph_ok``
     False means a capacity overflow or a move beyond skin/2 since the list was built: the caller
     must discard the result and re-run the chunk with capacities grown to ``need``
-    (``capacity.grow(capacity, Need.from_vector(need))``).
+    (``capacity.grow(capacity, Need.from_vector(need))``). ``msd`` (StreamingMSD with leading axis R,
+    or None): updated every ``msd_stride`` steps of the stage (at steps done = multiples of it, counted
+    from ``step0``), returned as the last output (None when off).
     """
     if (capacity.cutoff, capacity.bond_cutoff) != tuple(model_module.cutoffs):
         raise ValueError(f"graph capacity for cutoffs {(capacity.cutoff, capacity.bond_cutoff)} A, but the model "
                          f"needs {tuple(model_module.cutoffs)} A: estimate it with cutoffs=model.cutoffs")
+    if msd is not None and msd_stride < 1:
+        raise ValueError(f"streaming MSD given with msd_stride {msd_stride}: it must be >= 1 step")
     chunk = _Chunk(Model(model_module, params), species, cell, settings, capacity, kT_start, kT_end, step0,
-                   total_steps, max_kT_factor, stride)
-    carry, frames = jax.lax.scan(chunk.frame, chunk.start(states, alive), jnp.arange(n_frames))
+                   total_steps, max_kT_factor, stride, msd_stride)
+    carry, frames = jax.lax.scan(chunk.frame, chunk.start(states, alive, msd), jnp.arange(n_frames))
     frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
-    return carry.states, frames, carry.live, carry.ok, carry.need, carry.rebuilds
+    return carry.states, frames, carry.live, carry.ok, carry.need, carry.rebuilds, carry.msd
 
 
 @functools.lru_cache(maxsize=8)
@@ -231,14 +265,15 @@ def _sharded_run_chunk(mesh: jax.sharding.Mesh):
     @functools.partial(jax.jit, static_argnames=STATIC)
     @with_precision
     def chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
-              settings, capacity, n_frames, stride, max_kT_factor=3.0):
-        def local(params, species, cell, states, kT_start, kT_end, alive, step0, total_steps, max_kT_factor):
-            *out, rebuilds = run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0,
-                                       total_steps, settings, capacity, n_frames, stride, max_kT_factor)
-            return (*out, rebuilds[None])
+              settings, capacity, n_frames, stride, max_kT_factor=3.0, msd=None, msd_stride=0):
+        def local(params, species, cell, states, kT_start, kT_end, alive, msd, step0, total_steps, max_kT_factor):
+            *out, rebuilds, msd = run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive,
+                                            step0, total_steps, settings, capacity, n_frames, stride, max_kT_factor,
+                                            msd, msd_stride)
+            return (*out, rebuilds[None], msd)
 
-        return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 6 + (rest,) * 3, out_specs=(rep,) * 6,
-                             check_vma=False)(params, species, cell, states, kT_start, kT_end, alive, step0,
+        return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 7 + (rest,) * 3, out_specs=(rep,) * 7,
+                             check_vma=False)(params, species, cell, states, kT_start, kT_end, alive, msd, step0,
                                               total_steps, max_kT_factor)
 
     return chunk
@@ -256,9 +291,12 @@ def _shard(mesh: jax.sharding.Mesh, n_rep: int, species, cells, states, kT_start
 
 def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, alive, step0, total_steps,
                       settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
-                      retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False):
+                      retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False,
+                      msd=None, msd_stride: int = 0):
     """``run_chunk``, re-run with grown graph capacity (and skin) until every live replica's graph
     stayed valid. Returns ((states, frames, alive, ok), capacity); raises RuntimeError if it never does.
+    With a streaming MSD ``msd`` (updated every ``msd_stride`` steps, :func:`run_chunk`) the first
+    element is (states, frames, alive, ok, msd).
 
     ``cells`` [R, 3, 3] (rows, Angstrom) are the replicas' fixed cells (NpT: the stage's initial
     ones). With several devices (``mesh="auto"``: all local ones) the replica axis is sharded over
@@ -270,16 +308,20 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
     mesh = replica_mesh() if mesh == "auto" else mesh
     n_rep = np.asarray(alive).shape[0]
     args = (jnp.asarray(species), jnp.asarray(cells, jnp.float32), states, kT_start, kT_end, jnp.asarray(alive))
+    msd_in, msd_stride = msd, (msd_stride if msd is not None else 0)  # off: one compiled program, whatever the stride
     if mesh is not None:
         args = _shard(mesh, n_rep, *args)
+        n_dev = mesh.devices.size
+        msd_in = None if msd is None else shard_replicas(mesh, -(-n_rep // n_dev) * n_dev, msd)[0]
     chunk = run_chunk if mesh is None else _sharded_run_chunk(mesh)
     for _ in range(retries + 1):
         out = chunk(model.module, model.params, *args, step0, total_steps, settings, capacity, n_frames, stride,
-                    max_kT_factor)
+                    max_kT_factor, msd_in, msd_stride)
+        msd_out = jax.tree.map(lambda x: x[:n_rep], out[6])
         out = jax.tree.map(lambda x: x[:n_rep], out[:5])
         ok, need = np.asarray(out[3]), Need.from_vector(np.asarray(out[4]))
         if ok.all():
-            return out[:4], (caps.fit(capacity, need) if fit else capacity)
+            return out[:4] + (() if msd is None else (msd_out,)), (caps.fit(capacity, need) if fit else capacity)
         capacity = caps.grow(capacity, need, cells=cells)
     raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} (capacity {capacity}): "
                        f"atoms moved more than skin/2 = {capacity.skin / 2:.2f} A in one step; the time step is too "

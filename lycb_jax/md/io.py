@@ -8,6 +8,12 @@ Checkpoint (``checkpoint.npz``): the replica states' leaves ``leaf_0 ...``, the 
 continue at, alive flags, cells (Angstrom), graph capacity and skin (Angstrom), frames written per
 stage and the replica indices, with a SHA-256 of them (:mod:`lycb_jax.durable`). Written atomically;
 the previous one is kept as ``*.prev.npz``, and used (with a warning) if the newer one is damaged.
+In production with the streaming MSD on, the accumulator state is in it too (``msd_<field>``).
+
+Streaming MSD (optional, :func:`write_streaming_msd`): datasets of the stage group, rewritten at each
+checkpoint: ``streaming_msd_lag_fs`` [M], ``streaming_msd_tracer_A2`` and ``streaming_msd_collective_A2``
+[R, M] (A^2 per mobile atom, NaN where no origin pair yet), ``streaming_msd_pairs`` [R, M]
+(time-origin pairs averaged). Not frames: :func:`truncate` leaves them alone.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lycb_jax import durable
+from lycb_jax.analysis.streaming import StreamingMSD, streaming_finalize
 from lycb_jax.capacity import Capacity
 from lycb_jax.faults import maybe_fail
 
@@ -89,7 +96,9 @@ def truncate(f, counts: dict) -> None:
     the file, if a stage holds fewer frames than the checkpoint counted or they cannot be read."""
     for name, n in counts.items():
         if name in f:
-            for ds in f[name].values():
+            for key, ds in f[name].items():
+                if key.startswith(STREAMING_PREFIX):  # not frames: rewritten from the checkpoint's state
+                    continue
                 have = ds.shape[1 if ds.ndim > 1 else 0]
                 if have < n:
                     raise RuntimeError(f"{f.filename}: stage '{name}' holds {have} frames of {ds.name}, but its "
@@ -164,3 +173,56 @@ def states_from(ck: dict, template):
                          f"{treedef.num_leaves}: it was written by another ensemble or lycb_jax version; start the "
                          "run again without --resume")
     return jax.tree.unflatten(treedef, [jnp.asarray(ck[f"leaf_{i}"]) for i in range(treedef.num_leaves)])
+
+
+STREAMING_PREFIX = "streaming_msd_"
+
+
+def streaming_fields(msd: StreamingMSD | None, every_fs: float) -> dict:
+    """The checkpoint entries (``msd_<field>``, ``msd_every_fs``) of a streaming MSD state updated every
+    ``every_fs`` fs (none when off)."""
+    if msd is None:
+        return {}
+    return {**{f"msd_{k}": np.asarray(v) for k, v in msd._asdict().items()}, "msd_every_fs": every_fs}
+
+
+def streaming_from(ck: dict, n_rep: int, n_atoms: int, levels: int, block: int, every_fs: float) -> StreamingMSD | None:
+    """The streaming MSD state stored in a checkpoint (None if it holds none); ValueError naming the
+    file if it was accumulated with another (replicas, atoms, levels, block, interval) than this run's."""
+    if "msd_buffer" not in ck:
+        return None
+    msd = StreamingMSD(**{k: jnp.asarray(ck[f"msd_{k}"]) for k in StreamingMSD._fields})
+    if float(ck["msd_every_fs"]) != every_fs:
+        raise ValueError(f"{ck.get('path', 'the checkpoint')} holds a streaming MSD updated every "
+                         f"{float(ck['msd_every_fs'])} fs, this run asks for {every_fs} fs: resume with the same "
+                         "streaming_msd_every_fs")
+    if msd.buffer.shape != (n_rep, levels, block, n_atoms, 3):
+        raise ValueError(f"{ck.get('path', 'the checkpoint')} holds a streaming MSD of shape {msd.buffer.shape[:3]} "
+                         f"(replicas, levels, block) but this run has ({n_rep}, {levels}, {block}): resume with the "
+                         "streaming_msd_levels and streaming_msd_block of the run that wrote it")
+    return msd
+
+
+def write_streaming_msd(f, stage: str, msd: StreamingMSD, every_fs: float, species: str) -> None:
+    """(Re)write the finalized streaming MSD of every replica (``msd`` with leading axis R, updated
+    every ``every_fs`` fs) into group ``stage``: every lag of the accumulator grid (fs), NaN where a
+    replica has no origin pair yet (shapes fixed for the whole run). Mobile ``species``, the interval
+and the accumulator's shape are attributes of ``streaming_msd_lag_fs``."""
+    lags, tracer, collective, pairs = streaming_finalize(msd, keep_empty=True)
+    grp = f.require_group(stage)
+    data = {"lag_fs": (lags * every_fs, "fs"), "tracer_A2": (tracer, "Angstrom^2 per mobile atom"),
+            "collective_A2": (collective, "Angstrom^2, |sum_i dr_i|^2 / N_mobile"),
+            "pairs": (pairs, "time-origin pairs averaged")}
+    for name, (arr, units) in data.items():
+        key = STREAMING_PREFIX + name
+        arr = np.asarray(arr, np.int64 if name == "pairs" else np.float64)
+        if key in grp and grp[key].shape != arr.shape:
+            del grp[key]
+        if key not in grp:
+            grp.create_dataset(key, shape=arr.shape, dtype=arr.dtype)
+        grp[key][...] = arr
+        grp[key].attrs["units"] = units
+    levels, block = np.asarray(msd.n_pairs).shape[-2:]  # on a dataset: the stage's attributes are per replica
+    grp[STREAMING_PREFIX + "lag_fs"].attrs.update({"streaming_msd_species": species, "streaming_msd_every_fs": every_fs,
+                      "streaming_msd_levels": levels, "streaming_msd_block": block,
+                      "streaming_msd_drift": "positions relative to the framework's mass-weighted centre of mass"})

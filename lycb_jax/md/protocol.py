@@ -24,6 +24,7 @@ import numpy as np
 import lycb_jax.md.io as md_io
 import lycb_jax.capacity as caps
 from lycb_jax import distributed
+from lycb_jax.analysis.streaming import streaming_init
 from lycb_jax.capacity import Capacity
 from lycb_jax.io.structures import to_system
 from lycb_jax.md.chunk import default_capacity, run_chunk_checked
@@ -53,6 +54,11 @@ class Protocol:
     shape kept). ``drift_bound_meV``: a replica whose conserved quantity drifts faster than this
     (meV/atom/ps, least-squares slope over the stage so far; not checked while heating) is flagged.
     A time step above ``MAX_DT_FS_WITH_LI`` fs with Li present is refused.
+
+    ``streaming_msd_every_fs`` > 0 (fs, a multiple of ``dt_fs``; 0 = off): during production the MD also
+    accumulates the multiple-time-origin MSD of ``streaming_msd_species`` (:mod:`lycb_jax.analysis.streaming`,
+    ``streaming_msd_levels`` levels x ``streaming_msd_block`` lags: lags up to block**levels x every_fs),
+    carried in the checkpoints and written to the trajectory (:func:`lycb_jax.md.io.write_streaming_msd`).
     """
 
     temperatures_K: tuple[float, ...] = (600.0, 700.0, 800.0)
@@ -74,6 +80,10 @@ class Protocol:
     max_temperature_factor: float = 3.0
     barostat: str = "tri"
     drift_bound_meV: float = 1.0  # meV/atom/ps
+    streaming_msd_every_fs: float = 0.0  # fs between streaming-MSD updates in production; 0 = off
+    streaming_msd_levels: int = 5
+    streaming_msd_block: int = 10
+    streaming_msd_species: str = "Li"
 
     def validate(self) -> None:
         t = np.asarray(self.temperatures_K, float)
@@ -91,6 +101,25 @@ class Protocol:
             raise ValueError(f"unknown barostat {self.barostat!r}: use {', '.join(map(repr, BAROSTATS))}")
         if not self.drift_bound_meV > 0:
             raise ValueError(f"drift_bound_meV must be positive (meV/atom/ps), got {self.drift_bound_meV}")
+        self._validate_streaming_msd()
+
+    def _validate_streaming_msd(self) -> None:
+        every, levels, block = self.streaming_msd_every_fs, self.streaming_msd_levels, self.streaming_msd_block
+        if not (np.isfinite(every) and every >= 0):
+            raise ValueError(f"streaming_msd_every_fs must be >= 0 fs (0 = off), got {every}")
+        if every == 0:
+            return
+        if every < self.dt_fs or abs(every / self.dt_fs - round(every / self.dt_fs)) > 1e-6:
+            raise ValueError(f"streaming_msd_every_fs {every} fs must be a multiple of the time step {self.dt_fs} fs")
+        if not (isinstance(levels, int) and levels >= 1 and isinstance(block, int) and block >= 2):
+            raise ValueError(f"streaming MSD needs integer levels >= 1 and block >= 2, got levels {levels!r}, "
+                             f"block {block!r}")
+        if block ** levels >= 2**31:
+            raise ValueError(f"streaming MSD block**levels = {block}**{levels} overflows the int32 step counter")
+        from ase.data import atomic_numbers
+
+        if self.streaming_msd_species not in atomic_numbers:
+            raise ValueError(f"streaming_msd_species {self.streaming_msd_species!r} is not an element symbol")
 
     def check_time_step(self, numbers) -> None:
         """ValueError for a time step above ``MAX_DT_FS_WITH_LI`` fs when Li (Z = 3) is among ``numbers``."""
@@ -152,6 +181,7 @@ class _Run:
     alive: np.ndarray
     capacity: Capacity
     last_checkpoint: int = 0
+    msd: Any = None  # streaming MSD state [R, ...] in production (Protocol.streaming_msd_every_fs), else None
 
 
 class Simulation:
@@ -178,6 +208,8 @@ class Simulation:
         self.out.mkdir(parents=True, exist_ok=True)
         temps = np.asarray(protocol.temperatures_K, float)
         systems = _replica_systems(structures, len(temps))
+        for s in systems:
+            model.check_elements(s.numbers)
         # several processes: each runs its own block of replicas on its local devices, not one global array:
         # replicas never interact, so this is exact, and checkpoints, HDF5 and stage switches stay host-local
         self.n_total, self.replicas = len(systems), distributed.local_replicas(len(systems))
@@ -186,6 +218,14 @@ class Simulation:
         self.n_rep, self.n_atoms = len(self.systems), len(systems[0])
         protocol.check_time_step(np.concatenate([s.numbers for s in systems]))
         self.species = np.stack([s.numbers for s in self.systems]).astype(np.int32)
+        self.msd_stride = int(round(protocol.streaming_msd_every_fs / protocol.dt_fs))  # 0: off
+        if self.msd_stride:
+            from ase.data import atomic_numbers
+
+            self.msd_mobile = self.species == atomic_numbers[protocol.streaming_msd_species]
+            if not self.msd_mobile.any(axis=1).all():
+                raise ValueError(f"streaming MSD of {protocol.streaming_msd_species}: replicas "
+                                 f"{np.flatnonzero(~self.msd_mobile.any(axis=1)).tolist()} have no such atom")
         self.masses = np.stack([masses_of(s.numbers) for s in self.systems])
         self.stride = int(round(protocol.save_every_fs / protocol.dt_fs))
         self.frames_per_chunk = max(1, int(round(protocol.chunk_ps * 1000 / protocol.save_every_fs)))
@@ -309,7 +349,14 @@ class Simulation:
                                   *self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
         print(f"{ck['path']}: the run is complete" if si >= len(stages) else
               f"resuming {ck['path']} at stage {si} ({name}), step {step}")
-        return _Run(si, step, md_io.states_from(ck, template), cells, alive, capacity)
+        run = _Run(si, step, md_io.states_from(ck, template), cells, alive, capacity)
+        if self.msd_stride:
+            run.msd = md_io.streaming_from(ck, self.n_rep, self.n_atoms, p.streaming_msd_levels, p.streaming_msd_block,
+                                           p.streaming_msd_every_fs)
+            if run.msd is not None:  # the curve of this checkpoint (the file may hold a later one)
+                md_io.write_streaming_msd(f, "production", run.msd, p.streaming_msd_every_fs,
+                                          p.streaming_msd_species)
+        return run
 
     # -- main loop
     def run(self) -> dict:
@@ -365,6 +412,10 @@ class Simulation:
         name, ensemble, n_steps, heating = stages[run.stage]
         settings = self._settings(ensemble)
         run.last_checkpoint = run.step
+        if self.msd_stride and name == "production" and run.msd is None:
+            p = self.protocol
+            run.msd = jax.vmap(lambda m: streaming_init(self.n_atoms, p.streaming_msd_levels, p.streaming_msd_block,
+                                                        mobile=m))(jnp.asarray(self.msd_mobile))
         while run.step < n_steps:
             self._chunk(f, run, name, settings, n_steps, heating, bar, summary)
             if run.step >= n_steps and run.stage + 1 < len(stages):
@@ -384,8 +435,10 @@ class Simulation:
         t_wall = time.perf_counter()
         out, run.capacity = run_chunk_checked(
             self.model, self.species, run.cells, run.states, *self._kT(name), run.alive, run.step,
-            n_steps if heating else 0, settings, run.capacity, n_frames, stride, p.max_temperature_factor, fit=True)
+            n_steps if heating else 0, settings, run.capacity, n_frames, stride, p.max_temperature_factor, fit=True,
+            msd=run.msd, msd_stride=self.msd_stride)
         new_states, frames, new_alive = out[0], out[1], np.asarray(out[2])
+        run.msd = out[4] if run.msd is not None else None
         wall = time.perf_counter() - t_wall
         self._report_stopped(run.alive & ~new_alive, name, (run.step + n_frames * stride) * p.dt_fs, summary)
         run.states, run.alive = new_states, new_alive
@@ -446,11 +499,14 @@ class Simulation:
         p, done = self.protocol, run.step >= n_steps
         if not done and (run.step - run.last_checkpoint) * p.dt_fs < p.checkpoint_every_ps * 1000:
             return
+        if run.msd is not None:
+            md_io.write_streaming_msd(f, stages[run.stage][0], run.msd, p.streaming_msd_every_fs,
+                                      p.streaming_msd_species)
         f.flush()
         self._save_checkpoint(run.states, {
             "stage": run.stage + 1 if done else run.stage, "step": 0 if done else run.step, "alive": run.alive,
             "cells": run.cells, **md_io.capacity_fields(run.capacity),
-            **md_io.frame_counts(f, [n for n, *_ in stages])})
+            **md_io.frame_counts(f, [n for n, *_ in stages]), **md_io.streaming_fields(run.msd, p.streaming_msd_every_fs)})
         run.last_checkpoint = run.step
 
 
@@ -469,6 +525,8 @@ def _init_batch(model_module, params, species, positions, cells, masses, keys, k
 
 
 DRIFT_SIGNIFICANCE = 3.0  # a flagged drift changes the conserved quantity by > this x its fluctuation
+DRIFT_MIN_SPAN_PS = 1.0  # ... and by more than the bound allows over this time (the NH conserved quantity
+# wanders by ~0.5 meV/atom over a few hundred fs at 1100-1300 K, dt 2 fs: not a drift)
 
 
 def conserved_drift(conserved, time_fs, n_atoms: int) -> np.ndarray:
@@ -488,11 +546,13 @@ def _drift_and_noise(conserved, time_fs, n_atoms: int):
 
 def judge_drift(conserved, time_fs, n_atoms: int, bound_meV: float) -> tuple[np.ndarray, np.ndarray]:
     """(drift [R] meV/atom/ps, flagged [R]): a replica is flagged when its drift exceeds ``bound_meV``
-    AND its change over the span exceeds :data:`DRIFT_SIGNIFICANCE` x the fluctuation of the conserved
-    quantity about the fitted line: over a short stage a large slope can be the thermostat's
-    fluctuation alone, a broken integration changes it far beyond that."""
+    AND its change over the span exceeds both :data:`DRIFT_SIGNIFICANCE` x the fluctuation of the
+    conserved quantity about the fitted line and ``bound_meV`` x :data:`DRIFT_MIN_SPAN_PS`: over a short
+    stage a large slope can be a slow wander of the conserved quantity, a broken integration changes
+    it far beyond that (dt = 10 fs at 1500 K: 67 meV/atom/ps)."""
     slope, change, noise = _drift_and_noise(conserved, time_fs, n_atoms)
-    return slope, (np.abs(slope) > bound_meV) & (np.abs(change) > DRIFT_SIGNIFICANCE * noise)
+    floor = np.maximum(DRIFT_SIGNIFICANCE * noise, bound_meV * DRIFT_MIN_SPAN_PS)
+    return slope, (np.abs(slope) > bound_meV) & (np.abs(change) > floor)
 
 
 def lower_triangular(cells) -> tuple[np.ndarray, np.ndarray]:
