@@ -446,7 +446,7 @@ class Simulation:
             self._append(f, name, frames, run.step * p.dt_fs)
         flagged = self._drift_guard(f, name, heating, run.alive, summary)
         run.step += n_frames * stride
-        bar.update(n_frames * stride * p.dt_fs / 1000)
+        bar.update(min(n_frames * stride * p.dt_fs / 1000, bar.total - bar.n))  # float sums must not pass the total
         temps, alive_all, flagged_all = distributed.gather_replicas(  # every process's replicas (a collective)
             np.stack([np.asarray(frames.temperature[:, -1]), run.alive, flagged], 1).astype(np.float32),
             self.n_total).T
