@@ -237,8 +237,11 @@ def test_calculator_and_md_take_sevennet(tmp_path, sevennet):
     np.testing.assert_allclose(atoms.get_stress(voigt=False) * EV_A3_TO_GPA, symmetric, atol=1e-7)
     assert np.all(np.isfinite(pred.forces)) and np.abs(pred.forces).max() > 0.1
     po = structure.copy()
-    po.replace(0, "Po")  # not among SevenNet-0's 89 elements (same graph: no new compilation)
-    assert np.isnan(lycb_jax.predict(sevennet, [po])[0].energy)
+    po.replace(0, "Po")  # not among SevenNet-0's 89 elements: refused by name, not a NaN energy
+    from lycb_jax.io.errors import InputError
+
+    with pytest.raises(InputError, match="does not know element.*Po"):
+        lycb_jax.predict(sevennet, [po])
 
     proto = Protocol(temperatures_K=(300.0,), dt_fs=1.0, start_K=300.0, heat_ps=0.0, nvt_ps=0.0,
                      production_ps=0.01, save_every_fs=5.0, chunk_ps=0.01, checkpoint_every_ps=0.01, skin=0.5)
