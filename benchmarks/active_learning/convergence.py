@@ -2,10 +2,10 @@
 (the production settings) against 550 eV and against k-point density 2.5 per 2 pi/A; energies eV/atom,
 forces eV/A, stress GPa (ASE sign). Results into convergence.json (cached in labels.db like every label).
 
-    OPENBLAS_NUM_THREADS=1 python convergence.py [LYC30|LYB20]
+    OPENBLAS_NUM_THREADS=1 python convergence.py [LYC30|LYB20] [--round r0] [--index 0] [--only k2.5]
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,15 @@ from lycb_jax.active.labellers import gpaw_labeller, label_structures
 from lycb_jax.units import EV_A3_TO_GPA
 
 here = Path(__file__).parent
-name = sys.argv[1] if len(sys.argv) > 1 else "LYC30"
-atoms = read(here / f"cand_{name}_r0.extxyz", index=0)
+parser = argparse.ArgumentParser()
+parser.add_argument("parent", nargs="?", default="LYC30")
+parser.add_argument("--round", default="r0", help="candidates file cand_<parent>_<round>.extxyz")
+parser.add_argument("--index", type=int, default=0, help="frame in the candidates file")
+parser.add_argument("--only", nargs="*", default=["ecut550", "k2.5"], help="settings compared to production")
+args = parser.parse_args()
+atoms = read(here / f"cand_{args.parent}_{args.round}.extxyz", index=args.index)
 settings = {"production": (400.0, 1.5), "ecut550": (550.0, 1.5), "k2.5": (400.0, 2.5)}
+settings = {k: v for k, v in settings.items() if k == "production" or k in args.only}
 res = {}
 for key, (ecut, kd) in settings.items():
     (lab,) = label_structures([atoms], gpaw_labeller(ecut_eV=ecut, kpoint_density=kd), here / "labels.db",
@@ -26,7 +32,7 @@ for key, (ecut, kd) in settings.items():
                 "stress_GPa": lab.get_stress() * EV_A3_TO_GPA}
 ref = res["production"]
 out = {}
-for key in ("ecut550", "k2.5"):
+for key in args.only:
     r = res[key]
     out[key] = {"dE_meV_atom": 1000 * (r["e_per_atom"] - ref["e_per_atom"]),
                 "dF_max_eV_A": float(np.abs(r["forces"] - ref["forces"]).max()),
@@ -36,6 +42,7 @@ for key in ("ecut550", "k2.5"):
 out["production_pressure_GPa"] = float(-ref["stress_GPa"][:3].mean())
 path = here / "convergence.json"
 allres = json.loads(path.read_text()) if path.exists() else {}
+name = args.parent if (args.round, args.index) == ("r0", 0) else f"{args.parent}_{args.round}_{args.index}"
 allres[name] = out
 path.write_text(json.dumps(allres, indent=1))
 print(name, json.dumps(out, indent=1))
