@@ -78,6 +78,9 @@ def md_chunk_cost(args):
         jnp.asarray(np.tile(masses_of(numbers), (n_rep, 1))), kT, jax.random.split(jax.random.PRNGKey(0), n_rep))
     alive = jnp.ones(n_rep, bool)
     stride = min(args.stride, args.steps)
+    t0 = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", flush=True)  # noqa: E731  (a cut call keeps its progress)
+    log(f"{jax.devices()[0].device_kind}: {n_rep} x {n} atoms, {args.steps} steps per chunk; fitting the capacity")
     n_frames = args.steps // stride
     mobile = jnp.asarray(numbers == 3)
     msd0 = jax.vmap(lambda _: A.streaming_init(n, args.levels, args.block, mobile=mobile))(jnp.arange(n_rep))
@@ -86,6 +89,7 @@ def md_chunk_cost(args):
                                  fit=True, mesh=None)
     out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, stride,
                                  mesh=None)
+    log(f"capacity {cap}")
 
     def chunk(msd):
         return run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames,
@@ -96,6 +100,7 @@ def md_chunk_cost(args):
         t = time.perf_counter()
         out = jax.block_until_ready(chunk(msd))
         t_compile[key] = time.perf_counter() - t
+        log(f"compiled and ran '{key}' in {t_compile[key]:.1f} s")
         assert bool(np.all(out[3])), "graph capacity overflow in the timed chunk"
     walls = {"without": [], "with": []}
     for _ in range(args.repeat):  # interleaved, so that clock or thermal drifts hit both alike
@@ -103,6 +108,7 @@ def md_chunk_cost(args):
             t = time.perf_counter()
             jax.block_until_ready(chunk(msd))
             walls[key].append(time.perf_counter() - t)
+            log(f"{key}: {walls[key][-1]:.3f} s")
     ms = {k: statistics.median(v) / args.steps * 1e3 for k, v in walls.items()}
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); {n_rep} replicas x {n} atoms "
           f"({int(mobile.sum())} Li), NVT 1 fs, {args.steps} steps per chunk, frame every {stride} steps; streaming "

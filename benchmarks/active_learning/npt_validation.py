@@ -4,7 +4,7 @@ Reports the mean volume per atom and cell parameters over the second half of the
 drift over that half, and whether a replica ran away, next to experiment (Schlem 2021: LYC 21.93,
 LYB 26.75 A^3/atom).
 
-    python npt_validation.py OUT --model chgnet-0.3.0 [--model DIR ...] [-T 300 500 800] [--npt-ps 40]
+    python npt_validation.py OUT --model chgnet-0.3.0 [--model DIR ...] [-T 300 500 800] [--npt-ps 40] [--resume]
 """
 import argparse
 import json
@@ -29,8 +29,10 @@ p.add_argument("--npt-ps", type=float, default=40.0)
 p.add_argument("--dt-fs", type=float, default=2.0)
 p.add_argument("--heat-ps", type=float, default=2.0)
 p.add_argument("--nvt-ps", type=float, default=2.0)
+p.add_argument("--save-every-fs", type=float, default=100.0, help="frame interval; 250+ keeps a 60 ps run small enough to carry")
 p.add_argument("--small", action="store_true", help="60-atom cells (a quick check of the script)")
 p.add_argument("--barostat", default=None, help="iso|aniso|tri where the MD supports it")
+p.add_argument("--resume", action="store_true", help="continue OUT/<model> from its checkpoint (a run spanning calls)")
 args = p.parse_args()
 
 reps = ((2, 1, 1), (3, 1, 1)) if args.small else ((2, 2, 4), (4, 2, 3))
@@ -45,10 +47,10 @@ for spec in args.model:
     out = Path(args.out) / Path(spec).name
     extra = {"barostat": args.barostat} if args.barostat else {}
     proto = md.Protocol(temperatures_K=temps, dt_fs=args.dt_fs, heat_ps=args.heat_ps, nvt_ps=args.nvt_ps, npt_ps=args.npt_ps,
-                        npt_average_ps=args.npt_ps / 2, production_ps=0.0, save_every_fs=100.0, chunk_ps=min(2.0, args.npt_ps / 2),
-                        checkpoint_every_ps=max(args.npt_ps / 4, 0.01), **extra)
+                        npt_average_ps=args.npt_ps / 2, production_ps=0.0, save_every_fs=args.save_every_fs, chunk_ps=min(2.0, args.npt_ps / 2),
+                        checkpoint_every_ps=min(2.0, max(args.npt_ps / 4, 0.01)), **extra)
     t0 = time.time()
-    md.Simulation(model, structures, proto, out).run()
+    md.Simulation(model, structures, proto, out, resume=args.resume).run()
     wall = time.time() - t0
     with h5py.File(out / "trajectory.h5", "r") as f:
         g = f["npt"]
@@ -59,18 +61,19 @@ for spec in args.model:
     rows = []
     for r, (n, t) in enumerate(zip(names, temps)):
         v = vol[r, half:]
-        slope = np.polyfit(np.arange(v.size) * 0.1, v, 1)[0]  # A^3/atom per ps (frames every 0.1 ps)
+        slope = np.polyfit(np.arange(v.size) * args.save_every_fs / 1000, v, 1)[0]  # A^3/atom per ps
         lengths = np.linalg.norm(cell[r, half:], axis=-1).mean(0)
         rows.append({"structure": n, "T_K": t, "volume_A3_per_atom": float(v.mean()), "volume_std": float(v.std()),
                      "pressure_bar_mean": float(pressure[r, half:].mean()),
                      "vs_experiment_pct": 100 * (v.mean() / EXPERIMENT[n] - 1),
                      "drift_pct_per_10ps": 100 * slope * 10 / v.mean(),
                      "max_volume_A3_per_atom": float(vol[r].max()), "cell_lengths_A": lengths.tolist(),
-                     "runaway": bool(vol[r].max() > 1.3 * EXPERIMENT[n] or abs(slope * 10 / v.mean()) > 0.02)})
+                     "runaway": bool(abs(slope * 10 / v.mean()) > 0.02),  # still drifting > 2% per 10 ps
+                     "above_130pct_of_experiment": bool(vol[r].max() > 1.3 * EXPERIMENT[n])})
     report["models"][spec] = {"wall_s": wall, "rows": rows}
     for row in rows:
         print(f"{Path(spec).name:24s} {row['structure']} {row['T_K']:6.0f} K  V {row['volume_A3_per_atom']:6.2f} "
               f"A^3/atom ({row['vs_experiment_pct']:+5.1f}% vs exp), drift {row['drift_pct_per_10ps']:+5.2f}%/10ps, "
-              f"max {row['max_volume_A3_per_atom']:6.2f}{'  RUNAWAY' if row['runaway'] else ''}")
+              f"max {row['max_volume_A3_per_atom']:6.2f}{'  RUNAWAY' if row['runaway'] else ''}{'  >1.3 x exp' if row['above_130pct_of_experiment'] else ''}")
     print(f"{spec}: {wall:.0f} s")
     (Path(args.out) / "npt_validation.json").write_text(json.dumps(report, indent=1, default=float))  # after each model
