@@ -311,3 +311,48 @@ def test_short_time_msd_gradient_matches_finite_differences(gamma):
     assert not bool(overflow) and float(moved) < cap.skin / 2
     assert float(value) > 0
     np.testing.assert_allclose(float(grad["epsilon"]), fd, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the study behind `lycb-jax sensitivity`
+
+def test_group_scale_sensitivity_is_the_analytic_fluctuation_formula(runs):
+    """Scaling the LJ group (epsilon) by (1 + s): U is linear in epsilon, so d<U>/ds = <U> - beta var(U)
+    (numpy on the same frames), and d<V>/ds = 0 at fixed cell."""
+    from lycb_jax.sensitivity.study import static_sensitivity
+
+    frames, energies, _ = runs["eps0"]
+    frames = Frames(*(f[::20] if i in (1, 2) else f for i, f in enumerate(frames)))
+    res = static_sensitivity(lj_model(), frames, T_K, npt=True, batch_size=None)
+    n = len(frames.species)
+    u = np.asarray(energies[::20], np.float64)
+    expected = (u.mean() - np.var(u) / (KB * T_K)) / n  # eV/atom
+    assert res["potential_energy_eV_per_atom"]["d_ds"]["pair"] == pytest.approx(expected, rel=1e-6)
+    assert res["potential_energy_eV_per_atom"]["value"] == pytest.approx(u.mean() / n, rel=1e-7)
+    assert abs(res["volume_A3_per_atom"]["d_ds"]["pair"]) < 1e-9
+
+
+def test_msd_group_and_strain_sensitivity_equal_central_differences():
+    """d MSD / ds and d ln MSD / d strain of the study (reverse mode through the checkpointed scan) against
+    central differences with the same random numbers (the study's own windows re-run at s, strain +- h)."""
+    from lycb_jax.sensitivity import study
+
+    species, x0, cell, mask, masses, _ = _system()
+    v0 = maxwell_boltzmann(jax.random.PRNGKey(3), masses, mask, 300.0)  # warm fcc: atoms move
+    frames = Frames(species, x0[None], cell[None], mask)
+    kw = dict(window_fs=200.0, dt_fs=5.0, gamma_per_ps=1.0, n_windows=1, seed=5, skin=2.0)
+    base = lj_model()
+    model64 = type(base)(base.module, {"epsilon": jnp.float64(EPS)}, base.name)  # float64: h = 1e-5 below
+    res = study.msd_sensitivity(model64, frames, 300.0, np.ones(len(species), bool), **kw)
+
+    def msd_at(eps_scale=0.0, strain=0.0, direction="hydrostatic"):
+        m = jnp.eye(3) + strain * jnp.asarray(study.STRAINS[direction])
+        model = type(base)(base.module, {"epsilon": jnp.float64(EPS) * (1 + eps_scale)}, base.name)
+        f = Frames(species, (x0 @ m)[None], (cell @ m)[None], mask)
+        return study.msd_sensitivity(model, f, 300.0, np.ones(len(species), bool), **kw)["msd_A2"]
+
+    h = 1e-5
+    fd = (msd_at(eps_scale=h) - msd_at(eps_scale=-h)) / (2 * h)
+    assert res["d_ds"]["pair"][0] == pytest.approx(fd, rel=1e-4)
+    for direction in study.STRAINS:
+        fd = (np.log(msd_at(strain=h, direction=direction)) - np.log(msd_at(strain=-h, direction=direction))) / (2 * h)
+        assert res["dlnmsd_dstrain"][direction][0] == pytest.approx(fd, rel=1e-4, abs=1e-6)

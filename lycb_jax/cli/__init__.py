@@ -9,7 +9,7 @@ import os
 import sys
 
 SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.structures", "lycb_jax.cli.finetune",
-                      "lycb_jax.cli.active", "lycb_jax.cli.analyze")  # each defines add_cli(subparsers)
+                      "lycb_jax.cli.active", "lycb_jax.cli.analyze", "lycb_jax.cli.sensitivity")  # each defines add_cli(subparsers)
 
 
 def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
