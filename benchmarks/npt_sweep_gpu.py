@@ -81,6 +81,7 @@ def main():
         np.asarray(out[2])  # wait for the device
         chunks.append(dict(ensemble=settings.ensemble, steps=n_frames * stride, seconds=time.perf_counter() - t,
                            capacity_changed=cap != capacity))
+        print(f"chunk {len(chunks)}: {chunks[-1]}", flush=True)  # a call cut short keeps the timings
         return out, cap
 
     protocol_module.run_chunk_checked = timed
@@ -126,6 +127,7 @@ def main():
                     row[f"drift_{stage}_meV_atom_ps"] = float(f[stage].attrs["conserved_drift_meV_per_atom_ps"][r])
             per_replica.append(row)
     result["per_replica"] = per_replica
+    (out / "npt_sweep.json").write_text(json.dumps(result, indent=1, default=str))  # before the cost timing
     if args.cost_steps:
         result["cost_per_step"] = cost_per_step(model, replicas, protocol, args.cost_steps)
     result["total_wall_s"] = time.perf_counter() - t_start
