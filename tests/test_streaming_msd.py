@@ -200,3 +200,18 @@ def test_bad_streaming_settings_are_refused(kw, match):
 def test_streaming_species_must_be_present(tmp_path):
     with pytest.raises(ValueError, match="no such atom"):
         Simulation(lj_model(), argon(1), _protocol(streaming_msd_species="Na"), tmp_path, progress=False)
+
+
+def test_analyze_reads_the_streaming_curve(streamed, tmp_path):
+    """`lycb-jax analyze --msd-source streaming`: the report comes from the run's streaming curve (its MSD
+    equals the frames' at the stored lags, so the two verdicts agree), and a run without one is refused."""
+    from lycb_jax.analysis import analyse_md
+
+    frames = analyse_md(streamed / "trajectory.h5", tmp_path / "f", species="Li")
+    stream = analyse_md(streamed / "trajectory.h5", tmp_path / "s", species="Li", msd_source="streaming")
+    assert [r["converged"] for r in stream["per_temperature"]] == [r["converged"] for r in frames["per_temperature"]]
+    assert all("streaming" in (r["note"] or "") for r in stream["per_temperature"])
+    off = tmp_path / "off"
+    Simulation(lj_model(), _atoms(), _protocol(streaming_msd_every_fs=0.0), off, progress=False).run()
+    with pytest.raises(ValueError, match="no streaming MSD"):
+        analyse_md(off / "trajectory.h5", tmp_path / "o", species="Li", msd_source="streaming")

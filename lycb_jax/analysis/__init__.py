@@ -25,6 +25,7 @@ from lycb_jax.analysis.diffusion import (
     DEFAULT_HOP_DISTANCE,
     Diffusion,
     diffusion_coefficient,
+    diffusion_from_streaming,
     fit_einstein,
     nernst_einstein,
 )
@@ -55,7 +56,7 @@ E_C = E_CHARGE  # old name of the elementary charge (C)
 __all__ = [
     "A2_PER_FS_TO_CM2_PER_S", "DEFAULT_HOP_DISTANCE", "E_C", "E_CHARGE", "KB", "KB_EV", "KB_J", "MSD", "Arrhenius", "Diffusion",
     "LineFit", "MDTrajectory", "Trajectory", "analyse_md", "analyze_trajectory", "arrhenius_fit",
-    "check_unwrapped", "conductivity_at", "diffusion_coefficient", "extrapolate", "find_window", "gls_line",
+    "check_unwrapped", "conductivity_at", "diffusion_coefficient", "diffusion_from_streaming", "extrapolate", "find_window", "gls_line",
     "GLSLine", "min_frames", "check_production", "min_converging_D", "msd_covariance_model", "displacement_moments", "slope_test", "Window",
     "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "read_md_trajectory",
     "species_masks", "summarize", "trajectory_from_arrays", "trajectory_from_file", "unwrap", "window_end",

@@ -165,7 +165,7 @@ def _analyse_one(x, msd, msd_c, dt_fs, n_atoms, hop, window_fs, opts):
     if not converged:
         return r
     lags = _fit_lags(i0, i1, opts["n_points"])
-    scale = _variance_scale(x, lags)
+    scale = _variance_scale(x, lags) if x is not None else 1.0  # no frames (streaming MSD): Gaussian
     fit = _gls_msd(msd, lags, n_frames, n_atoms, scale)
     r.window_fs = (i0 * dt_fs, i1 * dt_fs)
     r.D, r.D_err, r.intercept = fit.slope * f, math.sqrt(fit.cov[0, 0]) * f, fit.intercept
@@ -245,6 +245,41 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
             _add_conductivity(r, charge)
         res.append(r)
     return res if x.ndim == 4 else res[0]
+
+
+def diffusion_from_streaming(lag_fs, msd_tracer, msd_collective, run_fs, n_mobile, *, hop_distance=None,
+                             min_origins=3, slope_tol=0.05, z=3.0, max_alpha_err=0.3, window_fs=None, n_points=40,
+                             collective_max_rel_err=0.3, temperature=None, volume_A3=None, charge=1.0) -> Diffusion:
+    """``Diffusion`` of one replica from its streaming (order-n) MSD curve: lags ``lag_fs`` [M] (fs, the first
+    is the time between accumulator updates), tracer and collective MSD [M] (A^2 per mobile atom, NaN where
+    no origin pair), ``run_fs`` the length of the stage (fs), ``n_mobile`` atoms.
+
+    The curve is interpolated linearly onto the uniform grid of its first lag (the window rule and the GLS of
+    :func:`diffusion_coefficient` need one); the random-walk covariance uses every update as a time origin
+    (the order-n accumulator thins origins at long lags to <= the lag itself, which loses little) and
+    Gaussian displacements (no frames to measure the non-Gaussian factor: ``variance_scale`` 1, the error is
+    a lower bound where hops are non-Gaussian), and, if the curve ends before a third of the run, the run is
+    treated as 3x the last lag (longer errors, never shorter). No framework-melting check (no frames)."""
+    lag = np.asarray(lag_fs, np.float64)
+    tr, col = np.asarray(msd_tracer, np.float64), np.asarray(msd_collective, np.float64)
+    ok = np.isfinite(tr) & np.isfinite(col)
+    if lag.ndim != 1 or lag.shape != tr.shape or not ok.any() or not np.all(np.diff(lag) > 0):
+        raise ValueError("streaming MSD: lags must be increasing [M] with finite MSD values of the same shape")
+    dt = float(lag[0])
+    n_frames = int(min(np.floor(run_fs / dt) + 1, min_origins * round(lag[ok][-1] / dt) + 1))
+    grid = np.arange(n_frames) * dt
+    xp = np.concatenate([[0.0], lag[ok]])
+    msd = np.interp(grid, xp, np.concatenate([[0.0], tr[ok]]))
+    msd_c = np.interp(grid, xp, np.concatenate([[0.0], col[ok]]))
+    opts = dict(min_origins=min_origins, slope_tol=slope_tol, z=z, max_alpha_err=max_alpha_err, n_points=n_points,
+                collective_max_rel_err=collective_max_rel_err)
+    hop = DEFAULT_HOP_DISTANCE if hop_distance is None else float(hop_distance)
+    r = _analyse_one(None, msd, msd_c, dt, int(n_mobile), hop, window_fs, opts)
+    r.note = ((r.note + "; ") if r.note else "") + "from the streaming MSD (Gaussian covariance, no melting check)"
+    r.temperature, r.volume_A3 = temperature, volume_A3
+    if temperature is not None and volume_A3 is not None:
+        _add_conductivity(r, charge)
+    return r
 
 
 def _add_conductivity(r: Diffusion, charge: float) -> None:

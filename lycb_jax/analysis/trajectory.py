@@ -7,13 +7,15 @@ the drift reference with ``species_masks`` and remove the mass-weighted framewor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from lycb_jax.analysis.diffusion import diffusion_coefficient
+from lycb_jax.analysis.diffusion import (FRAMEWORK_MSD_LIMIT_A2, diffusion_coefficient, diffusion_from_streaming,
+                                        framework_msd)
 from lycb_jax.analysis.msd import species_masks
 from lycb_jax.analysis.report import write_report
 from lycb_jax.analysis.wrapping import _unwrap64, check_unwrapped, unwrap_npt
@@ -163,19 +165,58 @@ def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -
 
 
 def analyse_md(h5_path, out, species="Li", stage="production", alive=None, replicas=None, window_fs=None,
-               hop_distance=None) -> dict:
+               hop_distance=None, msd_source="frames") -> dict:
     """Diffusion per replica (those in ``replicas``, default all, that are ``alive``; one composition)
     from the stage's unwrapped positions, Arrhenius fit over the converged temperatures, report files
     (transport.json/csv, msd.png/svg, arrhenius.png/svg) into ``out``; returns the summary.
     ``window_fs`` = (t0, t1) forces the fit window; ``hop_distance`` (A) defaults to the nearest
-    ``species`` distance of the first frame."""
+    ``species`` distance of the first frame. ``msd_source``: "frames" (the stored positions) or "streaming"
+    (the stage's streaming MSD curve, :func:`diffusion_from_streaming`: short lags resolved however sparse
+    the frames; the framework-melting check still uses the frames)."""
+    if msd_source not in ("frames", "streaming"):
+        raise ValueError(f"msd_source must be 'frames' or 'streaming', got {msd_source!r}")
     md = read_md_trajectory(h5_path, stage, replicas, alive)
     if len(md.replicas) == 0:
         raise ValueError(f"{h5_path}: no replica left to analyse (all failed or none selected)")
     mobile, framework = species_masks(md.symbols, species)
     if hop_distance is None and np.isfinite(md.cells).all():
         hop_distance = nearest_distance(md.positions[0, 0], md.cells[0], mobile)
-    results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework, md.masses, hop_distance=hop_distance,
-                                    window_fs=window_fs, temperature=md.temperatures, volume_A3=md.volumes_A3)
-    results = results if isinstance(results, list) else [results]
+    if msd_source == "frames":
+        results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework, md.masses,
+                                        hop_distance=hop_distance, window_fs=window_fs, temperature=md.temperatures,
+                                        volume_A3=md.volumes_A3)
+        results = results if isinstance(results, list) else [results]
+    else:
+        results = _streaming_results(h5_path, stage, md, species, mobile, framework, hop_distance, window_fs)
     return write_report(results, Path(out))
+
+
+def _streaming_results(h5_path, stage, md, species, mobile, framework, hop_distance, window_fs):
+    import h5py
+
+    with h5py.File(h5_path) as f:
+        g = f[stage]
+        if "streaming_msd_lag_fs" not in g:
+            raise ValueError(f"{h5_path}: stage {stage!r} has no streaming MSD (run with "
+                             "Protocol.streaming_msd_every_fs > 0), analyse its frames instead")
+        lag = np.asarray(g["streaming_msd_lag_fs"], np.float64)
+        stored = g["streaming_msd_lag_fs"].attrs["streaming_msd_species"]
+        tracer = np.asarray(g["streaming_msd_tracer_A2"], np.float64)[md.replicas]
+        collective = np.asarray(g["streaming_msd_collective_A2"], np.float64)[md.replicas]
+        time_fs = np.asarray(g["time_fs"], np.float64)
+    if str(stored) != species:
+        raise ValueError(f"{h5_path}: the streaming MSD is of {stored}, not {species}")
+    run_fs = float(time_fs[-1] - time_fs[0] + md.dt_fs)  # frames are written at the end of each save interval
+    fw = framework_msd(md.positions, framework, md.masses) if np.any(framework) else np.full(len(md.replicas), np.nan)
+    out = []
+    for k in range(len(md.replicas)):
+        r = diffusion_from_streaming(lag, tracer[k], collective[k], run_fs, int(np.sum(mobile)),
+                                     hop_distance=hop_distance, window_fs=window_fs, temperature=md.temperatures[k],
+                                     volume_A3=md.volumes_A3[k])
+        r.framework_msd_A2 = float(np.atleast_1d(fw)[k])
+        if r.framework_msd_A2 > FRAMEWORK_MSD_LIMIT_A2 and r.converged:
+            r.converged, r.D, r.D_err, r.collective_converged = False, math.nan, math.nan, False
+            r.reason = f"framework mobile: its atoms moved {r.framework_msd_A2:.2g} A^2 (> {FRAMEWORK_MSD_LIMIT_A2:g})"
+            r.sigma = r.sigma_err = math.nan
+        out.append(r)
+    return out

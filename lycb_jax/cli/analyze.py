@@ -21,6 +21,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--fit-end-ps", type=float, help="force the fit window end (ps)")
     p.add_argument("--hop-distance", type=float, help="Li hop length (A) of the window rule (default: the "
                                                       "structure's nearest mobile-ion distance)")
+    p.add_argument("--msd-source", choices=["frames", "streaming"], default="frames",
+                   help="trajectory.h5: MSD from the stored frames (default) or from the run's streaming MSD curve "
+                        "(Protocol.streaming_msd_every_fs; resolves short lags however sparse the frames)")
     g = p.add_argument_group("ASE-readable files")
     g.add_argument("--dt-fs", type=float, help="time between stored frames (fs)")
     g.add_argument("-T", "--temperatures", type=float, nargs="+", help="temperature (K) of each file")
@@ -46,7 +49,9 @@ def _summary(args, window_fs):
         if len(paths) > 1:
             raise SystemExit("error: give one trajectory.h5 (it holds all temperatures)")
         return analysis.analyse_md(paths[0], out, args.species, args.stage, window_fs=window_fs,
-                                   hop_distance=args.hop_distance), out
+                                   hop_distance=args.hop_distance, msd_source=args.msd_source), out
+    if args.msd_source == "streaming":
+        raise SystemExit("error: --msd-source streaming needs a trajectory.h5 written with the streaming MSD on")
     if args.dt_fs is None or not args.temperatures or len(args.temperatures) != len(paths):
         raise SystemExit("error: ASE-readable trajectories need --dt-fs and one --temperatures value per file")
     results = []
