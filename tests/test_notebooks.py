@@ -36,3 +36,19 @@ def test_finetune_notebook_lowers_held_out_errors():
     assert after["energy_mae_meV/atom"] < 0.5 * before["energy_mae_meV/atom"]
     assert after["force_mae_meV/A"] < before["force_mae_meV/A"]
     assert abs(ns["pred"].energy - ns["data"].energy[ns["result"].split["test"][0]]) < 0.05 * len(ns["atoms"])
+
+
+def test_sensitivity_notebook_runs_and_its_zeros_are_exact():
+    """The study on a short LYC NpT run: groups outside the energy have zero sensitivity, the composition
+    model moves <U> by exactly its per-atom reference energy (read from the parameters) and nothing else,
+    the MSD and its strain derivatives are finite."""
+    ns = run_notebook("sensitivity.ipynb")
+    static, dyn, model, frames = ns["static"], ns["dyn"], ns["model"], ns["frames"]
+    for g in ("site_wise", "angle_layer_2"):  # magnetic-moment head; the last angle layer's output is unused
+        assert all(static[k]["d_ds"][g] == 0.0 for k in static) and dyn["d_ds"][g][0] == 0.0
+    z = np.asarray(frames.species)
+    e_ref = float(np.mean(np.asarray(model.params["atom_ref"])[z - 1]))  # eV/atom
+    assert np.isclose(static["potential_energy_eV_per_atom"]["d_ds"]["composition_model"], e_ref, rtol=1e-4)
+    assert static["virial_pressure_GPa"]["d_ds"]["composition_model"] == 0.0
+    assert dyn["msd_A2"] > 0 and all(np.isfinite(v[0]) for v in dyn["dlnmsd_dstrain"].values())
+    assert ns["volume_ranking"][0] not in ("site_wise", "angle_layer_2", "composition_model")
