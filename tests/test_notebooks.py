@@ -41,7 +41,8 @@ def test_finetune_notebook_lowers_held_out_errors():
 def test_sensitivity_notebook_runs_and_its_zeros_are_exact():
     """The study on a short LYC NpT run: groups outside the energy have zero sensitivity, the composition
     model moves <U> by exactly its per-atom reference energy (read from the parameters) and nothing else,
-    the MSD and its strain derivatives are finite."""
+    the MSD and its strain derivatives are finite. (float32: a per-frame constant of ~-120 eV rounds in the
+    weights, so the composition model's pressure and volume terms are ~1e-3 of the largest group's, not 0.)"""
     ns = run_notebook("sensitivity.ipynb")
     static, dyn, model, frames = ns["static"], ns["dyn"], ns["model"], ns["frames"]
     for g in ("site_wise", "angle_layer_2"):  # magnetic-moment head; the last angle layer's output is unused
@@ -49,6 +50,8 @@ def test_sensitivity_notebook_runs_and_its_zeros_are_exact():
     z = np.asarray(frames.species)
     e_ref = float(np.mean(np.asarray(model.params["atom_ref"])[z - 1]))  # eV/atom
     assert np.isclose(static["potential_energy_eV_per_atom"]["d_ds"]["composition_model"], e_ref, rtol=1e-4)
-    assert static["virial_pressure_GPa"]["d_ds"]["composition_model"] == 0.0
+    for k in ("virial_pressure_GPa", "volume_A3_per_atom"):  # only through the weights: zero up to float32 rounding
+        largest = max(abs(v) for v in static[k]["d_ds"].values())
+        assert abs(static[k]["d_ds"]["composition_model"]) < 0.02 * largest, (k, static[k]["d_ds"])
     assert dyn["msd_A2"] > 0 and all(np.isfinite(v[0]) for v in dyn["dlnmsd_dstrain"].values())
     assert ns["volume_ranking"][0] not in ("site_wise", "angle_layer_2", "composition_model")
