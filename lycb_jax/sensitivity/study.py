@@ -148,7 +148,8 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
     sm, se = mean_err(ge)
     return {"window_fs": window_fs, "n_windows": n_windows, "msd_A2": float(m), "msd_err_A2": float(e),
             "d_ds": {g: (float(a), float(b)) for g, a, b in zip(names, gm, ge_)},
-            "dlnmsd_dstrain": {k: (float(a), float(b)) for k, a, b in zip(STRAINS, sm, se)}}
+            "dlnmsd_dstrain": {k: (float(a), float(b)) for k, a, b in zip(STRAINS, sm, se)},
+            "per_window": {"msd_A2": values, "dlnmsd_dstrain": {k: [float(g[i]) for g in ge] for i, k in enumerate(STRAINS)}}}
 
 
 def sensitivity_study(model, trajectory, stage: str = "production", replica: int = 0, every: int = 10,
