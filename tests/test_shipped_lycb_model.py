@@ -36,8 +36,9 @@ def heldout():
     return frames
 
 
-def test_shipped_model_loads_by_name_and_records_its_dft_reference():
-    model = load_model("chgnet-0.3.0-lycb-pbe")
+@pytest.mark.parametrize("name", ["chgnet-0.3.0-lycb-pbe", "sevennet-0-lycb-pbe"])
+def test_shipped_model_loads_by_name_and_records_its_dft_reference(name):
+    model = load_model(name)
     data = model.metadata["training_data"]
     assert data["dft_settings"]["code"] == "gpaw" and data["dft_settings"]["xc"] == "PBE"
     assert len(data["labels"]) == 6  # LYC30 and LYB20 at rounds r0, r1, r2
@@ -52,3 +53,14 @@ def test_shipped_model_beats_the_pretrained_one_on_heldout_pbe_labels(heldout):
     print(f"held-out MAE: E {e:.2f} meV/atom, F {f:.1f} meV/A, S {s:.3f} GPa")
     _, f0, s0 = _errors(load_model("chgnet-0.3.0"), heldout)
     assert f < 0.6 * f0 and s < 0.6 * s0, (f, f0, s, s0)
+
+
+def test_shipped_sevennet_model_meets_the_papers_thresholds_on_heldout_pbe_labels(heldout):
+    """SevenNet-0 fine-tuned on the same labels (issue 20): the paper's fine-tuned-CHGNet thresholds
+    (E < 3 meV/atom, F < 50 meV/A, S < 85 MPa) on structures it never saw, and half the pretrained force error.
+    Trainer's metric when shipped: 1.88 / 25.6 / 0.044; SevenNet-0 with its composition refitted: 3.3 / 50.5 / 0.077."""
+    e, f, s = _errors(load_model("sevennet-0-lycb-pbe"), heldout)
+    print(f"held-out MAE: E {e:.2f} meV/atom, F {f:.1f} meV/A, S {s:.3f} GPa")
+    assert e < 3.0 and f < 50.0 and s < 0.085, (e, f, s)
+    _, f0, _ = _errors(load_model("sevennet-0"), heldout)
+    assert f < 0.6 * f0, (f, f0)
