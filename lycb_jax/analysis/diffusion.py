@@ -235,11 +235,7 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
     for k, m in enumerate(msds):
         m = np.asarray(m, np.float64)
         r = _analyse_one(xs[k], m[0], m[1], float(dt_fs), xs.shape[-2], hop, window_fs, opts)
-        r.framework_msd_A2 = float(fw_msd[k])
-        if r.framework_msd_A2 > FRAMEWORK_MSD_LIMIT_A2:
-            r.converged, r.D, r.D_err, r.collective_converged = False, math.nan, math.nan, False
-            r.reason = (f"framework mobile: its atoms moved {r.framework_msd_A2:.2g} A^2 (first to last frame, > "
-                        f"{FRAMEWORK_MSD_LIMIT_A2:g}): the lattice melted or amorphised, not solid-state transport")
+        _check_framework(r, float(fw_msd[k]))
         r.temperature, r.volume_A3 = per(temperature, k), per(volume_A3, k)
         if r.temperature is not None and r.volume_A3 is not None:
             _add_conductivity(r, charge)
@@ -249,7 +245,8 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
 
 def diffusion_from_streaming(lag_fs, msd_tracer, msd_collective, run_fs, n_mobile, *, hop_distance=None,
                              min_origins=3, slope_tol=0.05, z=3.0, max_alpha_err=0.3, window_fs=None, n_points=40,
-                             collective_max_rel_err=0.3, temperature=None, volume_A3=None, charge=1.0) -> Diffusion:
+                             collective_max_rel_err=0.3, temperature=None, volume_A3=None, charge=1.0,
+                             framework_msd_A2=None) -> Diffusion:
     """``Diffusion`` of one replica from its streaming (order-n) MSD curve: lags ``lag_fs`` [M] (fs, the first
     is the time between accumulator updates), tracer and collective MSD [M] (A^2 per mobile atom, NaN where
     no origin pair), ``run_fs`` the length of the stage (fs), ``n_mobile`` atoms.
@@ -259,7 +256,8 @@ def diffusion_from_streaming(lag_fs, msd_tracer, msd_collective, run_fs, n_mobil
     (the order-n accumulator thins origins at long lags to <= the lag itself, which loses little) and
     Gaussian displacements (no frames to measure the non-Gaussian factor: ``variance_scale`` 1, the error is
     a lower bound where hops are non-Gaussian), and, if the curve ends before a third of the run, the run is
-    treated as 3x the last lag (longer errors, never shorter). No framework-melting check (no frames)."""
+    treated as 3x the last lag (longer errors, never shorter). ``framework_msd_A2`` (from stored frames, if any)
+    applies the melting check of :func:`diffusion_coefficient`."""
     lag = np.asarray(lag_fs, np.float64)
     tr, col = np.asarray(msd_tracer, np.float64), np.asarray(msd_collective, np.float64)
     ok = np.isfinite(tr) & np.isfinite(col)
@@ -275,11 +273,22 @@ def diffusion_from_streaming(lag_fs, msd_tracer, msd_collective, run_fs, n_mobil
                 collective_max_rel_err=collective_max_rel_err)
     hop = DEFAULT_HOP_DISTANCE if hop_distance is None else float(hop_distance)
     r = _analyse_one(None, msd, msd_c, dt, int(n_mobile), hop, window_fs, opts)
-    r.note = ((r.note + "; ") if r.note else "") + "from the streaming MSD (Gaussian covariance, no melting check)"
+    r.note = ((r.note + "; ") if r.note else "") + "from the streaming MSD (Gaussian covariance)"
+    if framework_msd_A2 is not None:
+        _check_framework(r, framework_msd_A2)
     r.temperature, r.volume_A3 = temperature, volume_A3
     if temperature is not None and volume_A3 is not None:
         _add_conductivity(r, charge)
     return r
+
+
+def _check_framework(r: Diffusion, framework_msd_A2: float) -> None:
+    """Record the framework MSD; above the limit the replica is not converged (melted), whatever its fit."""
+    r.framework_msd_A2 = framework_msd_A2
+    if framework_msd_A2 > FRAMEWORK_MSD_LIMIT_A2:
+        r.converged, r.D, r.D_err, r.collective_converged = False, math.nan, math.nan, False
+        r.reason = (f"framework mobile: its atoms moved {framework_msd_A2:.2g} A^2 (first to last frame, > "
+                    f"{FRAMEWORK_MSD_LIMIT_A2:g}): the lattice melted or amorphised, not solid-state transport")
 
 
 def _add_conductivity(r: Diffusion, charge: float) -> None:

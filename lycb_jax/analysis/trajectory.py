@@ -7,15 +7,13 @@ the drift reference with ``species_masks`` and remove the mass-weighted framewor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from lycb_jax.analysis.diffusion import (FRAMEWORK_MSD_LIMIT_A2, diffusion_coefficient, diffusion_from_streaming,
-                                        framework_msd)
+from lycb_jax.analysis.diffusion import diffusion_coefficient, diffusion_from_streaming, framework_msd
 from lycb_jax.analysis.msd import species_masks
 from lycb_jax.analysis.report import write_report
 from lycb_jax.analysis.wrapping import _unwrap64, check_unwrapped, unwrap_npt
@@ -210,13 +208,8 @@ def _streaming_results(h5_path, stage, md, species, mobile, framework, hop_dista
     fw = framework_msd(md.positions, framework, md.masses) if np.any(framework) else np.full(len(md.replicas), np.nan)
     out = []
     for k in range(len(md.replicas)):
-        r = diffusion_from_streaming(lag, tracer[k], collective[k], run_fs, int(np.sum(mobile)),
-                                     hop_distance=hop_distance, window_fs=window_fs, temperature=md.temperatures[k],
-                                     volume_A3=md.volumes_A3[k])
-        r.framework_msd_A2 = float(np.atleast_1d(fw)[k])
-        if r.framework_msd_A2 > FRAMEWORK_MSD_LIMIT_A2 and r.converged:
-            r.converged, r.D, r.D_err, r.collective_converged = False, math.nan, math.nan, False
-            r.reason = f"framework mobile: its atoms moved {r.framework_msd_A2:.2g} A^2 (> {FRAMEWORK_MSD_LIMIT_A2:g})"
-            r.sigma = r.sigma_err = math.nan
-        out.append(r)
+        out.append(diffusion_from_streaming(lag, tracer[k], collective[k], run_fs, int(np.sum(mobile)),
+                                            hop_distance=hop_distance, window_fs=window_fs,
+                                            temperature=md.temperatures[k], volume_A3=md.volumes_A3[k],
+                                            framework_msd_A2=float(np.atleast_1d(fw)[k])))
     return out

@@ -107,23 +107,17 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
                         tuple(model.module.cutoffs), headroom=1.5, skin=skin)
     dirs = jnp.asarray(np.stack(list(STRAINS.values())), frames.positions.dtype)
 
-    def run(s, x0, cell0, v0, key):
-        xs, _, _, moved, overflow = langevin(scale_groups(model.params, s, index), model.module, species, x0, v0,
-                                             cell0, mask, masses, temperature_K, dt_fs, gamma_per_ps, key, cap, n_blocks, block)
-        return msd(xs[-1][mobile], x0[mobile]), (moved, overflow)
+    def window_msd(params, x, cell, v0, key):
+        xs, _, _, moved, overflow = langevin(params, model.module, species, x, v0, cell, mask, masses, temperature_K,
+                                             dt_fs, gamma_per_ps, key, cap, n_blocks, block)
+        return msd(xs[-1][mobile], x[mobile]), (moved, overflow)
 
     def one(x0, cell0, v0, key):
-        zeros = jnp.zeros(len(names), x0.dtype)
-        (value, aux), g_s = jax.value_and_grad(lambda s: run(s, x0, cell0, v0, key), has_aux=True)(zeros)
-        g_eps = []
-        for k in range(dirs.shape[0]):
-            def strained(eps, k=k):
-                x, cell = _strain(x0, cell0, eps, dirs[k])
-                xs, _, _, moved, overflow = langevin(model.params, model.module, species, x, v0, cell, mask, masses,
-                                                     temperature_K, dt_fs, gamma_per_ps, key, cap, n_blocks, block)
-                return msd(xs[-1][mobile], x[mobile])
-
-            g_eps.append(jax.grad(strained)(jnp.zeros((), x0.dtype)))
+        (value, aux), g_s = jax.value_and_grad(
+            lambda s: window_msd(scale_groups(model.params, s, index), x0, cell0, v0, key), has_aux=True)(
+            jnp.zeros(len(names), x0.dtype))
+        g_eps = [jax.grad(lambda eps, d=d: window_msd(model.params, *_strain(x0, cell0, eps, d), v0, key)[0])(
+            jnp.zeros((), x0.dtype)) for d in dirs]
         return value, g_s, jnp.stack(g_eps), aux
 
     one = jax.jit(one)
