@@ -1,14 +1,50 @@
+import faulthandler
 import importlib
 import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
-# Tests never read or write the user's compilation cache (~/.cache/lycb_jax/xla): the CLI turns it on for the
-# process, and two pytest-xdist workers (or another lycb_jax process) sharing it crashed a CI run in JAX's cache
-# read (segfault in compilation_cache.get_executable_and_time). Tests of the cache pass their own folder.
+# Tests never touch the user's compilation cache (~/.cache/lycb_jax/xla), and no two pytest-xdist workers
+# share one: a CI run with two workers on one folder segfaulted in JAX's cache read. Each worker (or a
+# plain run) gets its own throw-away folder, so programs compiled by one test are reused by the next;
+# in-process CLI calls are told "off" so they do not switch to the user's folder.
 os.environ["LYCB_JAX_CACHE"] = "off"
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+# A worker that dies (segfault, abort) takes its traceback with it under xdist: each process writes
+# faulthandler's dump to a file in a folder the controller creates, and the controller prints any
+# non-empty one at the end of the run (pytest_terminal_summary), where CI's log tail shows it.
+if "LYCB_JAX_TEST_CRASH_DIR" not in os.environ:
+    os.environ["LYCB_JAX_TEST_CRASH_DIR"] = tempfile.mkdtemp(prefix="lycb_jax_test_crash_")
+_CRASH_LOG = open(os.path.join(os.environ["LYCB_JAX_TEST_CRASH_DIR"], f"{_WORKER}-{os.getpid()}.log"), "w")
+faulthandler.enable(file=_CRASH_LOG, all_threads=True)
+
+
+def pytest_configure(config):
+    # after pytest's own faulthandler plugin, which would otherwise point the handler back at stderr
+    faulthandler.enable(file=_CRASH_LOG, all_threads=True)
+    from lycb_jax.runtime import enable_compilation_cache
+
+    enable_compilation_cache(tempfile.mkdtemp(prefix=f"lycb_jax_test_xla_{_WORKER}_"))
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _CRASH_LOG.write(f"[{time.strftime('%H:%M:%S')}] start {nodeid}\n")
+    _CRASH_LOG.flush()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _WORKER != "main":
+        return
+    for log in sorted(Path(os.environ["LYCB_JAX_TEST_CRASH_DIR"]).glob("*.log")):
+        text = log.read_text()
+        if "Fatal Python error" in text or "most recent call first" in text:
+            terminalreporter.write_sep("=", f"crash log {log.name}")
+            terminalreporter.write_line(text[-6000:])
 
 
 @pytest.fixture(scope="session")

@@ -28,8 +28,11 @@ from lycb_jax.sensitivity import (
     npt_response,
     potential_energy,
     rdf,
+    refine_stress,
     reweight,
+    stress_target,
     virial_pressure,
+    virial_stress,
     volume,
 )
 from lycb_jax.units import BAR, EV_A3_TO_GPA, KB
@@ -356,3 +359,62 @@ def test_msd_group_and_strain_sensitivity_equal_central_differences():
     for direction in study.STRAINS:
         fd = (np.log(msd_at(strain=h, direction=direction)) - np.log(msd_at(strain=-h, direction=direction))) / (2 * h)
         assert res["dlnmsd_dstrain"][direction][0] == pytest.approx(fd, rel=1e-4, abs=1e-6)
+
+
+def test_stress_refinement_recovers_the_parameter_of_a_direct_run(runs):
+    """Inverse use: from frames at eps0, refine epsilon so that the reweighted mean stress equals the mean
+    stress measured in an independent run at eps1; the answer must be eps1 within the statistical error
+    (propagated from both runs' pressure errors through d<P>/d eps). With a tight n_eff bound the
+    refinement stops early and says "resample"."""
+    frames0, _, _ = runs["eps0"]
+    frames1, _, _ = runs["eps1"]
+    model = lj_model()
+    p0 = {"epsilon": jnp.float64(EPS)}
+    graphs1, _ = frame_graphs(frames1, model.cutoffs)
+    direct = np.asarray(frame_map(virial_stress, model.module, {"epsilon": jnp.float64(EPS1)}, frames1, graphs1))
+    probe = stress_target(model, _first(frames0, 2), T_K, params=p0)
+    wanted = direct.mean(0) + np.asarray(probe.kinetic_stress)  # the same kinetic convention on both sides
+    target = stress_target(model, frames0, T_K, params=p0, stress_gpa=wanted)
+    res = refine_stress(model, [target], select=["pair"], params=p0, steps=120, learning_rate=2e-4,
+                        stress_scale_gpa=0.001, tolerance_gpa=1e-5, min_ess_fraction=0.05, log=None)
+    eps = float(res.params["epsilon"])
+    # statistical error of eps: pressure errors of both runs over the slope d<P>/d eps at the answer
+    graphs0, _ = frame_graphs(frames0, model.cutoffs)
+    sampled = np.asarray(frame_map(virial_pressure, model.module, p0, frames0, graphs0))
+    slope = float(reweight(model, res.params, frames0, T_K, virial_pressure, ref_params=p0, graphs=graphs0,
+                           select=["pair"]).grad["epsilon"])
+    direct_p = -np.trace(direct, axis1=1, axis2=2) / 3
+    err = np.hypot(_sem(sampled) / np.sqrt(res.history[-1]["ess_fraction"][0]), _sem(direct_p)) / abs(slope)
+    print(f"refined eps {eps:.6g} eV vs eps1 {EPS1:.6g} +- {err:.2g} (start {EPS:.6g}), {res.reason}, "
+          f"{len(res.history)} steps, residual P {res.history[-1]['pressure_gpa'][0]:.2g} GPa")
+    # one parameter cannot zero all nine components (their noise differs): the pressure is what it can match
+    assert res.reason in ("converged", "steps") and abs(res.history[-1]["pressure_gpa"][0]) < 0.1 * err * abs(slope)
+    assert abs(eps - EPS1) < 3 * err and abs(EPS - EPS1) > 10 * err
+    tight = refine_stress(model, [target], select=["pair"], params=p0, steps=300, learning_rate=2e-4,
+                          stress_scale_gpa=0.001, tolerance_gpa=1e-5, min_ess_fraction=0.98, log=None)
+    assert tight.reason == "resample" and all(r["ess_fraction"][0] >= 0.98 for r in tight.history)
+    assert EPS < float(tight.params["epsilon"]) < eps
+
+
+def test_cell_parameters_and_site_occupancy_observables():
+    """Lattice parameters against ASE's cellpar on a skewed cell; site occupancy counts an atom on its
+    site across the periodic boundary, drops it when it leaves the radius, ignores other species."""
+    from ase import Atoms
+
+    from lycb_jax.sensitivity import cell_parameters, site_occupancy
+
+    atoms = Atoms("LiLiAr", scaled_positions=[[0.999, 0.5, 0.5], [0.5, 0.25, 0.5], [0.25, 0.25, 0.25]],
+                  cell=[[5.0, 0.0, 0.0], [1.2, 6.0, 0.0], [0.7, -0.4, 7.0]], pbc=True)
+    args = (None, None, jnp.asarray(atoms.numbers), jnp.asarray(atoms.positions), jnp.asarray(atoms.cell[:]),
+            jnp.ones(3, bool), None)
+    np.testing.assert_allclose(np.asarray(cell_parameters(*args)), atoms.cell.cellpar(), rtol=1e-10)
+    sites = [[0.0, 0.5, 0.5], [0.5, 0.25, 0.55], [0.25, 0.25, 0.25], [0.5, 0.75, 0.5]]
+    occ = site_occupancy(sites, radius=0.5, species_z=3)
+    # site 0: Li 0.005*5 A away across the boundary; site 1: Li 0.35 A away; site 2: only Ar; site 3: empty
+    np.testing.assert_array_equal(np.asarray(occ(*args)), [1, 1, 0, 0])
+    moved = atoms.copy()
+    moved.positions[1] -= [0.0, 0.0, 0.6]  # now 0.95 A from site 1
+    args_moved = args[:3] + (jnp.asarray(moved.positions),) + args[4:]
+    np.testing.assert_array_equal(np.asarray(occ(*args_moved)), [1, 0, 0, 0])
+    with pytest.raises(ValueError, match="fractional coordinates"):
+        site_occupancy([0.1, 0.2, 0.3], 0.5, 3)

@@ -8,8 +8,8 @@ The estimate is only as good as the effective sample size n_eff = 1 / sum w_i^2 
 ``min_ess_fraction`` * n a warning says to re-sample at theta.
 
 Observables are callables ``A(module, params, species, positions, cell, atom_mask, graph) -> array``
-of one frame; :data:`potential_energy`, :func:`virial_stress`, :func:`virial_pressure`, :func:`volume`
-and :func:`rdf` are provided. Units: eV, Angstrom, K, GPa.
+of one frame; :data:`potential_energy`, :func:`virial_stress`, :func:`virial_pressure`, :func:`volume`,
+:func:`cell_parameters`, :func:`rdf` and :func:`site_occupancy` are provided. Units: eV, Angstrom, K, GPa.
 """
 
 from __future__ import annotations
@@ -126,6 +126,35 @@ def virial_pressure(module, params, species, positions, cell, atom_mask, graph):
 def volume(module, params, species, positions, cell, atom_mask, graph):
     """Cell volume |det cell|, Angstrom^3 (differs between frames only in NpT)."""
     return jnp.abs(jnp.linalg.det(cell))
+
+
+def cell_parameters(module, params, species, positions, cell, atom_mask, graph):
+    """Lattice parameters [a, b, c (Angstrom), alpha, beta, gamma (degrees)] of the frame's cell (NpT)."""
+    lengths = jnp.linalg.norm(cell, axis=1)
+    cos = jnp.stack([cell[1] @ cell[2] / (lengths[1] * lengths[2]), cell[0] @ cell[2] / (lengths[0] * lengths[2]),
+                     cell[0] @ cell[1] / (lengths[0] * lengths[1])])
+    return jnp.concatenate([lengths, jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))])
+
+
+def site_occupancy(sites_frac, radius: float, species_z: int) -> Callable:
+    """Observable: the number of atoms of ``species_z`` within ``radius`` (Angstrom) of each site [S]
+    (fractional coordinates [S, 3], mapped by each frame's cell; minimum image), e.g. the Li occupancy
+    of the octahedral and tetrahedral sites of the ideal structure. Sites closer than 2 ``radius`` could
+    count one atom twice, so ValueError if ``radius`` is not positive."""
+    sites = np.asarray(sites_frac, np.float64)
+    if sites.ndim != 2 or sites.shape[1] != 3:
+        raise ValueError(f"sites must be fractional coordinates [S, 3], got shape {sites.shape}")
+    if not radius > 0:
+        raise ValueError(f"site radius must be positive (Angstrom), got {radius}")
+
+    def occ(module, params, species, positions, cell, atom_mask, graph):
+        frac = positions @ jnp.linalg.inv(cell)
+        d = frac[None, :, :] - jnp.asarray(sites, positions.dtype)[:, None, :]  # [S, N, 3]
+        d = (d - jnp.round(d)) @ cell  # minimum image (exact for sites within half a cell)
+        near = jnp.sum(d**2, -1) < radius**2
+        return jnp.sum(near & (atom_mask & (species == species_z))[None, :], axis=1).astype(positions.dtype)
+
+    return occ
 
 
 def ideal_pressure_gpa(n_atoms: int, temperature_K: float, volume_A3) -> float:
