@@ -17,6 +17,8 @@ import numpy as np
 ATOM_CUTOFF = 6.0  # Angstrom, default atom-graph cutoff (CHGNet's)
 BOND_CUTOFF = 3.0  # Angstrom, default bond-graph cutoff for angles (CHGNet's)
 IMAGE_SLACK = 0.5  # Angstrom added to the cutoff when choosing the image range, for cells that deform
+BINNED_MIN_ATOMS = 2000  # from this size on, neighbours come from a cell list (O(N)) instead of brute force (O(N^2))
+BIN_SLACK = 1.05  # bins are chosen this much wider than the cutoff, so that a cell may shrink 5% before regridding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Capacity:
     list_edges: int = 0
     cutoff: float = ATOM_CUTOFF
     bond_cutoff: float | None = BOND_CUTOFF
+    bins: tuple[int, int, int] | None = None  # cell-list grid (lycb_jax.graph.bin_grid); None: brute force
+    per_bin: int = 0  # atoms one bin can hold
 
     def grown(self, graph=None, factor: float = 1.25) -> "Capacity":
         """Large enough for ``graph``'s true counts (a :class:`lycb_jax.graph.Graph`, host side),
@@ -62,14 +66,15 @@ class Need(NamedTuple):
     images: tuple[int, int, int] = (1, 1, 1)
     list_edges: int = 0
     moved_far: bool = False
+    per_bin: int = 0
 
-    SIZE = 8  # length of the flat int vector form (edges, angles, short, images x3, moved_far, list_edges)
+    SIZE = 9  # length of the flat int vector form (edges, angles, short, images x3, moved_far, list_edges, per_bin)
 
     @classmethod
     def from_vector(cls, v) -> "Need":
         """From one or many flat vectors [..., 8] (maximum over the leading axes)."""
         v = np.asarray(v).reshape(-1, cls.SIZE).max(axis=0)
-        return cls(int(v[0]), int(v[1]), int(v[2]), tuple(int(x) for x in v[3:6]), int(v[7]), bool(v[6]))
+        return cls(int(v[0]), int(v[1]), int(v[2]), tuple(int(x) for x in v[3:6]), int(v[7]), bool(v[6]), int(v[8]))
 
 
 def round_up(n: float, multiple: int = 64) -> int:
@@ -145,9 +150,31 @@ def estimate(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), headroom: fl
     need = measure(systems, cutoffs, skin, with_list)
     rnd = (lambda n: bucket_size(int(n) + 16)) if bucketed else round_up
     angles = 0 if cutoffs[1] is None else rnd(need.angles * (angle_headroom or headroom))
+    bins, per_bin = binning(systems, cutoffs[0] + skin, headroom)
     return Capacity(rnd(need.edges * headroom), angles,
                     max(8, need.short_per_atom + 4), need.images, skin,
-                    round_up(need.list_edges * headroom) if with_list else 0, *cutoffs)
+                    round_up(need.list_edges * headroom) if with_list else 0, *cutoffs, bins, per_bin)
+
+
+def binning(systems: Sequence, cutoff: float, headroom: float = 1.3) -> tuple[tuple[int, int, int] | None, int]:
+    """(bins, per_bin) of a cell list for ``systems`` (``positions`` [N, 3], ``cell`` [3, 3], Angstrom) at
+    ``cutoff`` (Angstrom): (None, 0), i.e. brute force, below ``BINNED_MIN_ATOMS`` atoms or for a cell
+    with fewer than 3 bins along an axis; else the grid all cells allow (bins ``BIN_SLACK`` x the
+    cutoff wide) and the most atoms in one bin x ``headroom`` (at least + 8)."""
+    from lycb_jax.graph import bin_grid
+
+    if not systems or min(len(s.positions) for s in systems) < BINNED_MIN_ATOMS:
+        return None, 0
+    grids = [bin_grid(np.asarray(s.cell), cutoff * BIN_SLACK) for s in systems]
+    if any(g is None for g in grids):
+        return None, 0
+    grid = tuple(int(x) for x in np.min(grids, axis=0))
+    most = 0
+    for s in systems:
+        frac = np.asarray(s.positions, np.float64) @ np.linalg.inv(np.asarray(s.cell, np.float64))
+        b = np.minimum(np.floor((frac - np.floor(frac)) * grid).astype(int), np.asarray(grid) - 1)
+        most = max(most, int(np.bincount((b[:, 0] * grid[1] + b[:, 1]) * grid[2] + b[:, 2]).max()))
+    return grid, bucket_size(max(most * headroom, most + 8))
 
 
 def estimate_capacity(positions: np.ndarray, cell: np.ndarray, headroom: float = 1.3, skin: float = 0.0,
@@ -176,6 +203,18 @@ def grow(capacity: Capacity, need: Need, factor: float = 1.25, min_factor: float
         images = np.maximum(images, np.max([image_range(c, capacity.cutoff + skin + IMAGE_SLACK)
                                             for c in np.asarray(cells).reshape(-1, 3, 3)], axis=0))
     list_grow = ((capacity.cutoff + skin) / (capacity.cutoff + capacity.skin)) ** 3
+    bins, per_bin = capacity.bins, capacity.per_bin
+    if bins is not None:
+        if need.per_bin > per_bin:
+            per_bin = bucket_size(math.ceil(need.per_bin * factor))
+        if cells is not None:  # a cell that shrank or sheared below the grid: regrid, or brute force if too small
+            from lycb_jax.graph import bin_grid
+
+            grids = [bin_grid(c, (capacity.cutoff + skin) * BIN_SLACK) for c in np.asarray(cells).reshape(-1, 3, 3)]
+            bins = None if any(g is None for g in grids) else tuple(int(x) for x in np.min(grids, axis=0))
+            per_bin = per_bin if bins is not None else 0
+            if bins is not None and bins != capacity.bins:  # other bin volume: scale the per-bin capacity with it
+                per_bin = bucket_size(math.ceil(per_bin * np.prod(capacity.bins) / np.prod(bins)))
 
     def grown(current, n, scale=1.0):
         target = max(n * factor, min_factor * current) * scale
@@ -185,7 +224,8 @@ def grow(capacity: Capacity, need: Need, factor: float = 1.25, min_factor: float
         capacity, edges=grown(capacity.edges, need.edges), angles=grown(capacity.angles, need.angles),
         short_per_atom=max(capacity.short_per_atom, need.short_per_atom + 4),
         images=tuple(int(x) for x in images), skin=skin,
-        list_edges=capacity.list_edges and grown(capacity.list_edges, need.list_edges, list_grow))
+        list_edges=capacity.list_edges and grown(capacity.list_edges, need.list_edges, list_grow), bins=bins,
+        per_bin=per_bin)
 
 
 def fit(capacity: Capacity, need: Need, shrink_below: float = 0.7) -> Capacity:
@@ -208,4 +248,15 @@ def merged(a: Capacity, b: Capacity) -> Capacity:
     return dataclasses.replace(a, edges=max(a.edges, b.edges), angles=max(a.angles, b.angles),
                                short_per_atom=max(a.short_per_atom, b.short_per_atom),
                                images=tuple(max(x, y) for x, y in zip(a.images, b.images)),
-                               list_edges=max(a.list_edges, b.list_edges))
+                               list_edges=max(a.list_edges, b.list_edges),
+                               **_merged_bins(a, b))
+
+
+def _merged_bins(a: Capacity, b: Capacity) -> dict:
+    """The coarser grid of two cell-list capacities, each one's per-bin capacity scaled to its bin volume
+    (brute force if either has no grid)."""
+    if a.bins is None or b.bins is None:
+        return {"bins": None, "per_bin": 0}
+    bins = tuple(map(min, a.bins, b.bins))
+    scaled = max(c.per_bin * np.prod(c.bins) / np.prod(bins) for c in (a, b))
+    return {"bins": bins, "per_bin": max(a.per_bin, b.per_bin, bucket_size(math.ceil(scaled)))}

@@ -85,6 +85,7 @@ class EdgeList:
     n_edges: jax.Array
     images_needed: jax.Array
     overflow: jax.Array
+    max_per_bin: jax.Array  # most atoms in one bin of a cell-list build (0 for brute force)
 
 
 def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cutoff: float, size: int,
@@ -122,7 +123,82 @@ def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cut
     dst = ((sel // m) % n).astype(jnp.int32)
     shift = shifts[sel % m] - wrapped_shift[dst] + wrapped_shift[src]
     return EdgeList(_spread(src, mask, n), _spread(dst, mask, n), jnp.where(mask[:, None], shift, 0.0), mask,
-                    n_edges, needed, ~images_ok | (n_edges > size))
+                    n_edges, needed, ~images_ok | (n_edges > size), jnp.zeros((), jnp.int32))
+
+
+def bin_grid(cell, cutoff: float) -> tuple[int, int, int] | None:
+    """Bins per cell axis for :func:`build_edges_binned` (host side): floor(perpendicular width /
+    ``cutoff``) along each axis (Angstrom), or None if any axis has fewer than 3 (a thin or small cell:
+    use :func:`build_edges`, which handles any cell)."""
+    cell = np.asarray(cell, np.float64)
+    widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    grid = tuple(int(g) for g in np.floor(widths / cutoff))
+    return grid if min(grid) >= 3 else None
+
+
+_STENCIL = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)  # the 27 neighbour bins
+
+
+def build_edges_binned(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cutoff: float, size: int,
+                       grid: tuple[int, int, int], per_bin: int) -> EdgeList:
+    """The half edges of :func:`build_edges` (same set, other order) in O(N): atoms are sorted into a
+    ``grid`` of bins in fractional space (:func:`bin_grid`), at most ``per_bin`` per bin, and each atom
+    looks only at the 27 bins around its own. Bins at least ``cutoff`` wide (perpendicular) hold every
+    partner of an atom in those 27, for any triclinic cell; with 3+ bins per axis each partner and
+    image appears once. ``overflow`` is set if a bin holds more than ``per_bin`` atoms, the cell got
+    too thin for ``grid`` (NpT), or there are more than ``size`` edges.
+
+    Written here rather than taken from jax-md's ``partition`` because that returns neighbour indices
+    without the periodic image of each pair, which the crystal graph needs."""
+    positions = jax.lax.stop_gradient(positions)
+    cell = jax.lax.stop_gradient(cell)
+    n = positions.shape[0]
+    g = jnp.asarray(grid, jnp.int32)
+    n_bins = int(np.prod(grid))
+    frac = positions @ jnp.linalg.inv(cell)
+    wrapped_shift = jnp.floor(frac)
+    fw = frac - wrapped_shift  # in [0, 1)
+    b3 = jnp.clip(jnp.floor(fw * g).astype(jnp.int32), 0, g - 1)  # [N, 3]
+    bin_id = jnp.where(atom_mask, (b3[:, 0] * grid[1] + b3[:, 1]) * grid[2] + b3[:, 2], n_bins)
+    order = jnp.argsort(bin_id)
+    sorted_bins = bin_id[order]
+    start = jnp.searchsorted(sorted_bins, jnp.arange(n_bins), side="left")
+    count = jnp.searchsorted(sorted_bins, jnp.arange(n_bins), side="right") - start
+    slot = jnp.arange(per_bin)
+    table = jnp.where(slot[None, :] < count[:, None], order[jnp.clip(start[:, None] + slot, 0, n - 1)], -1)
+    nb3 = b3[:, None, :] + jnp.asarray(_STENCIL, jnp.int32)[None]  # [N, 27, 3]
+    image = jnp.floor_divide(nb3, g)
+    nb3 = nb3 - image * g
+    cand = table[(nb3[..., 0] * grid[1] + nb3[..., 1]) * grid[2] + nb3[..., 2]]  # [N, 27, K]
+    j = jnp.maximum(cand, 0)
+    dfrac = fw[j] + image[:, :, None, :].astype(fw.dtype) - fw[:, None, None, :]
+    vec = dfrac @ cell
+    d2 = jnp.sum(vec * vec, -1)
+    i = jnp.arange(n)[:, None, None]
+    ok = (cand >= 0) & (i < cand) & atom_mask[:, None, None] & (d2 < cutoff**2)
+    flat = ok.reshape(-1)
+    n_edges = jnp.sum(flat, dtype=jnp.int32)
+    (sel,) = jnp.nonzero(flat, size=size, fill_value=0)
+    mask = jnp.arange(size) < n_edges
+    m = 27 * per_bin
+    src = (sel // m).astype(jnp.int32)
+    dst = j.reshape(-1)[sel].astype(jnp.int32)
+    img = image.reshape(-1, 3)[sel // per_bin].astype(positions.dtype)
+    shift = img - wrapped_shift[dst] + wrapped_shift[src]
+    widths = jnp.abs(jnp.linalg.det(cell)) / jnp.linalg.norm(jnp.cross(cell[jnp.array([1, 2, 0])],
+                                                                        cell[jnp.array([2, 0, 1])]), axis=1)
+    grid_ok = jnp.all(widths / g >= cutoff)
+    return EdgeList(_spread(src, mask, n), _spread(dst, mask, n), jnp.where(mask[:, None], shift, 0.0), mask,
+                    n_edges, _images_needed(cell, cutoff),
+                    ~grid_ok | (jnp.max(count) > per_bin) | (n_edges > size), jnp.max(count).astype(jnp.int32))
+
+
+def neighbour_edges(positions, cell, atom_mask, cutoff: float, size: int, capacity: Capacity) -> EdgeList:
+    """Half edges within ``cutoff`` (Angstrom), at most ``size``: by the cell list of ``capacity.bins``
+    (:func:`build_edges_binned`, large cells) or by brute force over ``capacity.images``."""
+    if capacity.bins is not None:
+        return build_edges_binned(positions, cell, atom_mask, cutoff, size, capacity.bins, capacity.per_bin)
+    return build_edges(positions, cell, atom_mask, cutoff, size, capacity.images)
 
 
 def _spread(index: jax.Array, mask: jax.Array, n: int) -> jax.Array:
@@ -192,7 +268,7 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
       capacity: static capacities (hashable; part of the jit cache key). Both cutoffs include
         ``capacity.skin``.
     """
-    edges = build_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.edges, capacity.images)
+    edges = neighbour_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.edges, capacity)
     bond_cut = None if capacity.bond_cutoff is None else capacity.bond_cutoff + capacity.skin
     return _refined(edges, positions, cell, capacity.cutoff + capacity.skin, bond_cut, capacity, select=False)
 

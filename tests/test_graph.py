@@ -156,3 +156,47 @@ def test_padding_atoms_get_no_edges():
     m = np.asarray(g.edge_mask)
     assert np.asarray(g.edge_src)[m].max() < n and np.asarray(g.edge_dst)[m].max() < n
     assert directed_edges(g, cap.edges) == ase_edges(s.cart_coords, s.lattice.matrix, ATOM_CUTOFF)
+
+
+def _edge_set(e):
+    m = np.asarray(e.mask)
+    shift = np.rint(np.asarray(e.shift)).astype(int)
+    out = set()
+    for i, j, s in zip(np.asarray(e.src)[m], np.asarray(e.dst)[m], shift[m]):
+        out |= {(int(i), int(j), *s), (int(j), int(i), *(-s))}
+    return out
+
+
+@pytest.mark.parametrize("name", ["LYC_skewed", "LYB_skewed"])
+def test_binned_edges_equal_ase_in_large_skewed_cells(name):
+    """The O(N) cell-list build gives ASE's neighbour set on triclinic supercells of 1-2.5k atoms with
+    unwrapped atoms and padding; a bin over capacity, a cell squeezed below the grid, and too small an
+    edge capacity each set ``overflow``."""
+    from lycb_jax.graph import bin_grid, build_edges_binned
+
+    s = parity_set()[name]
+    lat = np.asarray(s.lattice.matrix)
+    widths = abs(np.linalg.det(lat)) / np.linalg.norm(np.cross(lat[[1, 2, 0]], lat[[2, 0, 1]]), axis=1)
+    s = s * np.ceil(3 * (ATOM_CUTOFF + 1.0) / widths).astype(int)
+    pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
+    pos = pos + np.outer(np.arange(len(pos)) % 3 - 1, cell[0] - cell[2])  # unwrapped by whole cells
+    cut = ATOM_CUTOFF + 1.0
+    grid = bin_grid(cell, cut)
+    assert grid is not None
+    n = len(pos)
+    pos_p = np.concatenate([pos, np.zeros((5, 3))])  # 5 padding atoms at the origin
+    mask = np.arange(n + 5) < n
+    ref = ase_edges(pos, cell, cut)
+    per_bin = int(np.ceil(2 * n / np.prod(grid))) + 8
+    build = jax.jit(build_edges_binned, static_argnums=(3, 4, 5, 6))
+    e = build(jnp.asarray(pos_p, jnp.float32), jnp.asarray(cell, jnp.float32), jnp.asarray(mask), cut,
+              len(ref) // 2 + 64, grid, per_bin)
+    print(f"{name}: {n} atoms, grid {grid}, {len(ref) // 2} half edges")
+    assert not bool(e.overflow) and int(e.n_edges) == len(ref) // 2
+    assert _edge_set(e) == ref
+    args = (jnp.asarray(pos_p, jnp.float32), jnp.asarray(cell, jnp.float32), jnp.asarray(mask), cut)
+    assert bool(build(*args, len(ref) // 2 + 64, grid, 2).overflow)  # bins over capacity
+    assert bool(build(*args, len(ref) // 2 - 1, grid, per_bin).overflow)  # edges over capacity
+    widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    f = 0.99 * cut / np.min(widths / np.asarray(grid))  # squeezed: the narrowest bins now 1% below the cutoff
+    assert bool(build(args[0] * f, args[1] * f, args[2], cut, 4 * len(ref), grid, 4 * per_bin).overflow)

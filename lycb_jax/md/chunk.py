@@ -98,9 +98,10 @@ def record(model: Model, species, state, cell, kT, settings: IntegratorSettings,
 
 
 def _need_vector(sizes, edges: EdgeList, live, moved_far):
-    """One replica's ``need`` row: (edges, angles, short, images x3, moved_far, list edges), zero if frozen."""
+    """One replica's ``need`` row: (edges, angles, short, images x3, moved_far, list edges, atoms per bin),
+    zero if frozen."""
     c = jnp.concatenate([jnp.stack(sizes), edges.images_needed,
-                         jnp.stack([moved_far.astype(jnp.int32), edges.n_edges])])
+                         jnp.stack([moved_far.astype(jnp.int32), edges.n_edges, edges.max_per_bin])])
     return c * live.astype(jnp.int32)
 
 

@@ -122,13 +122,16 @@ def clear(f) -> None:
 def capacity_fields(capacity: Capacity) -> dict:
     """The checkpoint entries of a graph capacity (its cutoffs are the model's, not stored)."""
     return {"skin": capacity.skin, "capacity": np.array([capacity.edges, capacity.angles, capacity.short_per_atom,
-                                                         *capacity.images, capacity.list_edges])}
+                                                         *capacity.images, capacity.list_edges, capacity.per_bin,
+                                                         *(capacity.bins or (0, 0, 0))])}
 
 
 def capacity_from(ck: dict, cutoffs) -> Capacity:
     """The graph capacity stored in a checkpoint, for a model with ``cutoffs`` (Angstrom)."""
     c = [int(x) for x in ck["capacity"]]
-    return Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]), c[6], *cutoffs)
+    bins = tuple(c[8:11]) if len(c) >= 11 and min(c[8:11]) > 0 else None  # checkpoints before cell lists: 7 entries
+    return Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]), c[6], *cutoffs, bins,
+                    c[7] if bins is not None else 0)
 
 
 def save_checkpoint(path: Path, prev_path: Path, states, fields: dict, replicas) -> None:

@@ -14,13 +14,13 @@ import jax
 import jax.numpy as jnp
 
 from lycb_jax.capacity import Capacity
-from lycb_jax.graph import EdgeList, build_edges, exact_sizes
+from lycb_jax.graph import EdgeList, exact_sizes, neighbour_edges
 
 
 def verlet_list(positions, cell, atom_mask, capacity: Capacity) -> EdgeList:
-    """Half edges within ``capacity.cutoff + capacity.skin`` (Angstrom), ``capacity.list_edges`` of them."""
-    return build_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.list_edges,
-                       capacity.images)
+    """Half edges within ``capacity.cutoff + capacity.skin`` (Angstrom), ``capacity.list_edges`` of them
+    (a cell list when ``capacity.bins`` is set, else brute force)."""
+    return neighbour_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.list_edges, capacity)
 
 
 def graph_sizes(edges: EdgeList, positions, cell, capacity: Capacity) -> tuple[jax.Array, jax.Array, jax.Array]:

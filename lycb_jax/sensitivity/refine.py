@@ -102,9 +102,9 @@ def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[
     module = model.module
     params = model.params if params is None else params
     selected, rest = split_params(params, select, module.layer_groups())
-    dft0 = sum(float(jax.jit(dft_loss)(params, b)) for b in dft_batches) if dft_batches else 1.0
+    targets, dft_batches = tuple(targets), tuple(dft_batches)
 
-    def loss_fn(sel, targets, batches):
+    def stress_loss(sel, targets):
         p = merge_params(sel, rest)
         res, ess = [], []
         for t in targets:
@@ -112,17 +112,24 @@ def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[
             res.append(s - t.target_stress)
             ess.append(e)
         res = jnp.stack(res)
-        stress_term = jnp.mean(jnp.sum((res / stress_scale_gpa) ** 2, axis=(1, 2)) / 9)
-        dft = sum(dft_loss(p, b) for b in batches) / dft0 if batches else jnp.zeros(())
-        return stress_term + dft_weight * dft, (res, jnp.stack(ess), dft)
+        return jnp.mean(jnp.sum((res / stress_scale_gpa) ** 2, axis=(1, 2)) / 9), (res, jnp.stack(ess))
 
-    grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
-    targets, dft_batches = tuple(targets), tuple(dft_batches)
+    # the stress term and each DFT batch are differentiated in separate calls (one program per shape) and
+    # summed here: one program over all of them would hold every batch's residuals at once
+    stress_grad = jax.jit(jax.value_and_grad(stress_loss, has_aux=True))
+    dft_grad = jax.jit(jax.value_and_grad(lambda sel, batch: dft_loss(merge_params(sel, rest), batch)))
+    dft0 = sum(float(dft_grad(selected, b)[0]) for b in dft_batches) if dft_batches else 1.0
     opt = optax.adam(learning_rate)
     opt_state = opt.init(selected)
     history, last_ok, reason = [], selected, "steps"
     for step in range(steps + 1):
-        (loss, (res, ess, dft)), g = grad_fn(selected, targets, dft_batches)
+        (loss, (res, ess)), g = stress_grad(selected, targets)
+        dft = 0.0
+        for b in dft_batches:
+            lb, gb = dft_grad(selected, b)
+            dft += float(lb) / dft0
+            g = jax.tree.map(lambda a, c: a + dft_weight / dft0 * c, g, gb)
+        loss = float(loss) + dft_weight * dft
         res, ess = np.asarray(res), np.asarray(ess)
         row = {"step": step, "loss": float(loss), "dft_loss_ratio": float(dft) if dft_batches else None,
                "pressure_gpa": [float(-np.trace(r) / 3) for r in res],  # residual: <P> - P*

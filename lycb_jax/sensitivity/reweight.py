@@ -222,6 +222,7 @@ def reweighted_mean(params, module, frames: Frames, graphs: Graph, ref_energies,
     """(<A>_params, weights [F]): the weighted average of ``observable`` over the frames, which were sampled
     with reference energies ``ref_energies`` [F] (eV, U_theta0 of each frame) at ``kT`` (eV).
     Differentiable in ``params`` through the weights and through A."""
+    @functools.partial(jax.checkpoint, static_argnums=(0,))  # gradients keep one batch of frames' residuals
     def both(module, params, species, positions, cell, atom_mask, graph):
         e = potential_energy(module, params, species, positions, cell, atom_mask, graph)
         return e, observable(module, params, species, positions, cell, atom_mask, graph)
