@@ -52,7 +52,8 @@ class Capacity:
                                        list_edges=self.list_edges and round_up(self.list_edges * 2))
         images = np.asarray(graph.images_needed).reshape(-1, 3).max(0)
         need = Need(int(np.max(np.asarray(graph.n_edges))), int(np.max(np.asarray(graph.n_angles))),
-                    int(np.max(np.asarray(graph.max_short_per_atom))), tuple(int(i) for i in images))
+                    int(np.max(np.asarray(graph.max_short_per_atom))), tuple(int(i) for i in images),
+                    per_bin=2 * self.per_bin)  # a graph does not say how full its bins were: grow them too
         return grow(self, need, factor=factor)
 
 
