@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import h5py
+import jax
 import numpy as np
 from ase.io import read
 
@@ -78,6 +79,7 @@ def nvt_frames(model, folder):
     return [frames_from_trajectory(folder / "trajectory.h5", "production", replica=r) for r in range(len(cells))]
 
 
+dft_parent = sum(float(jax.jit(dft_loss)(parent.params, b)) for b in batches)  # the penalty is relative to the parent
 say(f"# refine_volume {vars(args)}; {len(train)} PBE training labels in the penalty, {len(heldout)} held out")
 k = 0
 while k < args.rounds:
@@ -91,7 +93,7 @@ while k < args.rounds:
     t_md = time.time() - t0
     targets = [stress_target(model, f, args.temperature) for f in frames]
     res = refine_stress(model, targets, batches, dft_loss, select=select, steps=args.steps, learning_rate=args.lr,
-                        dft_weight=args.dft_weight, log=say)
+                        dft_weight=args.dft_weight, dft_reference=dft_parent, log=say)
     refined = dataclasses.replace(model, params=res.params, name=f"{parent.name}-refined")
     save_checkpoint(rdir / "refined", refined, {"parent": args.model, "refined_groups": select, "round": k,
                                                 "refine": {"reason": res.reason, "args": vars(args)}})

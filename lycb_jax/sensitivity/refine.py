@@ -88,13 +88,14 @@ def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[
                   select: Sequence[str] = ("readout",), steps: int = 50, learning_rate: float = 1e-4,
                   dft_weight: float = 1.0, stress_scale_gpa: float = 0.1, tolerance_gpa: float = 0.05,
                   min_ess_fraction: float = 0.5, params=None, batch_size: int | None = 16,
-                  log: Callable | None = print) -> RefineResult:
+                  dft_reference: float | None = None, log: Callable | None = print) -> RefineResult:
     """Adam steps on the layer groups ``select`` of ``params`` (default the model's) that bring every
     target's mean stress to its wanted value (see the module doc). ``dft_loss(params, batch) -> scalar``
     over ``dft_batches`` is the penalty (e.g. :func:`lycb_jax.train.loss.batch_loss`'s loss with stress
     weight 0). Stops at "converged" (every stress component within ``tolerance_gpa``), "resample" (the
     next step would leave n_eff / F < ``min_ess_fraction`` for some target; the params returned are the
-    last ones above it) or after ``steps``."""
+    last ones above it) or after ``steps``. ``dft_reference``: L_DFT of the original model, so that
+    the penalty of a later round is relative to it (default: L_DFT at the starting ``params``)."""
     if not targets:
         raise ValueError("refine_stress needs at least one StressTarget")
     if dft_batches and dft_loss is None:
@@ -118,7 +119,7 @@ def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[
     # summed here: one program over all of them would hold every batch's residuals at once
     stress_grad = jax.jit(jax.value_and_grad(stress_loss, has_aux=True))
     dft_grad = jax.jit(jax.value_and_grad(lambda sel, batch: dft_loss(merge_params(sel, rest), batch)))
-    dft0 = sum(float(dft_grad(selected, b)[0]) for b in dft_batches) if dft_batches else 1.0
+    dft0 = dft_reference or (sum(float(dft_grad(selected, b)[0]) for b in dft_batches) if dft_batches else 1.0)
     opt = optax.adam(learning_rate)
     opt_state = opt.init(selected)
     history, last_ok, reason = [], selected, "steps"
