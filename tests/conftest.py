@@ -32,6 +32,21 @@ def pytest_configure(config):
     enable_compilation_cache(tempfile.mkdtemp(prefix=f"lycb_jax_test_xla_{_WORKER}_"))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's in-memory compiled programs after each test module (the per-worker disk cache keeps
+    them for reuse): a worker that had compiled every earlier module's programs crashed inside XLA's
+    CPU compiler (SIGSEGV / SIGABRT in backend_compile_and_load) in test_study, reproducibly in one
+    process running gw0's 124 tests, never when the module ran alone."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
 def pytest_runtest_logstart(nodeid, location):
     _CRASH_LOG.write(f"[{time.strftime('%H:%M:%S')}] start {nodeid}\n")
     _CRASH_LOG.flush()
