@@ -130,8 +130,7 @@ def bin_grid(cell, cutoff: float) -> tuple[int, int, int] | None:
     """Bins per cell axis for :func:`build_edges_binned` (host side): floor(perpendicular width /
     ``cutoff``) along each axis (Angstrom), or None if any axis has fewer than 3 (a thin or small cell:
     use :func:`build_edges`, which handles any cell)."""
-    cell = np.asarray(cell, np.float64)
-    widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+    widths = 1.0 / np.linalg.norm(np.linalg.inv(np.asarray(cell, np.float64)), axis=0)  # 1 / |reciprocal row|
     grid = tuple(int(g) for g in np.floor(widths / cutoff))
     return grid if min(grid) >= 3 else None
 
@@ -155,7 +154,8 @@ def build_edges_binned(positions: jax.Array, cell: jax.Array, atom_mask: jax.Arr
     n = positions.shape[0]
     g = jnp.asarray(grid, jnp.int32)
     n_bins = int(np.prod(grid))
-    frac = positions @ jnp.linalg.inv(cell)
+    inv = jnp.linalg.inv(cell)
+    frac = positions @ inv
     wrapped_shift = jnp.floor(frac)
     fw = frac - wrapped_shift  # in [0, 1)
     b3 = jnp.clip(jnp.floor(fw * g).astype(jnp.int32), 0, g - 1)  # [N, 3]
@@ -185,9 +185,7 @@ def build_edges_binned(positions: jax.Array, cell: jax.Array, atom_mask: jax.Arr
     dst = j.reshape(-1)[sel].astype(jnp.int32)
     img = image.reshape(-1, 3)[sel // per_bin].astype(positions.dtype)
     shift = img - wrapped_shift[dst] + wrapped_shift[src]
-    widths = jnp.abs(jnp.linalg.det(cell)) / jnp.linalg.norm(jnp.cross(cell[jnp.array([1, 2, 0])],
-                                                                        cell[jnp.array([2, 0, 1])]), axis=1)
-    grid_ok = jnp.all(widths / g >= cutoff)
+    grid_ok = jnp.all(1.0 / jnp.linalg.norm(inv, axis=0) / g >= cutoff)  # perpendicular widths over bins
     return EdgeList(_spread(src, mask, n), _spread(dst, mask, n), jnp.where(mask[:, None], shift, 0.0), mask,
                     n_edges, _images_needed(cell, cutoff),
                     ~grid_ok | (jnp.max(count) > per_bin) | (n_edges > size), jnp.max(count).astype(jnp.int32))
