@@ -129,7 +129,7 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas")  # root attributes with a replica axis
+REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas", "structure_names")  # root attributes with a replica axis
 
 
 def merge_trajectories(folder, n_processes: int | None = None, out_name: str = "trajectory.h5") -> Path:

@@ -82,11 +82,11 @@ def plot_thermo(h5_path, out) -> Path:
     return path
 
 
-def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool) -> tuple[dict, str | None]:
+def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool, names=None) -> tuple[dict, str | None]:
     """Run the MD into ``out/md`` and plot its thermodynamics; returns (MD summary, trajectory of all
     replicas). The trajectory is None on processes other than 0 (several processes: each ran its block
     of replicas, process 0 writes the report)."""
-    md = Simulation(model, structures, protocol, out / "md", resume=resume).run()
+    md = Simulation(model, structures, protocol, out / "md", resume=resume, names=names).run()
     if not distributed.is_main():
         return md, None
     if md["trajectory"] is None:
@@ -130,7 +130,7 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
     temps = tuple(protocol.temperatures_K)
     replicas = [structures[n] for n in names for _ in temps]
     swept = dataclasses.replace(protocol, temperatures_K=temps * len(names))
-    md, h5 = _simulate(model, replicas, swept, out, resume)
+    md, h5 = _simulate(model, replicas, swept, out, resume, names=[n for n in names for _ in temps])
     if h5 is None:
         return None
     rows = []

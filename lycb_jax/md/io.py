@@ -38,10 +38,11 @@ FRAME_UNITS = {"positions": "Angstrom (unwrapped)", "cell": "Angstrom (rows)", "
 FORMAT = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
 
 
-def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unreadable: bool = False):
+def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unreadable: bool = False, names=None):
     """The trajectory file (h5py.File, appended to) with its root attributes: atomic numbers [R, N]
     (replicas may differ in composition, not in size), masses [R, N] (amu), temperatures [R] (K),
-    global replica indices [R] (a block of them per process). A file left unreadable by a kill while it
+    global replica indices [R] (a block of them per process), structure names [R] (UTF-8; readers group
+    replicas by them: :func:`lycb_jax.analysis.replica_groups`). A file left unreadable by a kill while it
     was being written is replaced when ``replace_unreadable`` (nothing to resume from), else refused."""
     import h5py
 
@@ -57,6 +58,8 @@ def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unrea
     f.attrs["masses_amu"] = masses
     f.attrs["temperatures_K"] = temperatures
     f.attrs["replicas"] = replicas
+    if names is not None:
+        f.attrs["structure_names"] = np.array([str(n).encode() for n in names], dtype="S")
     f.attrs["format"] = FORMAT
     return f
 

@@ -157,6 +157,13 @@ def load_protocol(config: str | None, **overrides) -> Protocol:
     return Protocol(**fields)
 
 
+def formula(numbers) -> str:
+    """Chemical formula (Hill order, e.g. 'Cl18Li9Y3') of atomic numbers: the default structure name."""
+    from ase.symbols import Symbols
+
+    return Symbols(np.asarray(numbers)).get_chemical_formula()
+
+
 def _replica_systems(structures, n_temperatures: int) -> list:
     """One System per replica: one structure for every temperature, or one per temperature."""
     systems = [to_system(s) for s in (structures if isinstance(structures, (list, tuple)) else [structures])]
@@ -199,9 +206,11 @@ class Simulation:
     """
 
     def __init__(self, model: Model, structures, protocol: Protocol, out_dir, resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, names=None):
         """``structures``: one structure (run at every temperature) or one per temperature
-        (equal atom counts, e.g. a composition x temperature sweep)."""
+        (equal atom counts, e.g. a composition x temperature sweep). ``names``: the structure name of
+        each replica (stored in the trajectory, attribute ``structure_names``; readers group replicas by
+        it); default the chemical formula of each replica."""
         protocol.validate()
         self.model, self.protocol, self.progress = model, protocol, progress
         self.out = Path(out_dir)
@@ -213,6 +222,10 @@ class Simulation:
         # several processes: each runs its own block of replicas on its local devices, not one global array:
         # replicas never interact, so this is exact, and checkpoints, HDF5 and stage switches stay host-local
         self.n_total, self.replicas = len(systems), distributed.local_replicas(len(systems))
+        names = [formula(s.numbers) for s in systems] if names is None else [str(n) for n in names]
+        if len(names) != len(systems):
+            raise ValueError(f"{len(names)} structure names for {len(systems)} replicas: give one name per replica")
+        self.names = [names[r] for r in self.replicas]
         self.first_system = systems[0]  # the initial graph capacity comes from replica 0 on every process
         self.systems, self.temps, self.all_temps = [systems[r] for r in self.replicas], temps[self.replicas], temps
         self.n_rep, self.n_atoms = len(self.systems), len(systems[0])
@@ -276,7 +289,7 @@ class Simulation:
     def _h5(self):
         resumable = self.resume and (self.ck_path.exists() or self.prev_ck_path.exists())
         return md_io.open_trajectory(self.h5_path, self.species, self.masses, self.temps, self.replicas,
-                                     replace_unreadable=not resumable)
+                                     replace_unreadable=not resumable, names=self.names)
 
     def _append(self, f, stage, frames, t0_fs):
         md_io.append_frames(f, stage, frames, t0_fs, self.protocol.save_every_fs)
