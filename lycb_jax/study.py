@@ -138,10 +138,16 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
         idx = np.arange(k * len(temps), (k + 1) * len(temps))
         try:
             s = analyse(h5, out / name, species=species, alive=md["alive"], replicas=idx, window_fs=window_fs)
+            c = s["collective"]
             rows.append(dict(structure=name, converged_T=" ".join(f"{t:g}" for t in s["converged_T"]), Ea=s["Ea"],
                              Ea_err=s["Ea_err"], T_extrapolate=s["T_extrapolate"],
                              sigma_extrapolated=s["sigma_extrapolated"], sigma_extrapolated_err=s["sigma_extrapolated_err"],
-                             refused=s["arrhenius_refused"]))
+                             refused=s["arrhenius_refused"], note=s["arrhenius_note"],
+                             collective_converged_T=" ".join(f"{t:g}" for t in c["converged_T"]),
+                             collective_Ea=c.get("Ea"), collective_Ea_err=c.get("Ea_err"),
+                             collective_sigma_extrapolated=c.get("sigma_extrapolated"),
+                             collective_sigma_extrapolated_err=c.get("sigma_extrapolated_err"),
+                             collective_refused=c["refused"], collective_note=c["note"]))
         except ValueError as err:  # e.g. no replica of this structure survived
             rows.append(dict(structure=name, error=str(err)))
     fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "structure", k))

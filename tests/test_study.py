@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lycb_jax.md import Protocol
+from lycb_jax import analysis as A
 from lycb_jax.study import study, sweep
 from potentials import argon, lj_model
 
@@ -34,6 +35,8 @@ def test_sweep_structures_x_temperatures_writes_reports(tmp_path):
         table = list(csv.DictReader(fh))
     assert len(table) == 2 and np.isfinite(float(table[0]["Ea"])) and table[0]["converged_T"] == "150 250"
     assert (tmp_path / "thermo.png").exists()
+    groups = A.replica_groups(tmp_path / "md" / "trajectory.h5")  # the names are stored, same composition
+    assert {k: v.tolist() for k, v in groups.items()} == {"dense": [0, 1], "open": [2, 3]}
 
 
 def test_study_refused_before_md(tmp_path):

@@ -40,6 +40,7 @@ from lycb_jax.analysis.trajectory import (
     analyse_md,
     analyze_trajectory,
     read_md_trajectory,
+    replica_groups,
     trajectory_from_arrays,
     trajectory_from_file,
     nearest_distance,
@@ -59,7 +60,7 @@ __all__ = [
     "check_unwrapped", "conductivity_at", "diffusion_coefficient", "diffusion_from_streaming", "extrapolate", "find_window", "gls_line",
     "GLSLine", "min_frames", "check_production", "min_converging_D", "msd_covariance_model", "displacement_moments", "slope_test", "Window",
     "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "read_md_trajectory",
-    "species_masks", "summarize", "trajectory_from_arrays", "trajectory_from_file", "unwrap", "window_end",
+    "replica_groups", "species_masks", "summarize", "trajectory_from_arrays", "trajectory_from_file", "unwrap", "window_end",
     "wls_line", "wrap_jumps", "write_report", "write_summary", "json_safe", "nearest_distance", "unwrap_npt",
     "StreamingMSD", "streaming_finalize", "streaming_init", "streaming_update",
 ]

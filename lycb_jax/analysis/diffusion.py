@@ -14,8 +14,8 @@ Units: time in fs, MSD in Angstrom^2, D in cm^2/s, volume in Angstrom^3, T in K,
   of all mobile displacements); converged when its relative error is <= ``collective_max_rel_err``.
   Haven ratio D / D_collective with the two errors added in quadrature (their positive correlation
   is ignored, so the stated error is an upper bound).
-* Conductivity: Nernst-Einstein from D_collective when it converged, else from the tracer D with
-  H_R = 1 (``sigma_source`` says which).
+* Conductivity: Nernst-Einstein from the tracer D with H_R = 1 (``sigma``), and separately from
+  D_collective where that converged (``sigma_collective``); never mixed.
 
 MSDs are computed on the device (vmapped over replicas, sharded over local devices); the window
 and the GLS are float64 numpy on <= ``n_points`` numbers per replica.
@@ -97,6 +97,8 @@ class Diffusion:
     sigma: float | None = None  # mS/cm
     sigma_err: float | None = None
     sigma_source: str | None = None
+    sigma_collective: float = math.nan  # mS/cm, from D_collective where it converged
+    sigma_collective_err: float = math.nan
     framework_msd_A2: float = math.nan  # non-mobile atoms, first to last frame (melting check)
 
     @property
@@ -292,16 +294,14 @@ def _check_framework(r: Diffusion, framework_msd_A2: float) -> None:
 
 
 def _add_conductivity(r: Diffusion, charge: float) -> None:
-    """sigma (mS/cm) from D_collective when it converged, else tracer D with H_R = 1 (NaN if neither)."""
+    """Nernst-Einstein sigma (mS/cm) from the tracer D with H_R = 1, and separately ``sigma_collective``
+    from D_collective where that converged; the two are never mixed (NaN where not converged)."""
     ne = partial(nernst_einstein, n_ions=r.n_mobile, volume_A3=r.volume_A3, temperature=r.temperature,
                  charge=charge)
+    r.sigma, r.sigma_err = float(ne(r.D)), float(ne(r.D_err))
+    r.sigma_source = "tracer D, Nernst-Einstein with H_R = 1" if r.converged else None
     if r.collective_converged:
-        r.sigma, r.sigma_err = ne(r.D_collective), ne(r.D_collective_err)
-        r.sigma_source = "collective (charge) MSD"
-    else:
-        r.sigma, r.sigma_err = ne(r.D), ne(r.D_err)
-        r.sigma_source = "tracer D, Nernst-Einstein with H_R = 1" if r.converged else None
-    r.sigma, r.sigma_err = float(r.sigma), float(r.sigma_err)
+        r.sigma_collective, r.sigma_collective_err = float(ne(r.D_collective)), float(ne(r.D_collective_err))
 
 
 def _run_replicas(run, x, mesh):

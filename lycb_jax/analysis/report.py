@@ -30,59 +30,74 @@ def _row(r):
                 hops_per_ion=_num(r.hops_per_ion), hop_distance_A=r.hop_distance, D_collective=_num(r.D_collective),
                 D_collective_err=_num(r.D_collective_err), collective_converged=r.collective_converged,
                 haven_ratio=_num(r.haven_ratio), haven_ratio_err=_num(r.haven_ratio_err), sigma=_num(r.sigma),
-                sigma_err=_num(r.sigma_err), sigma_source=r.sigma_source, chi2_red=_num(r.chi2_red),
+                sigma_err=_num(r.sigma_err), sigma_source=r.sigma_source, sigma_collective=_num(r.sigma_collective),
+                sigma_collective_err=_num(r.sigma_collective_err), chi2_red=_num(r.chi2_red),
                 variance_scale=_num(r.variance_scale), n_mobile=r.n_mobile, n_frames=r.n_frames, dt_fs=r.dt_fs,
                 volume_A3=r.volume_A3)
 
 
-def summarize(results, t_extrapolate=300.0, charge=1.0):
-    """Per-temperature table, Arrhenius fit over the converged temperatures and the conductivity at
-    ``t_extrapolate`` (K) from ``Diffusion`` results (one per T, temperature and volume_A3 set).
+TWO_POINT_NOTE = ("Arrhenius line through 2 temperatures only: no test of linearity, and the error comes from the "
+                  "two D errors alone")
 
-    Fewer than two converged temperatures: no fit; Ea, D and sigma at ``t_extrapolate`` are None and
-    ``arrhenius_refused`` says why.  sigma(t_extrapolate): Nernst-Einstein from the extrapolated tracer
-    D with H_R = 1; when collective fits converged, ``sigma_extrapolated_haven_corrected`` also divides
-    by their mean Haven ratio (assuming it holds at t_extrapolate).  Returns a JSON-able dict.
-    """
+
+def _arrhenius_line(temps, d, d_err, *, n_mobile, volume_A3, t_extrapolate, charge, what):
+    """Arrhenius fit of one set of converged D (cm^2/s) and its Nernst-Einstein sigma at ``t_extrapolate``
+    (K): a dict of Ea, D0, sigma_extrapolated ... with errors, or the refusal (< 2 temperatures)."""
+    line = dict(converged_T=[float(t) for t in temps], n_points=len(temps), refused=None, note=None)
+    if len(temps) < 2:
+        line["refused"] = (f"fewer than two temperatures with a converged {what} D ({len(temps)}): no Arrhenius fit, "
+                           f"no extrapolation to {t_extrapolate:g} K")
+        return line
+    temps = np.asarray(temps, float)
+    fit = arrhenius_fit(temps, d, d_err)
+    d_x, d_x_err, _ = extrapolate(fit, t_extrapolate)
+    s, s_err = conductivity_at(fit, n_mobile, volume_A3, t_extrapolate, charge)
+    line.update(Ea=_num(fit.Ea), Ea_err=_num(fit.Ea_err), D0=_num(fit.D0), D0_err=_num(fit.D0_err),
+                cov_lnD0_Ea=np.asarray(fit.cov, float).tolist(), chi2_red=_num(fit.chi2_red),
+                arrhenius_line=dict(x="1000/T (1/K)", y="ln D (cm^2/s)", x_mean=float(fit.x_mean),
+                                    y_mean=float(fit.y_mean), slope=float(-fit.Ea / (KB * 1000.0)),
+                                    var_y_mean=float(fit.var_y_mean), var_slope=float(fit.var_slope)),
+                D_extrapolated=_num(d_x), D_extrapolated_err=_num(d_x_err), sigma_extrapolated=_num(s),
+                sigma_extrapolated_err=_num(s_err),
+                note=TWO_POINT_NOTE if len(temps) == 2 else None)
+    return line
+
+
+def summarize(results, t_extrapolate=300.0, charge=1.0):
+    """Per-temperature table and two Arrhenius lines, each over its own converged temperatures, never
+    mixed: the tracer D (top-level ``Ea``, ``sigma_extrapolated`` ...: Nernst-Einstein with H_R = 1) and
+    the collective (charge) D (``collective``: its own Ea and sigma at ``t_extrapolate``, K). A line needs
+    two converged temperatures (else ``arrhenius_refused`` / ``collective.refused`` says why); a line
+    through exactly two says so in ``arrhenius_note``. ``haven_ratio_used``: the weighted mean H_R where
+    both D converged (information only). Returns a JSON-able dict."""
     rows = [_row(r) for r in results]
     used = [r for r in results if r.converged and np.isfinite(r.D) and r.D > 0 and r.D_err > 0]
+    coll = [r for r in results if r.collective_converged and r.D_collective > 0 and r.D_collective_err > 0]
     out = dict(units=dict(T="K", D="cm^2/s", sigma="mS/cm", Ea="eV", time="fs", volume="A^3"),
                per_temperature=rows, converged_T=[float(r.temperature) for r in used],
                not_converged={f"{r.temperature:g} K": r.reason for r in results if not r.converged},
-               T_extrapolate=t_extrapolate, arrhenius_refused=None)
+               T_extrapolate=t_extrapolate)
+    common = dict(t_extrapolate=t_extrapolate, charge=charge)
+    ref = used or coll
+    vol = lambda rs: float(np.mean([r.volume_A3 for r in rs])) if rs else None  # noqa: E731
+    n_mobile = ref[0].n_mobile if ref else 0
+    tracer = _arrhenius_line([r.temperature for r in used], [r.D for r in used], [r.D_err for r in used],
+                             n_mobile=n_mobile, volume_A3=vol(used), what="tracer", **common)
     keys = ("Ea", "Ea_err", "D0", "D0_err", "cov_lnD0_Ea", "chi2_red", "arrhenius_line", "D_extrapolated",
-            "D_extrapolated_err", "haven_ratio_used", "sigma_extrapolated", "sigma_extrapolated_err",
-            "sigma_extrapolated_source", "sigma_extrapolated_haven_corrected")
-    out.update(dict.fromkeys(keys))
-    if len(used) < 2:
-        out["arrhenius_refused"] = (f"fewer than two converged temperatures ({len(used)} of {len(results)}): no "
-                                    f"Arrhenius fit, no extrapolation to {t_extrapolate:g} K")
-        return out
-    temps = np.array([r.temperature for r in used], float)
-    fit = arrhenius_fit(temps, [r.D for r in used], [r.D_err for r in used])
-    vol = float(np.mean([r.volume_A3 for r in used]))
-    d_x, d_x_err, _ = extrapolate(fit, t_extrapolate)
-    s, s_err = conductivity_at(fit, used[0].n_mobile, vol, t_extrapolate, charge)
-    s, s_err = float(s), float(s_err)
-    source = "Nernst-Einstein from the Arrhenius-extrapolated tracer D with H_R = 1"
+            "D_extrapolated_err", "sigma_extrapolated", "sigma_extrapolated_err")
+    out.update({k: tracer.get(k) for k in keys}, arrhenius_refused=tracer["refused"], arrhenius_note=tracer["note"],
+               sigma_extrapolated_source=None if tracer["refused"] else
+               "Nernst-Einstein from the Arrhenius-extrapolated tracer D with H_R = 1")
+    out["collective"] = _arrhenius_line([r.temperature for r in coll], [r.D_collective for r in coll],
+                                        [r.D_collective_err for r in coll], n_mobile=n_mobile, volume_A3=vol(coll),
+                                        what="collective (charge)", **common)
     hr = [(r.haven_ratio, r.haven_ratio_err) for r in used if r.collective_converged and r.haven_ratio_err > 0]
-    if hr:  # mean of ln H_R (errors are relative), applied only in a separate, labelled number
+    out["haven_ratio_used"] = None
+    if hr:  # mean of ln H_R (errors are relative); information only, applied to no conductivity
         h, he = np.array(hr).T
         w = (h / he) ** 2
         h_mean = float(np.exp(np.sum(w * np.log(h)) / w.sum()))
-        h_err = float(h_mean / np.sqrt(w.sum()))
-        out["haven_ratio_used"] = dict(value=h_mean, err=h_err, n_temperatures=len(hr))
-        out["sigma_extrapolated_haven_corrected"] = dict(
-            value=s / h_mean, err=s / h_mean * float(np.hypot(s_err / s, h_err / h_mean)),
-            note=f"divided by the mean Haven ratio {h_mean:.2f} +- {h_err:.2f} of {len(hr)} converged collective fit(s); "
-                 f"assumes it holds at {t_extrapolate:g} K")
-    out.update(Ea=_num(fit.Ea), Ea_err=_num(fit.Ea_err), D0=_num(fit.D0), D0_err=_num(fit.D0_err),
-               cov_lnD0_Ea=np.asarray(fit.cov, float).tolist(), chi2_red=_num(fit.chi2_red),
-               arrhenius_line=dict(x="1000/T (1/K)", y="ln D (cm^2/s)", x_mean=float(fit.x_mean),
-                                   y_mean=float(fit.y_mean), slope=float(-fit.Ea / (KB * 1000.0)),
-                                   var_y_mean=float(fit.var_y_mean), var_slope=float(fit.var_slope)),
-               D_extrapolated=_num(d_x), D_extrapolated_err=_num(d_x_err), sigma_extrapolated=_num(s),
-               sigma_extrapolated_err=_num(s_err), sigma_extrapolated_source=source)
+        out["haven_ratio_used"] = dict(value=h_mean, err=float(h_mean / np.sqrt(w.sum())), n_temperatures=len(hr))
     return out
 
 
@@ -191,40 +206,57 @@ def plot_msd(results, outdir, stem="msd"):
     return paths
 
 
+def _plot_line(ax, line, conv_x, tx, color, label):
+    """One Arrhenius line (dict of ``_arrhenius_line``) with its 1-sigma band to 1000/tx and the point at tx."""
+    xs = np.linspace(min(conv_x), 1000.0 / tx, 100)
+    ln_d = line["y_mean"] + line["slope"] * (xs - line["x_mean"])
+    ln_err = np.sqrt(line["var_y_mean"] + (xs - line["x_mean"]) ** 2 * line["var_slope"])
+    ax.plot(xs, np.exp(ln_d), "--", color=color, label=label)
+    ax.fill_between(xs, np.exp(ln_d - ln_err), np.exp(ln_d + ln_err), color=color, alpha=0.15)
+
+
 def plot_arrhenius(summary, outdir, stem="arrhenius"):
-    """D (cm^2/s) vs 1000/T: converged points with errors, the Arrhenius fit with its 1-sigma band out
-    to T_extrapolate and the extrapolated point, non-converged temperatures marked (or the refusal
-    stated).  PNG + SVG."""
+    """D (cm^2/s) vs 1000/T: the tracer D and, where it converged, the collective (charge) D, each with its
+    own Arrhenius fit, 1-sigma band and extrapolated sigma at T_extrapolate (a line through 2 points says
+    so); non-converged temperatures marked, refusals stated.  PNG + SVG."""
     plt = _pyplot(outdir)
     rows = summary["per_temperature"]
     tx = summary["T_extrapolate"]
-    fig, ax = plt.subplots(figsize=(5, 4))
-    conv = [r for r in rows if r["converged"] and r["D"] is not None]
-    if conv:
-        ax.errorbar([1000.0 / r["T"] for r in conv], [r["D"] for r in conv], yerr=[r["D_err"] for r in conv],
-                    fmt="o", label="MD (converged)")
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
     ax.set_yscale("log")
-    line = summary.get("arrhenius_line")
-    if line:
-        xs = np.linspace(min(1000.0 / r["T"] for r in conv), 1000.0 / tx, 100)
-        ln_d = line["y_mean"] + line["slope"] * (xs - line["x_mean"])
-        ln_err = np.sqrt(line["var_y_mean"] + (xs - line["x_mean"]) ** 2 * line["var_slope"])
-        ax.plot(xs, np.exp(ln_d), "--", label=f"Ea = {summary['Ea']:.3f} $\\pm$ {summary['Ea_err']:.3f} eV")
-        ax.fill_between(xs, np.exp(ln_d - ln_err), np.exp(ln_d + ln_err), alpha=0.2, label="1$\\sigma$ band")
-        ax.errorbar([1000.0 / tx], [summary["D_extrapolated"]], yerr=[summary["D_extrapolated_err"]], fmt="s",
-                    label=f"{tx:g} K: $\\sigma$ = {summary['sigma_extrapolated']:.3g} $\\pm$ "
-                          f"{summary['sigma_extrapolated_err']:.2g} mS/cm")
-    else:
-        ax.set_title(summary.get("arrhenius_refused") or "no Arrhenius fit", fontsize=7, wrap=True)
+    notes = []
+    coll = summary.get("collective") or {}
+    sets = [("tracer", "C0", "o", [r for r in rows if r["converged"] and r["D"] is not None], "D", summary,
+             summary.get("arrhenius_refused")),
+            ("collective", "C1", "s", [r for r in rows if r["collective_converged"] and r["D_collective"]],
+             "D_collective", coll, coll.get("refused"))]
+    for what, color, marker, conv, key, line, refused in sets:
+        if conv:
+            x = [1000.0 / r["T"] for r in conv]
+            ax.errorbar(x, [r[key] for r in conv], yerr=[r[key + "_err"] for r in conv], fmt=marker, color=color,
+                        label=f"{what} D (converged)")
+        if line.get("arrhenius_line"):
+            two = " [2 points]" if line.get("n_points", len(conv)) == 2 else ""
+            _plot_line(ax, line["arrhenius_line"], x, tx, color,
+                       f"{what}: Ea = {line['Ea']:.3f} $\\pm$ {line['Ea_err']:.3f} eV{two}; $\\sigma$({tx:g} K) = "
+                       f"{line['sigma_extrapolated']:.3g} $\\pm$ {line['sigma_extrapolated_err']:.2g} mS/cm")
+            ax.errorbar([1000.0 / tx], [line["D_extrapolated"]], yerr=[line["D_extrapolated_err"]], fmt=marker,
+                        mfc="none", color=color)
+            if two:
+                notes.append(f"{what}: line through 2 temperatures only (no linearity test)")
+        elif refused:
+            notes.append(f"{what}: {refused}")
     for r in rows:
         if not r["converged"]:
             ax.axvline(1000.0 / r["T"], color="r", lw=0.8, ls=":")
             ax.text(1000.0 / r["T"], 0.02, f" {r['T']:g} K\n not conv.", transform=ax.get_xaxis_transform(),
                     fontsize=6, color="r")
+    if notes:
+        ax.set_title("\n".join(notes), fontsize=6, wrap=True)
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel(r"D (cm$^2$/s)")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
     paths = _save(fig, outdir, stem)
     plt.close(fig)
     return paths

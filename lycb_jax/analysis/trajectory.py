@@ -133,6 +133,32 @@ class MDTrajectory(NamedTuple):
     cells: np.ndarray  # [R, 3, 3] first-frame cells (rows, A)
 
 
+def replica_groups(h5_path) -> dict:
+    """{structure name: replica indices} of a lycb-jax trajectory.h5, in file order: by the stored
+    ``structure_names`` (sweeps), or, for files written without them, by the chemical formula of each
+    replica's atoms (replicas of one composition but different frameworks then share a group: a warning says so)."""
+    import h5py
+
+    with h5py.File(h5_path, "r") as f:
+        n_rep = len(f.attrs["temperatures_K"])
+        if "structure_names" in f.attrs:
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(f.attrs["structure_names"])]
+        else:
+            from lycb_jax.io.structures import formula
+
+            numbers = np.atleast_2d(f.attrs["numbers"])
+            names = [formula(numbers[min(r, len(numbers) - 1)]) for r in range(n_rep)]
+            if len(set(names)) > 1:
+                import warnings
+
+                warnings.warn(f"{h5_path} has no structure names (written before they were stored): replicas grouped "
+                              f"by composition ({', '.join(dict.fromkeys(names))})", stacklevel=2)
+    groups: dict = {}
+    for r, name in enumerate(names):
+        groups.setdefault(name, []).append(r)
+    return {k: np.asarray(v) for k, v in groups.items()}
+
+
 def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -> MDTrajectory:
     """Read ``stage`` of a lycb-jax trajectory.h5 for ``replicas`` (indices, default all) that are
     ``alive`` (boolean [n_replicas], default all).  Symbols and masses are those of the first
@@ -173,6 +199,13 @@ def analyse_md(h5_path, out, species="Li", stage="production", alive=None, repli
     the frames; the framework-melting check still uses the frames)."""
     if msd_source not in ("frames", "streaming"):
         raise ValueError(f"msd_source must be 'frames' or 'streaming', got {msd_source!r}")
+    groups = replica_groups(h5_path)
+    chosen = np.concatenate(list(groups.values())) if replicas is None else np.asarray(replicas)
+    mixed = [n for n, idx in groups.items() if np.isin(idx, chosen).any()]
+    if len(mixed) > 1:
+        raise ValueError(f"{h5_path}: the replicas to analyse belong to {len(mixed)} structures ({', '.join(mixed)}); "
+                         "one Arrhenius set is one structure: analyse each group (lycb_jax.analysis.replica_groups; "
+                         "lycb-jax analyze does this and writes one report per structure)")
     md = read_md_trajectory(h5_path, stage, replicas, alive)
     if len(md.replicas) == 0:
         raise ValueError(f"{h5_path}: no replica left to analyse (all failed or none selected)")

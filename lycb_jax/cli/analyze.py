@@ -2,7 +2,7 @@
 `study`, `sweep`), or of ASE-readable trajectories with their time step and temperatures.
 
 Writes transport.json/csv, msd.png/svg (fitted window shaded, non-converged temperatures dotted) and
-arrhenius.png/svg into --out.  The library is imported when the command runs."""
+arrhenius.png/svg into --out; a sweep's trajectory gets one report per structure, in --out/<structure>/.  The library is imported when the command runs."""
 
 from __future__ import annotations
 
@@ -48,8 +48,14 @@ def _summary(args, window_fs):
     if paths[0].suffix in (".h5", ".hdf5"):
         if len(paths) > 1:
             raise SystemExit("error: give one trajectory.h5 (it holds all temperatures)")
-        return analysis.analyse_md(paths[0], out, args.species, args.stage, window_fs=window_fs,
-                                   hop_distance=args.hop_distance, msd_source=args.msd_source), out
+        groups = analysis.replica_groups(paths[0])
+        reports = {}
+        for name, idx in groups.items():  # one Arrhenius set per structure, never pooled
+            where = out / name if len(groups) > 1 else out
+            reports[name] = (analysis.analyse_md(paths[0], where, args.species, args.stage, replicas=idx,
+                                                 window_fs=window_fs, hop_distance=args.hop_distance,
+                                                 msd_source=args.msd_source), where)
+        return reports
     if args.msd_source == "streaming":
         raise SystemExit("error: --msd-source streaming needs a trajectory.h5 written with the streaming MSD on")
     if args.dt_fs is None or not args.temperatures or len(args.temperatures) != len(paths):
@@ -59,38 +65,47 @@ def _summary(args, window_fs):
         traj = analysis.trajectory_from_file(path, args.dt_fs, wrapped="unwrap" if args.wrapped else "raise")
         results.append(analysis.analyze_trajectory(traj, temp, args.species, window_fs=window_fs,
                                                    hop_distance=args.hop_distance))
-    return analysis.write_report(results, out), out
+    return {None: (analysis.write_report(results, out), out)}
 
 
 def cmd_analyze(args) -> int:
     window_fs = _window(args)
     try:
-        summary, out = _summary(args, window_fs)
+        reports = _summary(args, window_fs)
     except (ValueError, KeyError, OSError) as err:
         raise SystemExit(f"error: {err}")
-    print_summary(summary)
-    print(f"report written to {out}/ (transport.json, transport.csv, msd.png, arrhenius.png)")
+    for name, (summary, out) in reports.items():
+        if name is not None:
+            print(f"== {name} ==")
+        print_summary(summary)
+        print(f"report written to {out}/ (transport.json, transport.csv, msd.png, arrhenius.png)")
     return 0
 
 
 def print_summary(summary: dict) -> None:
-    """One line per temperature (D with its window, or 'not converged' with the reason), then Ea and
-    sigma at T_extrapolate or the refusal."""
+    """One line per temperature (D with its window, or 'not converged' with the reason), then the tracer
+    and the collective Arrhenius lines, each from its own converged temperatures (or the refusal)."""
     for r in summary["per_temperature"]:
         if r["converged"]:
-            hr = (f", H_R = {r['haven_ratio']:.2f} +- {r['haven_ratio_err']:.2f}" if r["collective_converged"]
-                  else ", collective MSD not converged")
+            hr = (f"; collective sigma = {r['sigma_collective']:.3g} +- {r['sigma_collective_err']:.2g} mS/cm, H_R = "
+                  f"{r['haven_ratio']:.2f} +- {r['haven_ratio_err']:.2f}" if r["collective_converged"]
+                  else "; collective MSD not converged")
             print(f"T = {r['T']:g} K: D = {r['D']:.3g} +- {r['D_err']:.2g} cm^2/s (window {r['t0_fs'] / 1000:.3g}-"
                   f"{r['t1_fs'] / 1000:.3g} ps, {r['window_source']}), sigma = {r['sigma']:.3g} +- "
                   f"{r['sigma_err']:.2g} mS/cm [{r['sigma_source']}]{hr}" + (f"; {r['note']}" if r["note"] else ""))
         else:
             print(f"T = {r['T']:g} K: NOT CONVERGED: {r['reason']}")
+    tx = summary["T_extrapolate"]
     if summary["Ea"] is None:
-        print(f"Arrhenius: refused: {summary['arrhenius_refused']}")
+        print(f"tracer Arrhenius: refused: {summary['arrhenius_refused']}")
     else:
-        print(f"Ea = {summary['Ea']:.3f} +- {summary['Ea_err']:.3f} eV from {summary['converged_T']} K; "
-              f"sigma({summary['T_extrapolate']:g} K) = {summary['sigma_extrapolated']:.3g} +- "
-              f"{summary['sigma_extrapolated_err']:.2g} mS/cm [{summary['sigma_extrapolated_source']}]")
-        hc = summary.get("sigma_extrapolated_haven_corrected")
-        if hc:
-            print(f"  with the Haven ratio: {hc['value']:.3g} +- {hc['err']:.2g} mS/cm ({hc['note']})")
+        print(f"tracer Arrhenius: Ea = {summary['Ea']:.3f} +- {summary['Ea_err']:.3f} eV from {summary['converged_T']} K; "
+              f"sigma({tx:g} K) = {summary['sigma_extrapolated']:.3g} +- {summary['sigma_extrapolated_err']:.2g} mS/cm "
+              f"[{summary['sigma_extrapolated_source']}]" + (f" ({summary['arrhenius_note']})" if summary["arrhenius_note"] else ""))
+    c = summary.get("collective") or {}
+    if c.get("refused") or not c:
+        print(f"collective Arrhenius: refused: {c.get('refused', 'not computed')}")
+    else:
+        print(f"collective Arrhenius: Ea = {c['Ea']:.3f} +- {c['Ea_err']:.3f} eV from {c['converged_T']} K; "
+              f"sigma({tx:g} K) = {c['sigma_extrapolated']:.3g} +- {c['sigma_extrapolated_err']:.2g} mS/cm"
+              + (f" ({c['note']})" if c["note"] else ""))

@@ -202,3 +202,10 @@ def _check_ase_occupancy(atoms, prefix: str) -> None:
 def read_structure(path):
     """The last frame of a structure file."""
     return read_structures([path])[-1][1]
+
+
+def formula(numbers) -> str:
+    """Chemical formula (Hill order, e.g. 'Cl18Li9Y3') of atomic numbers: the default structure name."""
+    from ase.symbols import Symbols
+
+    return Symbols(np.asarray(numbers)).get_chemical_formula()

@@ -26,7 +26,7 @@ import lycb_jax.capacity as caps
 from lycb_jax import distributed
 from lycb_jax.analysis.streaming import streaming_init
 from lycb_jax.capacity import Capacity
-from lycb_jax.io.structures import to_system
+from lycb_jax.io.structures import formula, to_system
 from lycb_jax.md.chunk import default_capacity, run_chunk_checked
 from lycb_jax.md.integrators import (BAROSTATS, IntegratorSettings, ensemble, init_replica, masses_of, real_positions,
                                      state_cell)
@@ -155,13 +155,6 @@ def load_protocol(config: str | None, **overrides) -> Protocol:
     if "temperatures_K" in fields:
         fields["temperatures_K"] = tuple(float(t) for t in fields["temperatures_K"])
     return Protocol(**fields)
-
-
-def formula(numbers) -> str:
-    """Chemical formula (Hill order, e.g. 'Cl18Li9Y3') of atomic numbers: the default structure name."""
-    from ase.symbols import Symbols
-
-    return Symbols(np.asarray(numbers)).get_chemical_formula()
 
 
 def _replica_systems(structures, n_temperatures: int) -> list:
