@@ -49,9 +49,26 @@ def test_sensitivity_notebook_runs_and_its_zeros_are_exact():
         assert all(static[k]["d_ds"][g] == 0.0 for k in static) and dyn["d_ds"][g][0] == 0.0
     z = np.asarray(frames.species)
     e_ref = float(np.mean(np.asarray(model.params["atom_ref"])[z - 1]))  # eV/atom
-    assert np.isclose(static["potential_energy_eV_per_atom"]["d_ds"]["composition_model"], e_ref, rtol=1e-4)
+    # rtol 1e-3: float32 weights of ~-120 eV per-frame energies; 2.1e-4 was seen on a clean clone (issue 30)
+    assert np.isclose(static["potential_energy_eV_per_atom"]["d_ds"]["composition_model"], e_ref, rtol=1e-3)
     for k in ("virial_pressure_GPa", "volume_A3_per_atom"):  # only through the weights: zero up to float32 rounding
         largest = max(abs(v) for v in static[k]["d_ds"].values())
         assert abs(static[k]["d_ds"]["composition_model"]) < 0.02 * largest, (k, static[k]["d_ds"])
     assert dyn["msd_A2"] > 0 and all(np.isfinite(v[0]) for v in dyn["dlnmsd_dstrain"].values())
     assert ns["volume_ranking"][0] not in ("site_wise", "angle_layer_2", "composition_model")
+
+
+def test_reproduction_notebook_draws_the_committed_runs(tmp_path, monkeypatch):
+    """The figures are drawn from the committed runs: every run's NpT volumes in the notebook equal the
+    production volumes of its transport.json (read here directly), and both figures are written."""
+    monkeypatch.setenv("REPRO_OUT", str(tmp_path))
+    monkeypatch.setenv("LYCB_REPO", str(NOTEBOOKS.parent))
+    ns = run_notebook("reproduction.ipynb")
+    results = NOTEBOOKS.parent / "benchmarks" / "results" / "reproduction"
+    runs = [p.parent.name for p in results.glob("*/run.json")]
+    assert len(runs) >= 2 and set(ns["volumes"]) == {(r, s) for r in runs for s in ("LYC0", "LYB0")}
+    for (run, name), vols in ns["volumes"].items():
+        report = json.loads((results / run / name / "transport.json").read_text())
+        assert vols == {r["T"]: r["volume_A3"] / 480 for r in report["per_temperature"]}
+    for fig in ("reproduction_transport.png", "reproduction_volume.png"):
+        assert (tmp_path / fig).stat().st_size > 10_000
