@@ -1,4 +1,14 @@
 #!/usr/bin/env bash
-# Pack /tmp/job/out into $OUT/results.tgz without trajectories and checkpoints (they stay on the machine).
-tar czf $OUT/results.tgz --exclude='*.h5' --exclude='*.npz' -C /tmp/job out log.txt
+# After run_sweep.sh on the GPU machine: pack /tmp/job/out into $OUT/results.tgz (reports, logs, thermo.h5 and
+# the checkpoint, from which a later call could extend the production) and the Li production positions as
+# separate .npy files (one per run, < 16 MiB). The full trajectory stays on the machine.
+#   bash benchmarks/reproduction/pack.sh
+set -euo pipefail
+export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+for traj in ${JOB:-/tmp/job}/out/*/sweep/md/trajectory.h5; do
+  run=$(basename "$(dirname "$(dirname "$(dirname "$traj")")")")
+  python3 ${JOB:-/tmp/job}/src/benchmarks/reproduction/extract.py "$traj" "$(dirname "$traj")"
+  mv "$(dirname "$traj")/li_production_positions.npy" "$OUT/${run}_li_positions.npy"
+done
+tar czf $OUT/results.tgz --exclude='trajectory.h5' --exclude='*.prev.npz' -C ${JOB:-/tmp/job} out $( [ -f ${JOB:-/tmp/job}/log.txt ] && echo log.txt)
 ls -la $OUT

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One reproduction run on a GPU machine (issue 27): a batched sweep with configs/gpu.toml, then the
-# independent numpy cross-check (xcheck.py), into /tmp/job/out/<name>/ (everything but the trajectory and
-# checkpoints is packed by `pack`). Started in the background through device_job.sh:
+# independent numpy cross-check (xcheck.py), into /tmp/job/out/<name>/; then pack.sh packs it for the trip
+# back. Started in the background through device_job.sh:
 #   bash .gpu/device_job.sh start "bash benchmarks/reproduction/run_sweep.sh NAME MODEL PRESSURE_BAR 'T1 T2 ..' S1.cif S2.cif" 560
 # Local CPU rehearsal: JOB=/tmp/tiny NO_WHEELS=1 CONFIG=tiny.toml with .venv/bin first on PATH.
 # Runs from a private copy of the source (/tmp/job/src), so later calls that re-send the tree cannot change it.
