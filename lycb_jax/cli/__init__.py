@@ -17,6 +17,13 @@ def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
     p.add_argument("--model", default="chgnet-0.3.0", help=help)
 
 
+def add_dispersion_argument(p) -> None:
+    """``--dispersion d3bj[:FUNCTIONAL]``: add D3(BJ) dispersion to the model (default none)."""
+    p.add_argument("--dispersion", metavar="d3bj[:FUNCTIONAL]",
+                   help="add Grimme D3(BJ) dispersion to the model's energy, forces and stress (functional: the "
+                        "model's, default PBE; pbe, pbesol, r2scan, revpbe)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lycb-jax", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lycb_jax.cli import add_model_argument
+from lycb_jax.cli import add_dispersion_argument, add_model_argument
 
 DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # as lycb_jax.study.DEFAULT_STRUCTURE (not imported: see above)
 
@@ -17,6 +17,7 @@ def add_protocol_arguments(p) -> None:
     p.add_argument("-T", "--temperatures", type=float, nargs="+", help="target temperatures, K (one replica each)")
     p.add_argument("--config", help="JSON or TOML file with Protocol settings (durations in ps, dt_fs, pressure_bar, ...)")
     add_model_argument(p)
+    add_dispersion_argument(p)
     p.add_argument("--out", default="md_out", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last checkpoint")
     p.add_argument("--npt-ps", type=float, help="NpT stage length (0 = none)")
@@ -73,6 +74,13 @@ def _or_exit(fn):
         raise SystemExit(f"error: {err}")
 
 
+def _model(args):
+    """The checkpoint of ``--model``, with ``--dispersion`` added if given."""
+    import lycb_jax
+
+    return lycb_jax.load_model(args.model, dispersion=args.dispersion)
+
+
 def _report_elsewhere(out) -> int:
     from lycb_jax import distributed
 
@@ -81,25 +89,23 @@ def _report_elsewhere(out) -> int:
 
 
 def cmd_md(args) -> int:
-    import lycb_jax
     from lycb_jax.cli.predict import read_structure_or_exit
     from lycb_jax.md import Simulation
 
     structure = read_structure_or_exit(args.structure)
     protocol = protocol_from_args(args)
-    print(_or_exit(lambda: Simulation(lycb_jax.load_model(args.model), structure, protocol, args.out,
+    print(_or_exit(lambda: Simulation(_model(args), structure, protocol, args.out,
                                       resume=args.resume).run()))
     return 0
 
 
 def cmd_study(args) -> int:
-    import lycb_jax
     from lycb_jax.cli.predict import read_structure_or_exit
     from lycb_jax.study import default_structure, study
 
     structure = read_structure_or_exit(args.structure) if args.structure else default_structure()
     protocol = protocol_from_args(args)
-    summary = _or_exit(lambda: study(lycb_jax.load_model(args.model), structure, protocol, args.out, args.resume,
+    summary = _or_exit(lambda: study(_model(args), structure, protocol, args.out, args.resume,
                                      args.species))
     if summary is None:
         return _report_elsewhere(args.out)
@@ -112,7 +118,6 @@ def cmd_study(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    import lycb_jax
     from lycb_jax.cli.predict import read_structure_or_exit
     from lycb_jax.study import sweep
 
@@ -120,7 +125,7 @@ def cmd_sweep(args) -> int:
     if len(structures) != len(args.structures):
         raise SystemExit("error: structure files need distinct names")
     protocol = protocol_from_args(args)
-    rows = _or_exit(lambda: sweep(lycb_jax.load_model(args.model), structures, protocol, args.out, args.resume,
+    rows = _or_exit(lambda: sweep(_model(args), structures, protocol, args.out, args.resume,
                                   args.species))
     if rows is None:
         return _report_elsewhere(args.out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lycb_jax.cli import add_model_argument
+from lycb_jax.cli import add_dispersion_argument, add_model_argument
 
 
 def read_structures_or_exit(paths) -> list:
@@ -28,7 +28,7 @@ def cmd_predict(args) -> int:
     import lycb_jax
 
     named = read_structures_or_exit(args.files)
-    model = lycb_jax.load_model(args.model)
+    model = lycb_jax.load_model(args.model, dispersion=args.dispersion)
     try:
         preds = lycb_jax.predict(model, [s for _, s in named])
     except ValueError as err:
@@ -61,6 +61,7 @@ def add_cli(sub) -> None:
     p = sub.add_parser("predict", help="energies, forces, stresses of structure files")
     p.add_argument("files", nargs="+", help="structure files (any format ASE or pymatgen reads; all frames)")
     add_model_argument(p)
+    add_dispersion_argument(p)
     p.add_argument("-o", "--output", help="write JSON with energies, forces, stresses, magmoms")
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("convert", help="convert the PyTorch weights of the installed `chgnet` (chgnet-0.3.0) or "

@@ -45,6 +45,9 @@ def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None
     killed write leaves the previous file or none, never a truncated one; the manifest, written last,
     marks a complete checkpoint). CheckpointWriteError naming the folder if it cannot be written."""
     path = Path(path)
+    if "dispersion" in model.metadata or hasattr(model.module, "dispersion"):
+        raise ValueError(f"{model.name} includes a dispersion term, which is added at inference "
+                         "(load_model(name, dispersion=...)), never saved into a checkpoint: save the model without it")
     arch = [k for k, (cls, _) in ARCHITECTURES.items() if isinstance(model.module, cls)]
     if not arch:
         raise ValueError(f"{type(model.module).__name__} is not a registered architecture ({sorted(ARCHITECTURES)}); "
@@ -66,11 +69,14 @@ def jax_to_numpy(tree):
     return np.asarray(tree)
 
 
-def load_model(name_or_path: str | Path = "chgnet-0.3.0") -> Model:
+def load_model(name_or_path: str | Path = "chgnet-0.3.0", dispersion: str | None = None) -> Model:
     """Load a checkpoint by name (in :func:`checkpoint_dir`) or by folder path. The manifest is
     validated (JSON mapping, known architecture, config keys of that architecture) and so are the
     parameters (the layers and array shapes the config implies); InputError naming the folder
-    otherwise. Nothing in a checkpoint is executed (JSON and msgpack only)."""
+    otherwise. Nothing in a checkpoint is executed (JSON and msgpack only).
+
+    ``dispersion``: None, or ``"d3bj"`` / ``"d3bj:<functional>"`` to add D3(BJ) to the model's energy
+    (:func:`with_dispersion`; functional default the manifest's ``functional``, else PBE)."""
     from lycb_jax.io.errors import InputError
 
     path = Path(name_or_path)
@@ -94,7 +100,28 @@ def load_model(name_or_path: str | Path = "chgnet-0.3.0") -> Model:
                          "re-create it (lycb-jax convert / finetune)") from None
     module = module_cls(config)
     check_params(path, module, params)
-    return Model(module, _to_jnp(params), manifest.get("name", path.name), manifest)
+    model = Model(module, _to_jnp(params), manifest.get("name", path.name), manifest)
+    return model if dispersion is None else with_dispersion(model, dispersion)
+
+
+def with_dispersion(model: Model, dispersion: str) -> Model:
+    """``model`` + a dispersion term (:mod:`lycb_jax.models.dispersion`): same parameters, graph and layer
+    groups; energy, forces and stress include the term wherever the model is used (predict, MD,
+    relaxation). Named ``<name>+<dispersion>``; the manifest gains a ``dispersion`` entry (method,
+    damping, functional, parameters, cutoffs, reference data and its sha256). Such a model cannot be
+    saved or fine-tuned: the project's models learn DFT alone and D3 is added at inference."""
+    from lycb_jax.io.errors import InputError
+    from lycb_jax.models.dispersion import WithDispersion, parse_dispersion
+
+    if isinstance(model.module, WithDispersion):
+        raise InputError(f"{model.name} already includes dispersion ({model.metadata['dispersion']['method']})")
+    try:
+        term = parse_dispersion(dispersion, model.metadata.get("functional", "pbe"))
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    label = dispersion.lower()
+    return Model(WithDispersion(model.module, term), model.params, f"{model.name}+{label}",
+                 {**model.metadata, "dispersion": term.metadata()})
 
 
 def read_manifest(path: Path) -> dict:
