@@ -156,6 +156,7 @@ def test_model_with_dispersion_is_the_sum_and_recorded():
     import lycb_jax
     from lycb_jax.io.errors import InputError
     from lycb_jax.models import save_checkpoint
+    from lycb_jax.predict import predict
 
     atoms = _cell("LYB0_x6.0.cif")
     plain = lycb_jax.load_model("chgnet-0.3.0")
@@ -164,7 +165,7 @@ def test_model_with_dispersion_is_the_sum_and_recorded():
     meta = with_d3.metadata["dispersion"]
     assert meta["functional"] == "pbe" and meta["damping"] == "bj" and meta["params"]["a2"] == 4.4407
     assert len(meta["reference_data"]["sha256"]) == 64
-    p0, p1 = lycb_jax.predict(plain, [atoms])[0], lycb_jax.predict(with_d3, [atoms])[0]
+    p0, p1 = predict(plain, [atoms])[0], predict(with_d3, [atoms])[0]
     e_ref, f_ref, s_ref = _reference(atoms)
     assert abs((p1.energy - p0.energy) - e_ref) / len(atoms) < 1e-5  # float32
     assert np.abs((p1.forces - p0.forces) - f_ref).max() < 1e-4
