@@ -89,18 +89,23 @@ def timing() -> dict:
 
 
 def memory() -> dict:
-    """Peak RSS of a fresh process: D3 energy+forces+stress of 2160 atoms (float32), and of the import alone."""
-    code = ("import sys, resource; sys.path.insert(0, 'tests'); import jax, jax.numpy as jnp; "
+    """Peak RSS (GNU time, of a fresh process) of D3 energy+forces+stress (float32) on 2160 atoms (LYB 6x3x3)
+    and on the 40-atom cell (the baseline: Python, JAX, the compiled program)."""
+    code = ("import sys; sys.path.insert(0, 'tests'); import jax, jax.numpy as jnp; "
             "from lycb_jax.models.base import energy_forces_stress; from lycb_jax.models.dispersion import D3BJ; "
-            "from test_dispersion import _D3Only, _cell; a = _cell('LYB0_x6.0.cif', (6, 3, 3)); "
-            "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            "from test_dispersion import _D3Only, _cell; a = _cell('LYB0_x6.0.cif', tuple(map(int, sys.argv[1:4]))); "
             "f = jax.jit(lambda x, c: energy_forces_stress(_D3Only(D3BJ()), None, jnp.asarray(a.numbers), x, c, "
             "jnp.ones(len(a), bool), None)[:3]); "
-            "jax.block_until_ready(f(jnp.asarray(a.positions, jnp.float32), jnp.asarray(a.cell[:], jnp.float32))); "
-            "print(r0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    r0, r1 = map(int, subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                                     check=True).stdout.split())
-    return {"atoms": 2160, "dtype": "float32", "peak_rss_MB": r1 / 1024, "rss_before_MB": r0 / 1024}
+            "jax.block_until_ready(f(jnp.asarray(a.positions, jnp.float32), jnp.asarray(a.cell[:], jnp.float32)))")
+
+    def peak_mb(rep):
+        err = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-c", code, *map(str, rep)], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stderr
+        return int(next(ln for ln in err.splitlines() if "Maximum resident" in ln).split()[-1]) / 1024
+
+    big, small = peak_mb((6, 3, 3)), peak_mb((1, 1, 1))
+    return {"atoms": 2160, "dtype": "float32", "peak_rss_MB": big, "peak_rss_40_atoms_MB": small,
+            "d3_extra_MB": big - small}
 
 
 def pressures() -> dict:
