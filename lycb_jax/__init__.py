@@ -5,18 +5,37 @@ Importing changes no JAX setting: the matrix-product precision of lycb_jax's pro
 compilation cache is :func:`enable_compilation_cache` (the command line turns it on).
 """
 
-from lycb_jax.models import load_model
-from lycb_jax.predict import Prediction, predict
-from lycb_jax.runtime import enable_compilation_cache, matmul_precision, set_matmul_precision
+import importlib
+import sys
+import types
 
-__all__ = ["Calculator", "Prediction", "enable_compilation_cache", "load_model", "matmul_precision", "predict",
-           "set_matmul_precision"]
 __version__ = "0.1.0"
+# name -> module; imported on first use, so that `import lycb_jax` (and `lycb-jax --help`) stays fast
+_LAZY = {"load_model": "lycb_jax.models", "Prediction": "lycb_jax.predict", "predict": "lycb_jax.predict",
+         "enable_compilation_cache": "lycb_jax.runtime", "matmul_precision": "lycb_jax.runtime",
+         "set_matmul_precision": "lycb_jax.runtime", "Calculator": "lycb_jax.calculator"}
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name):
-    if name == "Calculator":
-        from lycb_jax.calculator import Calculator
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    try:  # subpackages: lycb_jax.analysis, lycb_jax.md, ...
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module 'lycb_jax' has no attribute {name!r}") from None
 
-        return Calculator
-    raise AttributeError(name)
+
+class _Package(types.ModuleType):
+    """Keeps ``lycb_jax.predict`` the function when the submodule of that name is imported (the import
+    system would otherwise set the attribute to the module)."""
+
+    def __setattr__(self, name, value):
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

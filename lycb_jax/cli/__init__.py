@@ -24,9 +24,35 @@ def add_dispersion_argument(p) -> None:
                         "model's, default PBE; pbe, pbesol, r2scan, revpbe)")
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to options that have a default (not None or False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """Subcommand parsers show each option's default in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lycb-jax", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from lycb_jax import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="lycb-jax", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Li-ion transport in halide solid electrolytes: from a crystal structure to D, Ea and the ionic "
+                    "conductivity\n(CHGNet in JAX, batched NVT/NpT MD, diffusion analysis with uncertainties).",
+        epilog="example: lycb-jax sweep LYC0.cif LYB0.cif -T 650 750 --config configs/gpu.toml "
+               "--model chgnet-0.3.0-lycb-pbe --out sweep_out\nlycb-jax COMMAND --help for each command's options.")
+    parser.add_argument("--version", action="version", version=f"lycb-jax {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
     import importlib
 
     for module in SUBCOMMAND_MODULES:

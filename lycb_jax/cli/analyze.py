@@ -14,7 +14,7 @@ def add_cli(subparsers) -> None:
                                               "of a trajectory")
     p.add_argument("trajectories", nargs="+", metavar="TRAJ",
                    help="trajectory.h5 written by lycb-jax, or ASE-readable files (one per temperature)")
-    p.add_argument("--species", default="Li", help="mobile species (default Li)")
+    p.add_argument("--species", default="Li", help="mobile species")
     p.add_argument("--stage", default="production", help="stage of a trajectory.h5 (default production)")
     p.add_argument("--out", help="output folder (default: the trajectory's folder)")
     p.add_argument("--fit-start-ps", type=float, help="force the fit window start (ps); needs --fit-end-ps")

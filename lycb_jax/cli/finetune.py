@@ -7,7 +7,7 @@ import dataclasses
 
 from lycb_jax.io.config import check_settings
 from lycb_jax.train.config import FinetuneConfig
-from lycb_jax.train.state import TRAIN_STATE
+from lycb_jax.train.config import TRAIN_STATE
 
 DESCRIPTION = "Fine-tuning CHGNet on new labelled data (DFT energies, forces, stresses, magmoms) with optax."
 TYPES = {"patience": int, "weight_decay": float, "max_buckets": int}  # fields whose default None has no type

@@ -47,7 +47,7 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=cmd_study, out="study_out")
     p = subparsers.add_parser("sweep", help="structures x temperatures in one batched run (equal atom counts)")
     p.add_argument("structures", nargs="+", help="structure files, e.g. LYCB compositions of one cell size")
-    p.add_argument("--species", default="Li")
+    p.add_argument("--species", default="Li", help="mobile species analysed")
     add_protocol_arguments(p)
     p.set_defaults(func=cmd_sweep, out="sweep_out")
 

@@ -39,6 +39,7 @@ def cmd_predict(args) -> int:
     if args.output:
         with open(args.output, "w") as fh:
             json.dump(records, fh, indent=1)
+    print(f"model: {model.name}; stress in GPa, ASE sign (pressure = -trace/3)")
     for r in records:
         s = np.asarray(r["stress_GPa"])
         fmax = np.linalg.norm(np.asarray(r["forces_eV_per_A"]), axis=1).max()

@@ -68,6 +68,12 @@ class Model:
     def cutoffs(self) -> Cutoffs:
         return self.module.cutoffs
 
+    def __repr__(self) -> str:  # the dataclass default would print every parameter array
+        n = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(self.params))
+        d = self.metadata.get("dispersion")
+        extra = f", dispersion={d.get('method', '')}({d.get('damping', '')}, {d.get('functional', '')})" if isinstance(d, dict) else ""
+        return f"Model(name={self.name!r}, module={type(self.module).__name__}, parameters={n:,}, cutoffs={tuple(self.cutoffs)}{extra})"
+
     def check_elements(self, numbers) -> None:
         """InputError naming the elements of ``numbers`` (atomic numbers) that this model was not
         trained on, where its module lists them (``elements``); a model that knows H..Pu accepts all

@@ -12,17 +12,56 @@ Units: Angstrom, eV, eV/A, GPa.
 # relaxation (FrechetCellFilter DOFs, batched device loop, relax), ranking (rank, the LYCB series),
 # plot. The command line is lycb_jax.cli.structures.
 
-from lycb_jax.structures.enumeration import (_canonical, brute_force_distinct, count_distinct, count_labelings,
-                                             enumerate_orderings)
-from lycb_jax.structures.fire import FIRE, FireParams, FireState, fire_apply, fire_init
-from lycb_jax.structures.plot import plot_series
-from lycb_jax.structures.ranking import halide_series, order_parent, rank, rank_relaxed, spacegroup, write_ranking
-from lycb_jax.structures.relaxation import RelaxState, Relaxed, Slots, compiled_programs, frechet_forces, relax
-from lycb_jax.structures.sites import (HALIDES, PARENTS, VACANCY, SiteModel, halide_site_model, load_parent,
-                                       mixing_groups, parent_site_model, wyckoff_site_model)
+import importlib
+
+# name -> module, imported on first use (keeps `import lycb_jax...` and `lycb-jax --help` fast)
+_LAZY = {
+    '_canonical': 'lycb_jax.structures.enumeration',
+    'brute_force_distinct': 'lycb_jax.structures.enumeration',
+    'count_distinct': 'lycb_jax.structures.enumeration',
+    'count_labelings': 'lycb_jax.structures.enumeration',
+    'enumerate_orderings': 'lycb_jax.structures.enumeration',
+    'FIRE': 'lycb_jax.structures.fire',
+    'FireParams': 'lycb_jax.structures.fire',
+    'FireState': 'lycb_jax.structures.fire',
+    'fire_apply': 'lycb_jax.structures.fire',
+    'fire_init': 'lycb_jax.structures.fire',
+    'plot_series': 'lycb_jax.structures.plot',
+    'halide_series': 'lycb_jax.structures.ranking',
+    'order_parent': 'lycb_jax.structures.ranking',
+    'rank': 'lycb_jax.structures.ranking',
+    'rank_relaxed': 'lycb_jax.structures.ranking',
+    'spacegroup': 'lycb_jax.structures.ranking',
+    'write_ranking': 'lycb_jax.structures.ranking',
+    'RelaxState': 'lycb_jax.structures.relaxation',
+    'Relaxed': 'lycb_jax.structures.relaxation',
+    'Slots': 'lycb_jax.structures.relaxation',
+    'compiled_programs': 'lycb_jax.structures.relaxation',
+    'frechet_forces': 'lycb_jax.structures.relaxation',
+    'relax': 'lycb_jax.structures.relaxation',
+    'HALIDES': 'lycb_jax.structures.sites',
+    'PARENTS': 'lycb_jax.structures.sites',
+    'VACANCY': 'lycb_jax.structures.sites',
+    'SiteModel': 'lycb_jax.structures.sites',
+    'halide_site_model': 'lycb_jax.structures.sites',
+    'load_parent': 'lycb_jax.structures.sites',
+    'mixing_groups': 'lycb_jax.structures.sites',
+    'parent_site_model': 'lycb_jax.structures.sites',
+    'wyckoff_site_model': 'lycb_jax.structures.sites',
+}
 
 __all__ = ["FIRE", "FireParams", "FireState", "HALIDES", "PARENTS", "RelaxState", "Relaxed", "SiteModel", "Slots",
            "VACANCY", "brute_force_distinct", "compiled_programs", "count_distinct", "count_labelings",
            "enumerate_orderings", "fire_apply", "fire_init", "frechet_forces", "halide_series", "halide_site_model",
            "load_parent", "mixing_groups", "order_parent", "parent_site_model", "plot_series", "rank", "rank_relaxed",
            "relax", "spacegroup", "wyckoff_site_model", "write_ranking"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -19,21 +19,55 @@ One concept per module:
 The command line is ``lycb-jax finetune`` (:mod:`lycb_jax.cli.finetune`).
 """
 
-from lycb_jax.train.config import FinetuneConfig
-from lycb_jax.train.data import Dataset, as_dataset, read_dataset
-from lycb_jax.train.groups import group_of, group_sizes, param_labels, resolve_groups
-from lycb_jax.train.loop import FinetuneResult, finetune
-from lycb_jax.train.loss import batch_loss, matmul_precision
-from lycb_jax.train.metrics import evaluate, evaluate_packed, predict_energies_packed
-from lycb_jax.train.optim import learning_rates, make_optimizer
-from lycb_jax.train.pack import (PackedBucket, batched_graphs, bucket_limit, choose_buckets, iter_batches, pack_dataset,
-                                 select_packed)
-from lycb_jax.train.programs import compile_programs, compiler_options, loss_key, make_eval_step, make_steps
-from lycb_jax.train.refit import refit_composition
-from lycb_jax.train.state import TRAIN_STATE
+import importlib
+
+# name -> module, imported on first use (keeps `import lycb_jax...` and `lycb-jax --help` fast)
+_LAZY = {
+    'FinetuneConfig': 'lycb_jax.train.config',
+    'Dataset': 'lycb_jax.train.data',
+    'as_dataset': 'lycb_jax.train.data',
+    'read_dataset': 'lycb_jax.train.data',
+    'group_of': 'lycb_jax.train.groups',
+    'group_sizes': 'lycb_jax.train.groups',
+    'param_labels': 'lycb_jax.train.groups',
+    'resolve_groups': 'lycb_jax.train.groups',
+    'FinetuneResult': 'lycb_jax.train.loop',
+    'finetune': 'lycb_jax.train.loop',
+    'batch_loss': 'lycb_jax.train.loss',
+    'matmul_precision': 'lycb_jax.train.loss',
+    'evaluate': 'lycb_jax.train.metrics',
+    'evaluate_packed': 'lycb_jax.train.metrics',
+    'predict_energies_packed': 'lycb_jax.train.metrics',
+    'learning_rates': 'lycb_jax.train.optim',
+    'make_optimizer': 'lycb_jax.train.optim',
+    'PackedBucket': 'lycb_jax.train.pack',
+    'batched_graphs': 'lycb_jax.train.pack',
+    'bucket_limit': 'lycb_jax.train.pack',
+    'choose_buckets': 'lycb_jax.train.pack',
+    'iter_batches': 'lycb_jax.train.pack',
+    'pack_dataset': 'lycb_jax.train.pack',
+    'select_packed': 'lycb_jax.train.pack',
+    'compile_programs': 'lycb_jax.train.programs',
+    'compiler_options': 'lycb_jax.train.programs',
+    'loss_key': 'lycb_jax.train.programs',
+    'make_eval_step': 'lycb_jax.train.programs',
+    'make_steps': 'lycb_jax.train.programs',
+    'refit_composition': 'lycb_jax.train.refit',
+    'TRAIN_STATE': 'lycb_jax.train.config',
+}
 
 __all__ = ["TRAIN_STATE", "Dataset", "FinetuneConfig", "FinetuneResult", "PackedBucket", "as_dataset", "batch_loss",
            "batched_graphs", "bucket_limit", "choose_buckets", "compile_programs", "compiler_options", "evaluate",
            "evaluate_packed", "finetune", "group_of", "group_sizes", "iter_batches", "learning_rates", "loss_key",
            "make_eval_step", "make_optimizer", "make_steps", "matmul_precision", "pack_dataset", "param_labels",
            "predict_energies_packed", "read_dataset", "refit_composition", "resolve_groups", "select_packed"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from lycb_jax.io.config import check_settings, read_config
 
+TRAIN_STATE = "train_state.npz"  # in the output folder while training; removed once the checkpoint is written
+
 
 @dataclasses.dataclass
 class FinetuneConfig:

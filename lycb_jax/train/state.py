@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lycb_jax import durable
+from lycb_jax.train.config import TRAIN_STATE
 
-TRAIN_STATE = "train_state.npz"  # in the output folder while training; removed once the checkpoint is written
 
 
 def save_train_state(path: Path, epoch: int, params, opt_state, best, rng, history, meta: dict) -> None:
