@@ -1,0 +1,33 @@
+"""The front door: `lycb-jax --help` builds every subcommand's parser without importing JAX (so it answers
+at once), --version prints the package version, option help shows defaults, a model prints in one line."""
+
+import subprocess
+import sys
+
+import lycb_jax
+
+
+def test_help_imports_no_jax():
+    code = ("import sys, lycb_jax.cli as c; c.build_parser(); "
+            "heavy = sorted(m for m in ('jax', 'flax', 'e3nn_jax', 'jax_md', 'torch') if m in sys.modules); "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_version_and_defaults_in_help(capsys):
+    from lycb_jax.cli import main
+
+    for argv in (["--version"], ["sweep", "--help"]):
+        try:
+            main(argv)
+        except SystemExit as done:
+            assert done.code == 0
+    out = capsys.readouterr().out
+    assert f"lycb-jax {lycb_jax.__version__}" in out
+    assert "(default: sweep_out)" in out and "(default: chgnet-0.3.0)" in out and "(default: None)" not in out
+
+
+def test_model_prints_in_one_line():
+    text = repr(lycb_jax.load_model("chgnet-0.3.0"))
+    assert "\n" not in text and "name='chgnet-0.3.0'" in text and "CHGNet" in text and len(text) < 200
