@@ -25,15 +25,24 @@ def h5_path(tmp_path_factory):
         li += rng.uniform(0, box, (1, n_li, 3))
         fw = rng.normal(0, 0.1, (n_frames, n_fw, 3)) + rng.uniform(0, box, (1, n_fw, 3))
         pos.append(np.concatenate([li, fw], 1))
-    path = tmp_path_factory.mktemp("md") / "trajectory.h5"
+    numbers = np.array([3] * n_li + [17] * n_fw)
+    return write_production(tmp_path_factory.mktemp("md") / "trajectory.h5", np.array(pos), numbers,
+                            np.where(numbers == 3, 6.94, 35.45), temps, box)
+
+
+def write_production(path, positions, numbers, masses, temps, box, names=None, dt_fs=10.0):
+    """A trajectory.h5 in the project's format with one stage, production: positions [R, F, N, 3] (A) in a
+    cubic box (A) saved every ``dt_fs``; ``numbers``/``masses`` [N] or [R, N]; optional structure names."""
+    n_rep, n_frames = positions.shape[:2]
     with h5py.File(path, "w") as f:
-        f.attrs.update(numbers=np.array([3] * n_li + [17] * n_fw), masses_amu=np.array([6.94] * n_li + [35.45] * n_fw),
-                       temperatures_K=temps, replicas=np.arange(3))
+        f.attrs.update(numbers=numbers, masses_amu=masses, temperatures_K=temps, replicas=np.arange(n_rep))
+        if names is not None:
+            f.attrs["structure_names"] = np.array([n.encode() for n in names], dtype="S")
         g = f.create_group("production")
-        g["positions"] = np.array(pos, np.float32)
-        g["cell"] = np.broadcast_to(np.eye(3) * box, (3, n_frames, 3, 3)).astype(np.float32)
-        g["volume"] = np.full((3, n_frames), box**3, np.float32)
-        g["time_fs"] = 10.0 * np.arange(1, n_frames + 1)
+        g["positions"] = np.asarray(positions, np.float32)
+        g["cell"] = np.broadcast_to(np.eye(3) * box, (n_rep, n_frames, 3, 3)).astype(np.float32)
+        g["volume"] = np.full((n_rep, n_frames), box**3, np.float32)
+        g["time_fs"] = dt_fs * np.arange(1, n_frames + 1)
     return path
 
 

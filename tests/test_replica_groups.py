@@ -7,13 +7,13 @@ written out here."""
 import json
 import math
 
-import h5py
 import numpy as np
 import pytest
 
 from lycb_jax import analysis as A
 from lycb_jax.analysis.diffusion import Diffusion
 from lycb_jax.cli import main
+from test_analyze_cli import write_production
 from test_diffusion_window import hopping_model
 
 KB = 8.617333262e-5  # eV/K, written out independently of the package
@@ -38,17 +38,8 @@ def _sweep_file(path, names=True):
             pos.append(np.concatenate([li, fw], 1))
             numbers.append([3] * n_li + [fw_z] * n_fw)
     numbers = np.array(numbers)
-    with h5py.File(path, "w") as f:
-        f.attrs.update(numbers=numbers, masses_amu=np.where(numbers == 3, 6.94, 60.0), temperatures_K=np.tile(TEMPS, 2),
-                       replicas=np.arange(6))
-        if names:
-            f.attrs["structure_names"] = np.array([b"fast"] * 3 + [b"slow"] * 3, dtype="S")
-        g = f.create_group("production")
-        g["positions"] = np.array(pos, np.float32)
-        g["cell"] = np.broadcast_to(np.eye(3) * box, (6, n_frames, 3, 3)).astype(np.float32)
-        g["volume"] = np.full((6, n_frames), box**3, np.float32)
-        g["time_fs"] = 10.0 * np.arange(1, n_frames + 1)
-    return path
+    return write_production(path, np.array(pos), numbers, np.where(numbers == 3, 6.94, 60.0), np.tile(TEMPS, 2), box,
+                            names=["fast"] * 3 + ["slow"] * 3 if names else None)
 
 
 @pytest.fixture(scope="module")

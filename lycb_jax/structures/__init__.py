@@ -12,7 +12,7 @@ Units: Angstrom, eV, eV/A, GPa.
 # relaxation (FrechetCellFilter DOFs, batched device loop, relax), ranking (rank, the LYCB series),
 # plot. The command line is lycb_jax.cli.structures.
 
-import importlib
+from lycb_jax import lazy
 
 # name -> module, imported on first use (keeps `import lycb_jax...` and `lycb-jax --help` fast)
 _LAZY = {
@@ -57,11 +57,4 @@ __all__ = ["FIRE", "FireParams", "FireState", "HALIDES", "PARENTS", "RelaxState"
            "relax", "spacegroup", "wyckoff_site_model", "write_ranking"]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy.attributes(__name__, _LAZY)

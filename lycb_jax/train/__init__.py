@@ -19,7 +19,7 @@ One concept per module:
 The command line is ``lycb-jax finetune`` (:mod:`lycb_jax.cli.finetune`).
 """
 
-import importlib
+from lycb_jax import lazy
 
 # name -> module, imported on first use (keeps `import lycb_jax...` and `lycb-jax --help` fast)
 _LAZY = {
@@ -63,11 +63,4 @@ __all__ = ["TRAIN_STATE", "Dataset", "FinetuneConfig", "FinetuneResult", "Packed
            "predict_energies_packed", "read_dataset", "refit_composition", "resolve_groups", "select_packed"]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy.attributes(__name__, _LAZY)
