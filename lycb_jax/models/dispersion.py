@@ -198,17 +198,19 @@ def _pair_d2(x, lat, shifts):
     return jnp.sum(vec * vec, -1)
 
 
-def _cn_term(shifts, ok, args, const):
+def _cn_term(shifts, ok, origin, args, const):
+    """CN contributions [N] of images T (and -T: the column sums) in atomic units."""
     x, lat = args
     _, rcov2, pair, cut2 = const
     d2 = _pair_d2(x, lat, shifts)
     keep = ok[:, None, None] & pair[None] & (d2 > 1e-8) & (d2 <= cut2)
     r = jnp.sqrt(jnp.where(keep, d2, 1.0))
-    count = 1.0 / (1.0 + jnp.exp(-KCN * (rcov2[None] / r - 1.0)))
-    return jnp.sum(jnp.where(keep, count, 0.0), axis=(0, 2))
+    count = jnp.where(keep, 1.0 / (1.0 + jnp.exp(-KCN * (rcov2[None] / r - 1.0))), 0.0)
+    return jnp.sum(count, axis=(0, 2)) + jnp.sum(jnp.where(origin[:, None, None], 0.0, count), axis=(0, 1))
 
 
-def _disp_term(shifts, ok, args, const):
+def _disp_term(shifts, ok, origin, args, const):
+    """Two-body energy (Hartree) of images T and -T."""
     x, lat, coef = args
     _, pair, cut2 = const
     d2 = _pair_d2(x, lat, shifts)
@@ -216,21 +218,25 @@ def _disp_term(shifts, ok, args, const):
     d2 = jnp.where(keep, d2, 1.0)
     d6 = d2 * d2 * d2
     e = coef.c6[None] / (d6 + coef.r0_6[None]) + coef.c8[None] / (d6 * d2 + coef.r0_8[None])
-    return -0.5 * jnp.sum(jnp.where(keep, e, 0.0))
+    return -jnp.sum(jnp.where(keep, e, 0.0) * jnp.where(origin, 0.5, 1.0)[:, None, None])
 
 
 def _loop(fn, n_images, block: int, init, dtype):
-    """Sum of ``fn(shifts [block, 3], ok [block])`` over all images in [-n, n]^3, ``block`` at a time."""
+    """Sum of ``fn(shifts [block, 3], ok [block], origin [block])`` over the images T = 0 and T > 0
+    (lexicographically) of the box [-n, n]^3, ``block`` at a time: the terms of -T are those of T with
+    i and j swapped, which ``fn`` adds itself (``origin``: T = 0, counted once)."""
     width = 2 * n_images + 1
     total = jnp.prod(width)
+    centre = total // 2  # the flat index of T = 0; larger indices are the T > 0
 
     def body(carry):
         k, acc = carry
-        idx = k * block + jnp.arange(block)
+        idx = centre + k * block + jnp.arange(block)
         shifts = jnp.stack([idx // (width[1] * width[2]), (idx // width[2]) % width[1], idx % width[2]], -1)
-        return k + 1, jax.tree.map(jnp.add, acc, fn((shifts - n_images).astype(dtype), idx < total))
+        out = fn((shifts - n_images).astype(dtype), idx < total, idx == centre)
+        return k + 1, jax.tree.map(jnp.add, acc, out)
 
-    return jax.lax.while_loop(lambda c: c[0] * block < total, body, (jnp.int32(0), init))[1]
+    return jax.lax.while_loop(lambda c: centre + c[0] * block < total, body, (jnp.int32(0), init))[1]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -238,8 +244,9 @@ def _image_sum(term, block: int, args, const):
     """Sum over the images of ``term(shifts, ok, args, const)`` (``const[0]``: images each side [3]);
     reverse-differentiable in ``args`` (float arrays), not in ``const``."""
     dtype = args[0].dtype
-    out = jax.eval_shape(lambda: term(jnp.zeros((block, 3), dtype), jnp.ones(block, bool), args, const))
-    return _loop(lambda s, ok: term(s, ok, args, const), const[0], block, jnp.zeros(out.shape, out.dtype), dtype)
+    flags = jnp.ones(block, bool)
+    out = jax.eval_shape(lambda: term(jnp.zeros((block, 3), dtype), flags, flags, args, const))
+    return _loop(lambda s, ok, o: term(s, ok, o, args, const), const[0], block, jnp.zeros(out.shape, out.dtype), dtype)
 
 
 def _image_sum_fwd(term, block, args, const):
@@ -249,8 +256,8 @@ def _image_sum_fwd(term, block, args, const):
 def _image_sum_bwd(term, block, res, g):
     args, const = res
 
-    def vjp(shifts, ok):
-        return jax.vjp(lambda a: term(shifts, ok, a, const), args)[1](g)[0]
+    def vjp(shifts, ok, origin):
+        return jax.vjp(lambda a: term(shifts, ok, origin, a, const), args)[1](g)[0]
 
     grads = _loop(vjp, const[0], block, jax.tree.map(jnp.zeros_like, args), args[0].dtype)
     return grads, jax.tree.map(lambda _: None, const)
