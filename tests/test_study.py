@@ -4,6 +4,7 @@ refusals that happen before any MD runs."""
 import csv
 import json
 
+import h5py
 import numpy as np
 import pytest
 
@@ -37,6 +38,8 @@ def test_sweep_structures_x_temperatures_writes_reports(tmp_path):
     assert (tmp_path / "thermo.png").exists()
     groups = A.replica_groups(tmp_path / "md" / "trajectory.h5")  # the names are stored, same composition
     assert {k: v.tolist() for k, v in groups.items()} == {"dense": [0, 1], "open": [2, 3]}
+    with h5py.File(tmp_path / "md" / "trajectory.h5", "r") as f:  # the model is recorded, here without dispersion
+        assert f.attrs["model_name"] == lj_model().name and json.loads(f.attrs["model_dispersion"]) is None
 
 
 def test_study_refused_before_md(tmp_path):

@@ -38,11 +38,13 @@ FRAME_UNITS = {"positions": "Angstrom (unwrapped)", "cell": "Angstrom (rows)", "
 FORMAT = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
 
 
-def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unreadable: bool = False, names=None):
+def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unreadable: bool = False, names=None,
+                    model: dict | None = None):
     """The trajectory file (h5py.File, appended to) with its root attributes: atomic numbers [R, N]
     (replicas may differ in composition, not in size), masses [R, N] (amu), temperatures [R] (K),
     global replica indices [R] (a block of them per process), structure names [R] (UTF-8; readers group
-    replicas by them: :func:`lycb_jax.analysis.replica_groups`). A file left unreadable by a kill while it
+    replicas by them: :func:`lycb_jax.analysis.replica_groups`), and ``model``: the model's name and its
+    dispersion term (``model_name``, ``model_dispersion`` as JSON, "null" without one). A file left unreadable by a kill while it
     was being written is replaced when ``replace_unreadable`` (nothing to resume from), else refused."""
     import h5py
 
@@ -60,6 +62,11 @@ def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unrea
     f.attrs["replicas"] = replicas
     if names is not None:
         f.attrs["structure_names"] = np.array([str(n).encode() for n in names], dtype="S")
+    if model is not None:
+        import json
+
+        f.attrs["model_name"] = str(model.get("name"))
+        f.attrs["model_dispersion"] = json.dumps(model.get("dispersion"))
     f.attrs["format"] = FORMAT
     return f
 

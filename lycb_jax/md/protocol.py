@@ -282,7 +282,8 @@ class Simulation:
     def _h5(self):
         resumable = self.resume and (self.ck_path.exists() or self.prev_ck_path.exists())
         return md_io.open_trajectory(self.h5_path, self.species, self.masses, self.temps, self.replicas,
-                                     replace_unreadable=not resumable, names=self.names)
+                                     replace_unreadable=not resumable, names=self.names,
+                                     model=dict(name=self.model.name, dispersion=self.model.metadata.get("dispersion")))
 
     def _append(self, f, stage, frames, t0_fs):
         md_io.append_frames(f, stage, frames, t0_fs, self.protocol.save_every_fs)
