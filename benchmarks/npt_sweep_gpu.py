@@ -34,6 +34,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results/npt_sweep_h200")
     ap.add_argument("--model", default="chgnet-0.3.0")
+    ap.add_argument("--dispersion", help="d3bj[:FUNCTIONAL]: add D3(BJ) to the model (issue 28)")
     ap.add_argument("-T", "--temperatures", type=float, nargs="+", default=[600.0, 800.0, 1000.0, 1200.0])
     ap.add_argument("--heat-ps", type=float, default=1.0)
     ap.add_argument("--nvt-ps", type=float, default=2.0)
@@ -56,7 +57,7 @@ def main():
     import lycb_jax.md.protocol as protocol_module
 
     lycb_jax.enable_compilation_cache()
-    model = lycb_jax.load_model(args.model)
+    model = lycb_jax.load_model(args.model, dispersion=args.dispersion)
     mults = {name: tuple(int(x) for x in m.split(",")) for name, m in zip(FILES, args.supercells)}
     structures = {name: Structure.from_file(path) * mults[name] for name, path in FILES.items()}
     sizes = {name: len(s) for name, s in structures.items()}
