@@ -31,3 +31,17 @@ def test_version_and_defaults_in_help(capsys):
 def test_model_prints_in_one_line():
     text = repr(lycb_jax.load_model("chgnet-0.3.0"))
     assert "\n" not in text and "name='chgnet-0.3.0'" in text and "CHGNet" in text and len(text) < 200
+
+
+def test_models_lists_every_checkpoint_with_its_errors(capsys):
+    import json
+
+    from lycb_jax.cli import main
+    from lycb_jax.models.paths import checkpoint_dir
+
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if not line.startswith("(")}
+    assert {"chgnet-0.3.0", "chgnet-0.3.0-lycb-pbe", "sevennet-0", "sevennet-0-lycb-pbe"} <= set(lines)
+    ft = json.loads((checkpoint_dir() / "chgnet-0.3.0-lycb-pbe" / "manifest.json").read_text())
+    f_mae = ft["training_data"]["heldout_mae"]["fine-tuned"]["force_mae_meV/A"]
+    assert f"F {f_mae:.0f} meV/A" in lines["chgnet-0.3.0-lycb-pbe"] and "pretrained" in lines["chgnet-0.3.0"]

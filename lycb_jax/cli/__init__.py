@@ -9,12 +9,15 @@ import os
 import sys
 
 SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.structures", "lycb_jax.cli.finetune",
-                      "lycb_jax.cli.active", "lycb_jax.cli.analyze", "lycb_jax.cli.sensitivity")  # each defines add_cli(subparsers)
+                      "lycb_jax.cli.active", "lycb_jax.cli.analyze", "lycb_jax.cli.sensitivity",
+                      "lycb_jax.cli.models")  # each defines add_cli(subparsers)
 
 
 def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
     """``--model NAME_OR_DIR``, the same in every command (default the shipped CHGNet 0.3.0)."""
-    p.add_argument("--model", default="chgnet-0.3.0", help=help)
+    from lycb_jax.models.paths import shipped_checkpoints
+
+    p.add_argument("--model", default="chgnet-0.3.0", help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
 
 
 def add_dispersion_argument(p) -> None:

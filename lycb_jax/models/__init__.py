@@ -1,8 +1,13 @@
-"""Models: the interface (:mod:`.base`), CHGNet 0.3.0 (:mod:`.chgnet`), checkpoints (:mod:`.checkpoint`)
-and the conversion of the PyTorch weights (:mod:`.convert_chgnet`)."""
+"""Models: the interface (:mod:`.base`), CHGNet 0.3.0 (:mod:`.chgnet`), SevenNet (:mod:`.sevennet`), D3(BJ)
+dispersion (:mod:`.dispersion`), checkpoints (:mod:`.checkpoint`, folders: :mod:`.paths`) and the conversion of
+the PyTorch weights (:mod:`.convert_chgnet`, :mod:`.convert_sevennet`)."""
 
-from lycb_jax.models.base import Cutoffs, LayerGroups, Model, Potential, energy_forces_stress, potential
-from lycb_jax.models.checkpoint import ARCHITECTURES, checkpoint_dir, load_model, save_checkpoint, with_dispersion
+from lycb_jax import lazy
 
-__all__ = ["ARCHITECTURES", "Cutoffs", "LayerGroups", "Model", "Potential", "checkpoint_dir", "energy_forces_stress",
-           "load_model", "potential", "save_checkpoint", "with_dispersion"]
+_LAZY = {name: "lycb_jax.models.base" for name in ("Cutoffs", "LayerGroups", "Model", "Potential",
+                                                   "energy_forces_stress", "potential")}
+_LAZY.update({name: "lycb_jax.models.checkpoint" for name in ("ARCHITECTURES", "load_model", "save_checkpoint",
+                                                              "with_dispersion")})
+_LAZY.update(checkpoint_dir="lycb_jax.models.paths", shipped_checkpoints="lycb_jax.models.paths")
+__all__ = sorted(_LAZY)
+__getattr__, __dir__ = lazy.attributes(__name__, _LAZY)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import sys
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -18,6 +16,7 @@ import numpy as np
 from flax import serialization
 
 from lycb_jax.durable import atomic_write
+from lycb_jax.models.paths import checkpoint_dir, shipped_checkpoints
 from lycb_jax.models.base import Model
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
 from lycb_jax.models.sevennet import SevenNet, SevenNetConfig
@@ -25,18 +24,6 @@ from lycb_jax.models.sevennet import SevenNet, SevenNetConfig
 # manifest "architecture" -> (module class, config dataclass); the module is built as cls(config_cls(**config))
 # and keeps it as ``.config``. A new model registers here.
 ARCHITECTURES = {"chgnet": (CHGNet, CHGNetConfig), "sevennet": (SevenNet, SevenNetConfig)}
-
-
-def checkpoint_dir() -> Path:
-    """Folder of named checkpoints: $LYCB_JAX_CHECKPOINTS, else ``checkpoints/`` of the source tree
-    (a checkout or an editable install), else the copy an installed wheel carries
-    (``<prefix>/share/lycb_jax/checkpoints``)."""
-    env = os.environ.get("LYCB_JAX_CHECKPOINTS")
-    if env:
-        return Path(env)
-    source = Path(__file__).resolve().parents[2] / "checkpoints"
-    installed = Path(sys.prefix) / "share" / "lycb_jax" / "checkpoints"
-    return source if source.is_dir() or not installed.is_dir() else installed
 
 
 def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None) -> Path:
@@ -83,7 +70,7 @@ def load_model(name_or_path: str | Path = "chgnet-0.3.0", dispersion: str | None
     if not (path / "params.msgpack").exists():
         path = checkpoint_dir() / str(name_or_path)
     if not (path / "params.msgpack").exists():
-        known = sorted(p.name for p in checkpoint_dir().glob("*") if (p / "params.msgpack").exists())
+        known = shipped_checkpoints()
         raise FileNotFoundError(f"no checkpoint {name_or_path!r}: not a checkpoint folder, and not one of {known} "
                                 f"in {checkpoint_dir()}")
     manifest = read_manifest(path)

@@ -78,7 +78,7 @@ class D3Reference(NamedTuple):
 @functools.lru_cache(maxsize=1)
 def load_reference() -> D3Reference:
     """``checkpoints/d3/d3_reference.npz``, checked against the SHA-256 in its README.json."""
-    from lycb_jax.models.checkpoint import checkpoint_dir
+    from lycb_jax.models.paths import checkpoint_dir
 
     folder = checkpoint_dir() / "d3"
     data = (folder / "d3_reference.npz").read_bytes()
@@ -125,7 +125,7 @@ class D3BJ:
 
 @functools.lru_cache(maxsize=1)
 def _reference_readme() -> dict:
-    from lycb_jax.models.checkpoint import checkpoint_dir
+    from lycb_jax.models.paths import checkpoint_dir
 
     try:
         return json.loads((checkpoint_dir() / "d3" / "README.json").read_text())
