@@ -45,3 +45,25 @@ def test_models_lists_every_checkpoint_with_its_errors(capsys):
     ft = json.loads((checkpoint_dir() / "chgnet-0.3.0-lycb-pbe" / "manifest.json").read_text())
     f_mae = ft["training_data"]["heldout_mae"]["fine-tuned"]["force_mae_meV/A"]
     assert f"F {f_mae:.0f} meV/A" in lines["chgnet-0.3.0-lycb-pbe"] and "pretrained" in lines["chgnet-0.3.0"]
+
+
+def test_sensitivity_reweights_with_the_model_the_trajectory_records(tmp_path):
+    import json
+
+    import h5py
+    import pytest
+
+    from lycb_jax.cli.sensitivity import recorded_model
+
+    old, new = tmp_path / "old.h5", tmp_path / "new.h5"
+    h5py.File(old, "w").close()  # written before the model was recorded
+    disp = {"method": "D3", "damping": "bj", "functional": "pbe"}
+    with h5py.File(new, "w") as f:
+        f.attrs["model_name"] = "chgnet-0.3.0-lycb-pbe+d3bj"
+        f.attrs["model_dispersion"] = json.dumps(disp)
+    assert recorded_model(old, None, None) == ("chgnet-0.3.0", None)
+    assert recorded_model(new, None, None) == ("chgnet-0.3.0-lycb-pbe", "d3bj:pbe")
+    assert recorded_model(new, "chgnet-0.3.0-lycb-pbe", "d3bj") == ("chgnet-0.3.0-lycb-pbe", "d3bj:pbe")
+    for model, dispersion in (("chgnet-0.3.0", None), (None, "d3bj:pbesol")):
+        with pytest.raises(SystemExit, match="reweighting needs the same model"):
+            recorded_model(new, model, dispersion)

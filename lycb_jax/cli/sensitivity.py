@@ -12,12 +12,14 @@ OPTIONS = {"model": str, "stage": str, "replica": int, "every": int, "species": 
 
 
 def add_cli(subparsers) -> None:
-    from lycb_jax.cli import add_model_argument
+    from lycb_jax.cli import add_dispersion_argument, add_model_argument
 
     p = subparsers.add_parser("sensitivity", help="which layer groups the volume, pressure, energy and short-time "
                                                   "Li MSD depend on; d ln MSD / d strain", description=__doc__)
     p.add_argument("source", metavar="TRAJ_OR_CONFIG", help="trajectory.h5, or a .toml config")
-    add_model_argument(p, "checkpoint the trajectory was run with (reweighting needs the same one)")
+    add_model_argument(p, "checkpoint the trajectory was run with (reweighting needs the same one; default: the "
+                          "one the trajectory records)")
+    add_dispersion_argument(p)
     p.add_argument("--stage", default=None, help="stage (default production; npt adds <V> and the NpT responses)")
     p.add_argument("--replica", type=int, default=None, help="replica (temperature) index, default 0")
     p.add_argument("--every", type=int, default=None, help="reweight every n-th stored frame (default 10)")
@@ -25,12 +27,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--msd-window-fs", type=float, default=None, help="MSD window, fs (default 500; > ~1000 is chaotic)")
     p.add_argument("--n-windows", type=int, default=None, help="MSD windows averaged (default 4)")
     p.add_argument("--out", default=None, help="folder for sensitivity.json (default: the trajectory's)")
-    p.set_defaults(func=cmd_sensitivity, model=None)  # None: the config's model, else chgnet-0.3.0
+    p.set_defaults(func=cmd_sensitivity, model=None)  # None: the config's model, else the trajectory's
 
 
 def resolve(args) -> dict:
     """The options: defaults, then the TOML config (if the source is one), then flags given."""
-    opts = {"model": "chgnet-0.3.0", "stage": "production", "replica": 0, "every": 10, "species": "Li",
+    opts = {"model": None, "stage": "production", "replica": 0, "every": 10, "species": "Li",
             "msd_window_fs": 500.0, "n_windows": 4, "out": None, "trajectory": args.source}
     if args.source.endswith(".toml"):
         import tomllib
@@ -53,6 +55,26 @@ def resolve(args) -> dict:
     return opts
 
 
+def recorded_model(traj: Path, model: str | None, dispersion: str | None) -> tuple[str, str | None]:
+    """(checkpoint, dispersion) to reweight ``traj`` with: the ones given, else those the trajectory records
+    (``model_name``, ``model_dispersion``; files written before that: chgnet-0.3.0 without dispersion).
+    SystemExit when the given ones differ from the recorded ones (reweighting with another model is wrong)."""
+    import h5py
+
+    with h5py.File(traj, "r") as f:
+        name = f.attrs.get("model_name")
+        disp = json.loads(f.attrs["model_dispersion"]) if "model_dispersion" in f.attrs else None
+    if name is None:
+        return model or "chgnet-0.3.0", dispersion
+    base = str(name).split("+")[0]
+    rec_disp = f"{disp['method'].lower()}{disp['damping']}:{disp['functional']}" if disp else None
+    given_disp = None if dispersion is None else (dispersion if ":" in dispersion else dispersion + ":pbe").lower()
+    if (model is not None and Path(model).name != base) or (dispersion is not None and given_disp != rec_disp):
+        raise SystemExit(f"error: {traj} was run with {name} (dispersion {rec_disp}); reweighting needs the same model: "
+                         "leave out --model/--dispersion to use it")
+    return model or base, rec_disp
+
+
 def cmd_sensitivity(args) -> int:
     opts = resolve(args)
     traj = Path(opts["trajectory"])
@@ -61,7 +83,8 @@ def cmd_sensitivity(args) -> int:
     from lycb_jax.models import load_model
     from lycb_jax.sensitivity.study import sensitivity_study
 
-    res = sensitivity_study(load_model(opts["model"]), traj, opts["stage"], opts["replica"], opts["every"],
+    model = load_model(*recorded_model(traj, opts["model"], getattr(args, "dispersion", None)))
+    res = sensitivity_study(model, traj, opts["stage"], opts["replica"], opts["every"],
                             opts["species"], opts["msd_window_fs"], opts["n_windows"])
     out = Path(opts["out"]) if opts["out"] else traj.parent
     out.mkdir(parents=True, exist_ok=True)
