@@ -38,6 +38,7 @@ def main():
     ap.add_argument("-T", "--temperatures", type=float, nargs="+", default=[600.0, 800.0, 1000.0, 1200.0])
     ap.add_argument("--heat-ps", type=float, default=1.0)
     ap.add_argument("--nvt-ps", type=float, default=2.0)
+    ap.add_argument("--dt-fs", type=float, default=1.0)
     ap.add_argument("--npt-ps", type=float, default=8.0)
     ap.add_argument("--npt-average-ps", type=float, default=4.0)
     ap.add_argument("--production-ps", type=float, default=1.0)
@@ -66,7 +67,7 @@ def main():
     replicas = [structures[name] for name in structures for _ in temps]
     labels = [(name, t) for name in structures for t in temps]
     protocol = protocol_module.Protocol(
-        temperatures_K=temps * len(structures), dt_fs=1.0, heat_ps=args.heat_ps, nvt_ps=args.nvt_ps,
+        temperatures_K=temps * len(structures), dt_fs=args.dt_fs, heat_ps=args.heat_ps, nvt_ps=args.nvt_ps,
         npt_ps=args.npt_ps, npt_average_ps=args.npt_average_ps, production_ps=args.production_ps,
         pressure_bar=args.pressure_bar, barostat=args.barostat, save_every_fs=50.0, chunk_ps=0.5,
         checkpoint_every_ps=5.0)
@@ -123,6 +124,14 @@ def main():
                            cell_angles_deg=[round(float(x), 2) for x in par[3:]],
                            input_abc_A=[round(float(x), 3) for x in structures[name].lattice.abc],
                            input_angles_deg=[round(float(x), 2) for x in structures[name].lattice.angles])
+            if "npt" in f:  # is the cell settled? the volume over the averaging window, its halves and slope
+                t_ps = f["npt/time_fs"][:] / 1000
+                vol = f["npt/volume"][r] / n_atoms
+                win = t_ps >= t_ps[-1] - args.npt_average_ps
+                half = np.array_split(np.flatnonzero(win), 2)
+                row.update(npt_window_halves_A3_per_atom=[round(float(vol[h].mean()), 3) for h in half],
+                           npt_window_slope_A3_per_atom_per_ps=float(np.polyfit(t_ps[win], vol[win], 1)[0]),
+                           npt_window_std_A3_per_atom=float(vol[win].std()))
             for stage in f:
                 if "conserved_drift_meV_per_atom_ps" in f[stage].attrs:
                     row[f"drift_{stage}_meV_atom_ps"] = float(f[stage].attrs["conserved_drift_meV_per_atom_ps"][r])
