@@ -152,7 +152,7 @@ CASES = [
     Case(
         "text that is no structure",
         lambda t: ["predict", text(t, "junk.cif", "not a crystal\n")],
-        r"cannot read structure file .*junk\.cif",
+        r"cannot read structure file .*junk\.cif': no crystal structure found: a CIF needs a data_ block",
     ),
     Case(
         "CIF with partially occupied sites (the shipped Schlem 2021 LYC)",

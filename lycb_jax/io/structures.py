@@ -137,15 +137,13 @@ def read_structures(paths) -> list:
         if frames is None:
             try:
                 frames = read(path, index=":")
-            except Exception as ase_error:  # fall back to pymatgen's readers (POSCAR variants, CIF quirks)
+            except Exception:  # fall back to pymatgen's readers (POSCAR variants, CIF quirks)
                 try:
                     from pymatgen.core import Structure
 
                     frames = [Structure.from_file(path)]
-                except Exception as pmg_error:
-                    raise InputError(f"cannot read structure file {path!r}: ASE: {_first_line(ase_error)}; "
-                                     f"pymatgen: {_first_line(pmg_error)}; use a format ASE reads "
-                                     "(CIF, POSCAR, extxyz, ...)") from None
+                except Exception:  # the readers' own exceptions name their internals, not the problem
+                    raise InputError(f"cannot read structure file {path!r}: {_what_was_expected(path)}") from None
         if not frames:
             raise InputError(f"structure file {path!r} holds no structure")
         for k, frame in enumerate(frames):
@@ -155,9 +153,14 @@ def read_structures(paths) -> list:
     return out
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:200] if text else type(err).__name__
+def _what_was_expected(path: str) -> str:
+    """What a structure file of this name should hold, for the message that refuses it."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".cif":
+        return ("no crystal structure found: a CIF needs a data_ block with _cell_length_a/b/c, _cell_angle_* and an "
+                "_atom_site_ loop (fractional x, y, z and a type symbol)")
+    return ("no crystal structure found in any format ASE or pymatgen reads; give a CIF, POSCAR/CONTCAR, extxyz or "
+            "another ASE format, with the suffix that names it")
 
 
 def _read_cif(path):
