@@ -4,7 +4,8 @@ thermal expansion coefficient over the temperatures run.
 
     python benchmarks/dispersion/collect_npt.py RESULTS_DIR   (holds npt_d3bj/ and npt_none/ with npt_sweep.json)
 
-Writes RESULTS_DIR/volume_table.{json,csv} and prints a markdown table. Units: A, A^3/atom, K, 1/K."""
+Writes RESULTS_DIR/volume_table.{json,csv} and npt_volume.png (the NpT volume traces with the averaging window, and
+V(T) against experiment) and prints a markdown table. Units: A, A^3/atom, K, ps, 1/K."""
 
 import csv
 import json
@@ -55,12 +56,52 @@ def expansion(rows: list[dict]) -> list[dict]:
     return out
 
 
+def plot(folder: Path, rows: list[dict], out: Path) -> None:
+    """Left: each replica's NpT volume trace (the averaging window shaded); right: V(T) against experiment."""
+    import h5py
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), gridspec_kw=dict(width_ratios=[2, 1]))
+    styles = {"npt_none": "-", "npt_d3bj": "--"}
+    colours = {300.0: "tab:blue", 500.0: "tab:orange", 700.0: "tab:red"}
+    for i, name in enumerate(("LYC0", "LYB0")):
+        trace, vt = axes[i]
+        for sub, label in LABELS.items():
+            res = json.loads((folder / sub / "npt_sweep.json").read_text())
+            with h5py.File(folder / sub / "thermo.h5") as f:
+                t_ps = f["npt/time_fs"][:] / 1000
+                for r, rep in enumerate(res["per_replica"]):
+                    if rep["structure"] == name:
+                        trace.plot(t_ps, f["npt/volume"][r] / res["atoms"], styles[sub], lw=0.8,
+                                   color=colours.get(rep["T_K"], "k"), label=f"{label}, {rep['T_K']:.0f} K")
+            avg = res["protocol"]["npt_average_ps"]
+            trace.axvspan(t_ps[-1] - avg, t_ps[-1], color="0.93", zorder=0)
+            sel = sorted((r for r in rows if r["model"] == label and r["structure"] == name), key=lambda r: r["T_K"])
+            vt.plot([r["T_K"] for r in sel], [r["volume_A3_per_atom"] for r in sel], styles[sub] + "o", label=label)
+        for ax in (trace, vt):
+            ax.axhline(EXPERIMENT[name]["volume"], color="k", lw=1, ls=":")
+        vt.plot([295], [EXPERIMENT[name]["volume"]], "k*", ms=10, label="experiment (room T)")
+        vt.fill_between([250, 750], 0.97 * EXPERIMENT[name]["volume"], 1.03 * EXPERIMENT[name]["volume"],
+                        color="0.9", zorder=0, label="experiment +-3%")
+        trace.set(title=f"{name}: NpT 1 bar (tri), 480 atoms; shaded: averaging window", xlabel="NpT time (ps)",
+                  ylabel="volume (A^3/atom)")
+        vt.set(title=f"{name}: NpT volume", xlabel="T (K)", ylabel="volume (A^3/atom)", xlim=(250, 750))
+        trace.legend(fontsize=7, ncol=2)
+        vt.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main(folder: str):
     folder = Path(folder)
     rows = [row for sub, label in LABELS.items() if (folder / sub / "npt_sweep.json").exists()
             for row in rows_of(folder / sub, label)]
     result = dict(experiment=EXPERIMENT, rows=rows, expansion=expansion(rows))
     (folder / "volume_table.json").write_text(json.dumps(result, indent=1))
+    plot(folder, rows, folder / "npt_volume.png")
     keys = [k for k in rows[0] if k not in ("angles_deg", "window_halves_A3_per_atom")]
     with open(folder / "volume_table.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, keys, extrasaction="ignore")
