@@ -23,7 +23,7 @@ def test_version_and_defaults_in_help(capsys):
             main(argv)
         except SystemExit as done:
             assert done.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines by the terminal's width
     assert f"lycb-jax {lycb_jax.__version__}" in out
     assert "(default: sweep_out)" in out and "(default: chgnet-0.3.0)" in out and "(default: None)" not in out
 

@@ -176,3 +176,24 @@ def test_model_with_dispersion_is_the_sum_and_recorded():
         lycb_jax.load_model("chgnet-0.3.0", dispersion="d4")
     calc = lycb_jax.Calculator("chgnet-0.3.0", dispersion="d3bj:r2scan")
     assert calc.model.metadata["dispersion"]["functional"] == "r2scan"
+
+
+def test_dispersion_checkpoint_is_its_base_plus_dftd3():
+    """chgnet-0.3.0-lycb-pbe-d3 (a manifest without weights) = the fine-tuned model + dftd3's D3(BJ)-PBE; giving
+    a dispersion on top of it is refused, and `lycb-jax models` lists it."""
+    import lycb_jax
+    from lycb_jax.io.errors import InputError
+    from lycb_jax.models.paths import shipped_checkpoints
+
+    atoms = _cell("LYC0_x0.0.cif")
+    base = lycb_jax.load_model("chgnet-0.3.0-lycb-pbe")
+    d3 = lycb_jax.load_model("chgnet-0.3.0-lycb-pbe-d3")
+    assert "chgnet-0.3.0-lycb-pbe-d3" in shipped_checkpoints()
+    assert d3.name.startswith("chgnet-0.3.0-lycb-pbe+d3bj") and d3.metadata["dispersion"]["functional"] == "pbe"
+    p0, p1 = lycb_jax.predict(base, [atoms])[0], lycb_jax.predict(d3, [atoms])[0]
+    e_ref, f_ref, s_ref = _reference(atoms)
+    assert abs((p1.energy - p0.energy) - e_ref) / len(atoms) < 1e-5  # float32
+    assert np.abs((p1.forces - p0.forces) - f_ref).max() < 1e-4
+    assert np.abs((p1.stress - p0.stress) - s_ref).max() < 1e-3
+    with pytest.raises(InputError, match="already adds d3bj"):
+        lycb_jax.load_model("chgnet-0.3.0-lycb-pbe-d3", dispersion="d3bj")

@@ -7,7 +7,11 @@ import json
 
 
 def describe(manifest: dict) -> str:
-    """One line: architecture, parent and the fine-tuned model's held-out E/F/S errors, or the source package."""
+    """One line: architecture, parent and the fine-tuned model's held-out E/F/S errors, or the source package;
+    for a dispersion checkpoint its base and term."""
+    if "base_checkpoint" in manifest:
+        return (f"{manifest['base_checkpoint']} + {manifest['dispersion']} at inference (same weights and held-out "
+                "errors; NpT volumes in its manifest)")
     arch = manifest.get("architecture", "chgnet")
     if "parent_model" not in manifest:
         return f"{arch}, pretrained ({manifest.get('source_package')} {manifest.get('source_package_version')})"
@@ -23,9 +27,10 @@ def describe(manifest: dict) -> str:
 def cmd_models(args) -> int:
     from lycb_jax.models.paths import checkpoint_dir, shipped_checkpoints
 
+    width = max(map(len, shipped_checkpoints()), default=0)
     for name in shipped_checkpoints():
         manifest = json.loads((checkpoint_dir() / name / "manifest.json").read_text())
-        print(f"{name:22s} {describe(manifest)}")
+        print(f"{name:{width}s} {describe(manifest)}")
     print(f"(in {checkpoint_dir()}; any model takes --dispersion d3bj at run time)")
     return 0
 

@@ -1,7 +1,9 @@
 """Checkpoints: saving and loading models by name or folder.
 
 A checkpoint is a folder with ``params.msgpack`` (flax.serialization of the parameter pytree)
-and ``manifest.json`` (architecture, its config, provenance, licence, training metadata).
+and ``manifest.json`` (architecture, its config, provenance, licence, training metadata). A dispersion
+checkpoint has only a manifest: ``base_checkpoint`` (whose weights it uses) and ``dispersion`` (the term
+added at inference), with the evidence for shipping it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from flax import serialization
 
 from lycb_jax.durable import atomic_write
-from lycb_jax.models.paths import checkpoint_dir, shipped_checkpoints
+from lycb_jax.models.paths import BASE_KEY, checkpoint_dir, dispersion_alias, shipped_checkpoints
 from lycb_jax.models.base import Model
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
 from lycb_jax.models.sevennet import SevenNet, SevenNetConfig
@@ -63,12 +65,19 @@ def load_model(name_or_path: str | Path = "chgnet-0.3.0", dispersion: str | None
     otherwise. Nothing in a checkpoint is executed (JSON and msgpack only).
 
     ``dispersion``: None, or ``"d3bj"`` / ``"d3bj:<functional>"`` to add D3(BJ) to the model's energy
-    (:func:`with_dispersion`; functional default the manifest's ``functional``, else PBE)."""
+    (:func:`with_dispersion`; functional default the manifest's ``functional``, else PBE). A dispersion
+    checkpoint (e.g. ``chgnet-0.3.0-lycb-pbe-d3``) loads as its base checkpoint with its dispersion."""
     from lycb_jax.io.errors import InputError
 
     path = Path(name_or_path)
-    if not (path / "params.msgpack").exists():
+    if not (path / "params.msgpack").exists() and dispersion_alias(path) is None:
         path = checkpoint_dir() / str(name_or_path)
+    alias = dispersion_alias(path)
+    if alias is not None:
+        if dispersion is not None:
+            raise InputError(f"checkpoint {path.name} already adds {alias['dispersion']}: leave out the dispersion "
+                             f"(--dispersion), or give {alias[BASE_KEY]} with it")
+        return load_model(alias[BASE_KEY], dispersion=alias["dispersion"])
     if not (path / "params.msgpack").exists():
         known = shipped_checkpoints()
         raise FileNotFoundError(f"no checkpoint {name_or_path!r}: not a checkpoint folder, and not one of {known} "

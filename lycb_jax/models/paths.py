@@ -19,6 +19,25 @@ def checkpoint_dir() -> Path:
     return source if source.is_dir() or not installed.is_dir() else installed
 
 
+BASE_KEY = "base_checkpoint"  # manifest key of a checkpoint that is another one plus a dispersion term
+
+
 def shipped_checkpoints() -> list[str]:
-    """Names of the checkpoint folders in :func:`checkpoint_dir` (those with a ``params.msgpack``)."""
-    return sorted(p.name for p in checkpoint_dir().glob("*") if (p / "params.msgpack").exists())
+    """Names of the checkpoint folders in :func:`checkpoint_dir`: those with a ``params.msgpack``, and
+    those whose manifest names a ``base_checkpoint`` and a ``dispersion`` (:func:`dispersion_alias`)."""
+    return sorted(p.name for p in checkpoint_dir().glob("*")
+                  if (p / "params.msgpack").exists() or dispersion_alias(p) is not None)
+
+
+def dispersion_alias(path: Path) -> dict | None:
+    """The manifest of folder ``path`` if it is a dispersion checkpoint (no weights of its own: a
+    ``base_checkpoint`` plus a ``dispersion`` added at inference), else None."""
+    import json
+
+    if (path / "params.msgpack").exists() or not (path / "manifest.json").is_file():
+        return None
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except ValueError:
+        return None
+    return manifest if isinstance(manifest, dict) and BASE_KEY in manifest and "dispersion" in manifest else None
