@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import lyc_like
 
 import lycb_jax
-from lycb_jax.distributed import replica_mesh
+from lycb_jax.runtime.distributed import replica_mesh
 from lycb_jax.md import (
     Integrator,
     default_capacity,

@@ -196,7 +196,7 @@ def test_cell_list_run_equals_brute_force_run(tmp_path, monkeypatch):
     """A 500-atom LJ crystal through heat, NVT, NpT (tri) and production: neighbours from the O(N) cell
     list (forced on below its usual size) give the trajectory of the brute-force list (edge order, and so
     float32 round-off, differs); the checkpoint records the grid."""
-    import lycb_jax.capacity as caps
+    import lycb_jax.graph.capacity as caps
 
     model, atoms = lj_model(), argon(5, a=5.45)
     proto = _protocol(heat_ps=0.2, nvt_ps=0.2, npt_ps=0.4, npt_average_ps=0.2, production_ps=0.4)

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lycb_jax import distributed
+from lycb_jax.runtime import distributed
 
 HOST = '''
 import os, sys

@@ -140,7 +140,7 @@ def test_batched_fire_matches_ase(model, tmp_path):
     from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from lycb_jax.calculator import Calculator
+    from lycb_jax.models.calculator import Calculator
 
     cell = _c2_lyc_cell()
     rattled = [cell.copy() for _ in range(2)]
@@ -183,7 +183,7 @@ def test_halide_series_in_one_relax_call(model, tmp_path):
 @pytest.mark.slow
 def test_capacity_overflow_regrows(model, monkeypatch):
     """A graph capacity that is too small is detected on device, grown on the host, and the run goes on."""
-    from lycb_jax.capacity import Capacity
+    from lycb_jax.graph.capacity import Capacity
 
     real_pack = relaxation.pack
 

@@ -9,7 +9,7 @@
 5. T += dT.
 
 Everything an iteration makes lives in ``out/iter_KK_TnnnK/`` and is written atomically
-(:mod:`lycb_jax.durable`; the sampled and labelled structures with a ``.sha256`` beside them, checked
+(:mod:`lycb_jax.io.durable`; the sampled and labelled structures with a ``.sha256`` beside them, checked
 before use: a damaged file is made again); a killed run started again with the same arguments
 continues where it stopped (MD from its checkpoint, labels from the cache, fine-tuning from its train
 state) and ends with the same model.
@@ -28,7 +28,7 @@ from ase.io import read, write
 
 from lycb_jax.active.labellers import ASELabeller, label_structures
 from lycb_jax.active.sampling import farthest_point_sampling, position_features
-from lycb_jax.durable import atomic_write, verified, write_with_digest
+from lycb_jax.io.durable import atomic_write, verified, write_with_digest
 
 
 @dataclasses.dataclass

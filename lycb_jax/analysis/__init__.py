@@ -16,7 +16,7 @@ Modules (one concept each):
   Haven ratio, ``Diffusion`` results, Nernst-Einstein conductivity (Eq. 4).
 * ``arrhenius``: weighted Arrhenius fit of ln D vs 1/T (Eq. 3), extrapolation of D and sigma.
 * ``trajectory``: inputs (arrays, ASE files, the MD's trajectory.h5), the default hop length, one-call analyses.
-* ``report``: summary dict, JSON/CSV tables, MSD and Arrhenius plots.
+* ``report``: summary dict, JSON/CSV tables, MSD, Arrhenius and thermodynamics plots.
 """
 
 from lycb_jax.analysis.arrhenius import Arrhenius, arrhenius_fit, conductivity_at, extrapolate
@@ -31,7 +31,8 @@ from lycb_jax.analysis.diffusion import (
 )
 from lycb_jax.analysis.msd import (MSD, _msd_core, _select, displacement_moments, msd_covariance_model, msd_fft,
                                    species_masks)
-from lycb_jax.analysis.report import _save, json_safe, plot_arrhenius, plot_msd, summarize, write_report, write_summary
+from lycb_jax.analysis.report import (_save, json_safe, plot_arrhenius, plot_msd, plot_thermo, summarize, write_report,
+                                      write_summary)
 from lycb_jax.analysis.stats import GLSLine, LineFit, gls_line, wls_line
 from lycb_jax.analysis.streaming import StreamingMSD, streaming_finalize, streaming_init, streaming_update
 from lycb_jax.analysis.trajectory import (
@@ -59,7 +60,7 @@ __all__ = [
     "LineFit", "MDTrajectory", "Trajectory", "analyse_md", "analyze_trajectory", "arrhenius_fit",
     "check_unwrapped", "conductivity_at", "diffusion_coefficient", "diffusion_from_streaming", "extrapolate", "find_window", "gls_line",
     "GLSLine", "min_frames", "check_production", "min_converging_D", "msd_covariance_model", "displacement_moments", "slope_test", "Window",
-    "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "read_md_trajectory",
+    "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "plot_thermo", "read_md_trajectory",
     "replica_groups", "species_masks", "summarize", "trajectory_from_arrays", "trajectory_from_file", "unwrap", "window_end",
     "wls_line", "wrap_jumps", "write_report", "write_summary", "json_safe", "nearest_distance", "unwrap_npt",
     "StreamingMSD", "streaming_finalize", "streaming_init", "streaming_update",

@@ -6,7 +6,7 @@ atomic numbers, masses (amu), temperatures (K) and the global replica indices.
 
 Checkpoint (``checkpoint.npz``): the replica states' leaves ``leaf_0 ...``, the stage and step to
 continue at, alive flags, cells (Angstrom), graph capacity and skin (Angstrom), frames written per
-stage and the replica indices, with a SHA-256 of them (:mod:`lycb_jax.durable`). Written atomically;
+stage and the replica indices, with a SHA-256 of them (:mod:`lycb_jax.io.durable`). Written atomically;
 the previous one is kept as ``*.prev.npz``, and used (with a warning) if the newer one is damaged.
 In production with the streaming MSD on, the accumulator state is in it too (``msd_<field>``).
 
@@ -25,10 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lycb_jax import durable
+from lycb_jax.io import durable
 from lycb_jax.analysis.streaming import StreamingMSD, streaming_finalize
-from lycb_jax.capacity import Capacity
-from lycb_jax.faults import maybe_fail
+from lycb_jax.graph.capacity import Capacity
+from lycb_jax.io.faults import maybe_fail
 
 FRAME_FIELDS = ("positions", "cell", "temperature", "potential_energy", "kinetic_energy", "conserved",
                 "pressure", "stress", "volume")
@@ -146,7 +146,7 @@ def capacity_from(ck: dict, cutoffs) -> Capacity:
 
 def save_checkpoint(path: Path, prev_path: Path, states, fields: dict, replicas) -> None:
     """Write the states' leaves and ``fields`` atomically, with their checksum, to ``path``; the
-    checkpoint there before is kept as ``prev_path`` (:func:`lycb_jax.durable.previous` of ``path``;
+    checkpoint there before is kept as ``prev_path`` (:func:`lycb_jax.io.durable.previous` of ``path``;
     another process may be killed before writing its own). CheckpointWriteError naming the folder
     if the disk is full or the folder not writable (the checkpoints there stay as they were)."""
     if Path(prev_path) != durable.previous(path):

@@ -22,16 +22,16 @@ import warnings
 import numpy as np
 
 import lycb_jax.md.io as md_io
-import lycb_jax.capacity as caps
-from lycb_jax import distributed
+import lycb_jax.graph.capacity as caps
+from lycb_jax.runtime import distributed
 from lycb_jax.analysis.streaming import streaming_init
-from lycb_jax.capacity import Capacity
+from lycb_jax.graph.capacity import Capacity
 from lycb_jax.io.structures import formula, to_system
 from lycb_jax.md.chunk import default_capacity, run_chunk_checked
 from lycb_jax.md.integrators import (BAROSTATS, IntegratorSettings, ensemble, init_replica, masses_of, real_positions,
                                      state_cell)
 from lycb_jax.models import Model
-from lycb_jax.runtime import with_precision
+from lycb_jax.runtime.precision import with_precision
 from lycb_jax.units import KB
 
 
@@ -193,7 +193,7 @@ class Simulation:
     restarted with ``resume=True`` truncates the file to the checkpoint and continues, producing
     the same trajectory as an uninterrupted run.
 
-    Several processes (``lycb_jax.distributed.initialize``): each runs its own block of replicas
+    Several processes (``lycb_jax.runtime.distributed.initialize``): each runs its own block of replicas
     into ``trajectory.p{k}.h5`` / ``checkpoint.p{k}.npz`` (attribute ``replicas``: their global
     indices), process 0 shows the progress of all and joins the files into ``trajectory.h5``.
     """

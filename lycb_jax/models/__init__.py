@@ -2,7 +2,7 @@
 dispersion (:mod:`.dispersion`), checkpoints (:mod:`.checkpoint`, folders: :mod:`.paths`) and the conversion of
 the PyTorch weights (:mod:`.convert_chgnet`, :mod:`.convert_sevennet`)."""
 
-from lycb_jax import lazy
+from lycb_jax.runtime import lazy
 
 _LAZY = {name: "lycb_jax.models.base" for name in ("Cutoffs", "LayerGroups", "Model", "Potential",
                                                    "energy_forces_stress", "potential")}

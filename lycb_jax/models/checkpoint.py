@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from lycb_jax.durable import atomic_write
+from lycb_jax.io.durable import atomic_write
 from lycb_jax.models.paths import checkpoint_dir, shipped_checkpoints
 from lycb_jax.models.base import Model
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
@@ -28,7 +28,7 @@ ARCHITECTURES = {"chgnet": (CHGNet, CHGNetConfig), "sevennet": (SevenNet, SevenN
 
 def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None) -> Path:
     """Write ``params.msgpack`` and then ``manifest.json`` (with ``params_sha256``, the SHA-256 of the
-    parameter file) into folder ``path``, each atomically (:func:`lycb_jax.durable.atomic_write`: a
+    parameter file) into folder ``path``, each atomically (:func:`lycb_jax.io.durable.atomic_write`: a
     killed write leaves the previous file or none, never a truncated one; the manifest, written last,
     marks a complete checkpoint). CheckpointWriteError naming the folder if it cannot be written."""
     path = Path(path)

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-import lycb_jax.capacity as caps
-from lycb_jax.capacity import Capacity
+import lycb_jax.graph.capacity as caps
+from lycb_jax.graph.capacity import Capacity
 from lycb_jax.graph import Graph, build_graph
 from lycb_jax.models.base import edge_vectors, energy_forces_stress, potential
 from lycb_jax.units import EV_A3_TO_GPA, KB

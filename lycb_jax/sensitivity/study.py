@@ -92,7 +92,7 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
     frames, d MSD / d s_g per layer group and d ln MSD / d epsilon per strain of :data:`STRAINS`, each with the
     standard error over windows. The graph is rebuilt every 10 steps with ``skin`` (A): the largest
     displacement within 10 steps must stay below skin / 2 (RuntimeError otherwise)."""
-    import lycb_jax.capacity as caps
+    import lycb_jax.graph.capacity as caps
     from lycb_jax.md import masses_of
 
     names, index = group_index(model.params, model.module.layer_groups())

@@ -36,7 +36,7 @@ def requested(coordinator: str | None = None) -> bool:
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> bool:
     """Join a multi-process run (``jax.distributed.initialize``) when :func:`requested` says so;
     nothing for a single process. Call it first: before anything uses JAX, and before importing
-    ``lycb_jax.md`` / ``lycb_jax.study`` (importing jax_md starts JAX). Unset values come from
+    ``lycb_jax.md`` / ``lycb_jax.workflows.study`` (importing jax_md starts JAX). Unset values come from
     ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, else from JAX's cluster detection (SLURM, Open MPI).
     Returns whether this process is one of several."""
     is_initialized = getattr(jax.distributed, "is_initialized", None)  # newer than some JAX we support
@@ -56,7 +56,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     try:  # a long shutdown wait: processes that finish first wait there while process 0 writes the report
         jax.distributed.initialize(coordinator, num_processes, process_id, shutdown_timeout_seconds=4 * 3600)
     except RuntimeError as err:
-        raise RuntimeError(f"{err} (call lycb_jax.distributed.initialize() before importing lycb_jax.md: "
+        raise RuntimeError(f"{err} (call lycb_jax.runtime.distributed.initialize() before importing lycb_jax.md: "
                            "importing jax_md already starts JAX)") from err
     return jax.process_count() > 1
 

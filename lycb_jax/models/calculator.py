@@ -7,7 +7,7 @@ from ase.calculators.calculator import all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from lycb_jax.models import Model, load_model, with_dispersion
-from lycb_jax.predict import predict
+from lycb_jax.models.predict import predict
 from lycb_jax.units import EV_A3_TO_GPA
 
 
