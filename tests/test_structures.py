@@ -8,6 +8,7 @@ import pytest
 from pymatgen.core import Composition
 
 from lycb_jax import structures as S
+from lycb_jax.structures.enumeration import _canonical
 from lycb_jax.cli import structures as cli_structures
 from lycb_jax.structures import enumeration, relaxation
 
@@ -131,7 +132,7 @@ def test_ordered_models_keep_composition_and_framework():
             d = model.frac_coords - s.frac_coords
             lab[np.argmin(np.linalg.norm(d - np.round(d), axis=1))] = s.specie.Z
         labels.append(lab)
-    canon = S._canonical(np.array(labels), model.permutations)
+    canon = _canonical(np.array(labels), model.permutations)
     assert len(np.unique(canon, axis=0)) == len(cands)
 
 

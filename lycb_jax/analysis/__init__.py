@@ -29,9 +29,8 @@ from lycb_jax.analysis.diffusion import (
     fit_einstein,
     nernst_einstein,
 )
-from lycb_jax.analysis.msd import (MSD, _msd_core, _select, displacement_moments, msd_covariance_model, msd_fft,
-                                   species_masks)
-from lycb_jax.analysis.report import (_save, json_safe, plot_arrhenius, plot_msd, plot_thermo, summarize, write_report,
+from lycb_jax.analysis.msd import MSD, displacement_moments, msd_covariance_model, msd_fft, species_masks
+from lycb_jax.analysis.report import (json_safe, plot_arrhenius, plot_msd, plot_thermo, summarize, write_report,
                                       write_summary)
 from lycb_jax.analysis.stats import GLSLine, LineFit, gls_line, wls_line
 from lycb_jax.analysis.streaming import StreamingMSD, streaming_finalize, streaming_init, streaming_update
@@ -46,17 +45,12 @@ from lycb_jax.analysis.trajectory import (
     trajectory_from_file,
     nearest_distance,
 )
-from lycb_jax.analysis.wrapping import (_frac_steps, _image_shifts, _rowvec, check_unwrapped, unwrap, unwrap_npt,
-                                        wrap_jumps)
+from lycb_jax.analysis.wrapping import check_unwrapped, unwrap, unwrap_npt, wrap_jumps
 from lycb_jax.analysis.window import (Window, check_production, find_window, min_converging_D, min_frames, slope_test,
                                       window_end)
-from lycb_jax.units import E_CHARGE, KB, KB_J
-
-KB_EV = KB  # old name of the Boltzmann constant (eV/K), kept for compatibility
-E_C = E_CHARGE  # old name of the elementary charge (C)
 
 __all__ = [
-    "A2_PER_FS_TO_CM2_PER_S", "DEFAULT_HOP_DISTANCE", "E_C", "E_CHARGE", "KB", "KB_EV", "KB_J", "MSD", "Arrhenius", "Diffusion",
+    "A2_PER_FS_TO_CM2_PER_S", "DEFAULT_HOP_DISTANCE", "MSD", "Arrhenius", "Diffusion",
     "LineFit", "MDTrajectory", "Trajectory", "analyse_md", "analyze_trajectory", "arrhenius_fit",
     "check_unwrapped", "conductivity_at", "diffusion_coefficient", "diffusion_from_streaming", "extrapolate", "find_window", "gls_line",
     "GLSLine", "min_frames", "check_production", "min_converging_D", "msd_covariance_model", "displacement_moments", "slope_test", "Window",

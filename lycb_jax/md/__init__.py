@@ -32,7 +32,6 @@ from lycb_jax.md.integrators import (
     ENSEMBLES,
     Dynamics,
     Ensemble,
-    Integrator,
     IntegratorSettings,
     NPTState,
     degrees_of_freedom,
@@ -53,7 +52,7 @@ from lycb_jax.md.memory import MemoryPlan, chunk_bytes, plan_replicas
 from lycb_jax.md.protocol import Protocol, Simulation, load_protocol
 
 __all__ = ["BAROSTATS", "Carry", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS", "FRAME_UNITS", "Frame",
-           "Integrator", "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
+           "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
            "degrees_of_freedom", "dynamics", "energy_fn", "fit_capacity", "init_replica",
            "load_protocol", "masses_of", "npt_conserved", "npt_mtk", "nve", "nvt_nose_hoover", "plan_replicas", "real_positions",
            "record", "run_chunk", "run_chunk_checked", "state_cell", "temperature_K"]

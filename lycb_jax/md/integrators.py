@@ -97,9 +97,6 @@ class IntegratorSettings:
         return p
 
 
-Integrator = IntegratorSettings  # deprecated alias (for one release): it is a settings record, not an integrator
-
-
 class Dynamics(NamedTuple):
     """One replica's integrator: the jax-md energy function (eV) and its ``init`` / ``apply`` pair."""
 

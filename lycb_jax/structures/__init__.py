@@ -16,7 +16,6 @@ from lycb_jax.runtime import lazy
 
 # name -> module, imported on first use (keeps `import lycb_jax...` and `lycb-jax --help` fast)
 _LAZY = {
-    '_canonical': 'lycb_jax.structures.enumeration',
     'brute_force_distinct': 'lycb_jax.structures.enumeration',
     'count_distinct': 'lycb_jax.structures.enumeration',
     'count_labelings': 'lycb_jax.structures.enumeration',
