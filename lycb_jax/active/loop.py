@@ -29,6 +29,7 @@ from ase.io import read, write
 from lycb_jax.active.labellers import ASELabeller, label_structures
 from lycb_jax.active.sampling import farthest_point_sampling, position_features
 from lycb_jax.io.durable import atomic_write, verified, write_with_digest
+from lycb_jax.models.paths import DEFAULT_MODEL
 
 
 @dataclasses.dataclass
@@ -128,7 +129,7 @@ def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, 
 
 
 def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path,
-                 config: ActiveLearningConfig | None = None, model: str = "chgnet-0.3.0", workers: int = 1,
+                 config: ActiveLearningConfig | None = None, model: str = DEFAULT_MODEL, workers: int = 1,
                  verbose: bool = True, resume: bool = False) -> list[dict]:
     """Run the loop; ``parents``: name -> structure (pymatgen or ASE). With ``resume`` an existing
     ``out`` is continued (it must hold a run with the same settings), else it must not hold one.

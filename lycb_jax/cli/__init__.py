@@ -15,9 +15,9 @@ SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.s
 
 def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
     """``--model NAME_OR_DIR``, the same in every command (default the shipped CHGNet 0.3.0)."""
-    from lycb_jax.models.paths import shipped_checkpoints
+    from lycb_jax.models.paths import DEFAULT_MODEL, shipped_checkpoints
 
-    p.add_argument("--model", default="chgnet-0.3.0", help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
 
 
 def add_dispersion_argument(p) -> None:

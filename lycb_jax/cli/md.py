@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lycb_jax.cli import add_dispersion_argument, add_model_argument
+from lycb_jax.io.structures import DEFAULT_STRUCTURE
 
-DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # as lycb_jax.workflows.study.DEFAULT_STRUCTURE (not imported: see above)
 
 
 def add_protocol_arguments(p) -> None:
@@ -101,7 +101,8 @@ def cmd_md(args) -> int:
 
 def cmd_study(args) -> int:
     from lycb_jax.cli.predict import read_structure_or_exit
-    from lycb_jax.workflows.study import default_structure, study
+    from lycb_jax.io.structures import default_structure
+    from lycb_jax.workflows.study import study
 
     structure = read_structure_or_exit(args.structure) if args.structure else default_structure()
     protocol = protocol_from_args(args)

@@ -44,9 +44,8 @@ from lycb_jax.md.integrators import (
 from lycb_jax.graph.verlet import drift_bound, graph_sizes, verlet_list
 from lycb_jax.models import Model, energy_forces_stress
 from lycb_jax.runtime.precision import with_precision
-from lycb_jax.units import EV_A3_TO_GPA
+from lycb_jax.units import EV_A3_TO_GPA, GPA_TO_BAR
 
-GPA_TO_BAR = 1e4
 
 
 class Frame(NamedTuple):

@@ -8,6 +8,7 @@ _LAZY = {name: "lycb_jax.models.base" for name in ("Cutoffs", "LayerGroups", "Mo
                                                    "energy_forces_stress", "potential")}
 _LAZY.update({name: "lycb_jax.models.checkpoint" for name in ("ARCHITECTURES", "load_model", "save_checkpoint",
                                                               "with_dispersion")})
-_LAZY.update(checkpoint_dir="lycb_jax.models.paths", shipped_checkpoints="lycb_jax.models.paths")
+_LAZY.update(DEFAULT_MODEL="lycb_jax.models.paths", checkpoint_dir="lycb_jax.models.paths",
+             shipped_checkpoints="lycb_jax.models.paths")
 __all__ = sorted(_LAZY)
 __getattr__, __dir__ = lazy.attributes(__name__, _LAZY)

@@ -16,7 +16,8 @@ import numpy as np
 from flax import serialization
 
 from lycb_jax.io.durable import atomic_write
-from lycb_jax.models.paths import checkpoint_dir, shipped_checkpoints
+from lycb_jax.io.structures import N_ELEMENTS
+from lycb_jax.models.paths import DEFAULT_MODEL, checkpoint_dir, shipped_checkpoints
 from lycb_jax.models.base import Model
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
 from lycb_jax.models.sevennet import SevenNet, SevenNetConfig
@@ -56,7 +57,7 @@ def jax_to_numpy(tree):
     return np.asarray(tree)
 
 
-def load_model(name_or_path: str | Path = "chgnet-0.3.0", dispersion: str | None = None) -> Model:
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, dispersion: str | None = None) -> Model:
     """Load a checkpoint by name (in :func:`checkpoint_dir`) or by folder path. The manifest is
     validated (JSON mapping, known architecture, config keys of that architecture) and so are the
     parameters (the layers and array shapes the config implies); InputError naming the folder
@@ -158,7 +159,7 @@ def check_params(path, module, params) -> None:
 
 def _chgnet_shapes(cfg: CHGNetConfig) -> dict:
     """Shapes of CHGNet arrays fixed by its config (embeddings, basis, readout, composition model)."""
-    f, n_el = cfg.feature_dim, 94
+    f, n_el = cfg.feature_dim, N_ELEMENTS
     widths = (f, *cfg.readout_hidden, 1)
     out = {("chgnet", "atom_embedding", "embedding"): (n_el, f),
            ("chgnet", "bond_embedding", "kernel"): (cfg.num_radial, f),

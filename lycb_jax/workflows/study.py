@@ -12,8 +12,6 @@ errors from the converged temperatures, or the refusal), ``msd.png/svg``, ``arrh
 from __future__ import annotations
 
 import json
-import warnings
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +19,6 @@ import numpy as np
 from lycb_jax import analysis
 from lycb_jax.runtime import distributed
 from lycb_jax.md import Protocol, Simulation
-
-DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # also named in the help of lycb_jax.cli.md
-
-
-def default_structure():
-    from pymatgen.core import Structure
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Structure.from_file(str(resources.files("lycb_jax") / "data" / DEFAULT_STRUCTURE))
 
 
 def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None, replicas=None,
@@ -41,10 +29,11 @@ def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=
 
 def check_before_md(protocol: Protocol) -> str:
     """Refuse (ValueError) a study or sweep that cannot converge at its settings before any MD runs
-    (``lycb_jax.analysis.check_production`` with the shortest plausible Li hop, 2.5 A: only hopeless
+    (``lycb_jax.analysis.check_production`` with the shortest plausible Li hop, ``DEFAULT_HOP_DISTANCE``: only hopeless
     settings are refused; the analysis then uses the structure's own Li-Li distance); returns its line
     on the smallest D that can converge."""
-    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs, 2.5)
+    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs,
+                                    analysis.DEFAULT_HOP_DISTANCE)
 
 
 def _write_json(summary: dict, out: Path) -> None:
