@@ -77,7 +77,7 @@ def _write_json(path: Path, obj, point: str) -> None:
 
 def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningConfig, out: Path, n: int) -> list[Atoms]:
     """Steps 1-2 for one parent: MD at ``temperature`` (K) into ``out/md_<name>``, then ``n`` frames by FPS."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
     from lycb_jax.md import Protocol, Simulation
 
@@ -87,7 +87,7 @@ def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningC
                      chunk_ps=min(1.0, cfg.sample_ps), checkpoint_every_ps=1.0, seed=cfg.seed)
     md_dir = out / f"md_{name}"
     Simulation(model, parent, proto, md_dir, resume=True, progress=False).run()
-    with h5py.File(md_dir / "trajectory.h5") as f:
+    with read_trajectory(md_dir / "trajectory.h5") as f:
         pos, cells = f["production"]["positions"][0], f["production"]["cell"][0]
         numbers = np.atleast_2d(f.attrs["numbers"])[0]
     pick = farthest_point_sampling(position_features(pos, cells), n)

@@ -9,7 +9,6 @@ Modules (one concept each):
 * ``msd``: FFT time-origin-averaged tracer and collective MSD (Eq. 1), atom selection and the one
   drift-removal rule (mass-weighted framework centre of mass when masses are known), the
   random-walk MSD covariance model.
-* ``streaming``: order-n multiple-time-origin MSD accumulators (init/update/finalize) for long runs.
 * ``stats``: weighted least-squares line (Arrhenius) and generalised least squares (Einstein fit).
 * ``window``: the diffusive regime (fit window) or a not-converged verdict with its reason.
 * ``diffusion``: Einstein fit D = slope / 6 (Eq. 2) by GLS with the MSD covariance, collective D,
@@ -33,7 +32,6 @@ from lycb_jax.analysis.msd import MSD, displacement_moments, msd_covariance_mode
 from lycb_jax.analysis.report import (json_safe, plot_arrhenius, plot_msd, plot_thermo, summarize, write_report,
                                       write_summary)
 from lycb_jax.analysis.stats import GLSLine, LineFit, gls_line, wls_line
-from lycb_jax.analysis.streaming import StreamingMSD, streaming_finalize, streaming_init, streaming_update
 from lycb_jax.analysis.trajectory import (
     MDTrajectory,
     Trajectory,
@@ -57,5 +55,4 @@ __all__ = [
     "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "plot_thermo", "read_md_trajectory",
     "replica_groups", "species_masks", "summarize", "trajectory_from_arrays", "trajectory_from_file", "unwrap", "window_end",
     "wls_line", "wrap_jumps", "write_report", "write_summary", "json_safe", "nearest_distance", "unwrap_npt",
-    "StreamingMSD", "streaming_finalize", "streaming_init", "streaming_update",
 ]

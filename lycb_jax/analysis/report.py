@@ -265,14 +265,14 @@ def plot_arrhenius(summary, outdir, stem="arrhenius"):
 def plot_thermo(h5_path, out) -> Path:
     """``out``/thermo.png: temperature (K), pressure (GPa) and volume (A^3) of every replica against time
     (ps) through the stages of an MD trajectory.h5."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
-    with h5py.File(h5_path) as f:
+    with read_trajectory(h5_path) as f:
         t0 = 0.0
         for stage in [s for s in ("heat", "nvt", "npt", "production") if s in f]:
             t = (f[stage]["time_fs"][:] + t0) / 1000

@@ -16,7 +16,9 @@ Modules, one concept each:
   :class:`IntegratorSettings`, :func:`init_replica`, 3N - 3 degrees of freedom;
 * :mod:`.chunk`: :func:`run_chunk` (jitted, scanned), its sharded variant, :func:`run_chunk_checked`;
 * :mod:`.protocol`: :class:`Protocol`, :func:`load_protocol`, the stage driver :class:`Simulation`;
-* :mod:`.io`: the HDF5 trajectory and the checkpoints;
+* :mod:`.observables`: the streaming (order-n) MSD accumulator carried through the production scan;
+* :mod:`.trajectory`: the HDF5 trajectory file, its one writer and reader;
+* :mod:`.checkpoints`: the checkpoints;
 * :mod:`.memory`: how many replicas fit in one program (XLA's memory analysis of the chunk, no run).
 
 Every jitted program here traces under :func:`lycb_jax.runtime.precision_scope` (full float32
@@ -47,7 +49,7 @@ from lycb_jax.md.integrators import (
     state_cell,
     temperature_K,
 )
-from lycb_jax.md.io import FRAME_FIELDS, FRAME_UNITS
+from lycb_jax.md.trajectory import FRAME_FIELDS, FRAME_UNITS
 from lycb_jax.md.memory import MemoryPlan, chunk_bytes, plan_replicas
 from lycb_jax.md.protocol import Protocol, Simulation, load_protocol
 

@@ -8,7 +8,7 @@ marks the chunk invalid; :func:`run_chunk_checked` then re-runs it with capaciti
 :func:`lycb_jax.graph.capacity.grow`. A replica whose temperature runs away or whose positions become
 non-finite is frozen and reported.
 
-Optionally (``msd``: a :class:`lycb_jax.analysis.streaming.StreamingMSD` per replica) the scan also
+Optionally (``msd``: a :class:`lycb_jax.md.observables.StreamingMSD` per replica) the scan also
 carries the streaming multiple-time-origin MSD, updated every ``msd_stride`` steps of the stage with
 the unwrapped positions relative to the framework's centre of mass (the rule of
 :mod:`lycb_jax.analysis.msd`), so that long runs need not keep every frame.
@@ -28,7 +28,7 @@ import numpy as np
 from jax_md import quantity
 
 import lycb_jax.graph.capacity as caps
-from lycb_jax.analysis.streaming import relative_to_framework, streaming_update
+from lycb_jax.md.observables import relative_to_framework, streaming_update
 from lycb_jax.graph.capacity import Capacity, Need
 from lycb_jax.runtime.distributed import replica_mesh, shard_replicas
 from lycb_jax.graph import EdgeList, refine_graph

@@ -149,10 +149,10 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
 def sensitivity_study(model, trajectory, stage: str = "production", replica: int = 0, every: int = 10,
                       species: str = "Li", msd_window_fs: float = 500.0, n_windows: int = 4) -> dict:
     """The whole study of one replica of a ``trajectory.h5`` (see the module doc); a JSON-able dict."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
     from ase.data import atomic_numbers
 
-    with h5py.File(trajectory, "r") as f:
+    with read_trajectory(trajectory) as f:
         temperature = float(np.asarray(f.attrs["temperatures_K"])[replica])
         g = f[stage]
         energies = np.asarray(g["potential_energy"][replica], np.float64)

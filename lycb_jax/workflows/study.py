@@ -49,7 +49,7 @@ def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool, na
         return md, None
     if md["trajectory"] is None:
         raise RuntimeError("process 0 could not join the per-process trajectories (no shared file system?): "
-                           "copy every trajectory.p*.h5 into one folder, run lycb_jax.runtime.distributed.merge_trajectories")
+                           "copy every trajectory.p*.h5 into one folder, run lycb_jax.md.trajectory.merge_trajectories")
     analysis.plot_thermo(md["trajectory"], out)
     return md, md["trajectory"]
 
