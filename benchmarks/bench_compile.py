@@ -83,19 +83,18 @@ def main() -> None:
     from bench_finetune import device_slug, gpu_scale_data
 
     from lycb_jax.models import load_model
-    from lycb_jax.finetune import (FinetuneConfig, _make_steps, choose_buckets, iter_batches, make_optimizer,
-                                   batched_graphs, pack_dataset, param_labels, read_dataset,
-                                   select_packed)
+    from lycb_jax.train import (FinetuneConfig, batched_graphs, choose_buckets, iter_batches, make_optimizer,
+                                make_steps, pack_dataset, param_labels, read_dataset, select_packed)
 
     data = args.data if Path(args.data).exists() else str(gpu_scale_data())
     ds = read_dataset(data)
     cfg = FinetuneConfig(batch_size=args.batch_size)
     model = load_model(cfg.parent)
     buckets = choose_buckets([len(s) for s in ds.systems], args.max_buckets)
-    packed = pack_dataset(ds, buckets)
-    labels = param_labels(model.params, cfg.freeze)
+    packed = pack_dataset(ds, buckets, model.cutoffs)
+    labels = param_labels(model.params, cfg.freeze, model.module.layer_groups())
     tx = make_optimizer(cfg, labels)
-    train_step, eval_step = _make_steps(model.module, tx, labels, cfg)
+    train_step, eval_step = make_steps(model.module, tx, labels, cfg)
     dev = jax.devices()[0]
     res = {"device": f"{dev.platform}: {dev.device_kind}", "jax": jax.__version__,
            "matmul_precision": str(jax.config.jax_default_matmul_precision), "data": os.path.relpath(data, ROOT),

@@ -18,9 +18,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 import lycb_jax  # noqa: E402
 from common import time_call  # noqa: E402
 from lycb_jax.graph import refine_graph  # noqa: E402
-from lycb_jax.md import default_capacity, verlet_list  # noqa: E402
+from lycb_jax.graph import verlet_list  # noqa: E402
+from lycb_jax.md import default_capacity  # noqa: E402
 from lycb_jax.models import energy_forces_stress  # noqa: E402
-from lycb_jax.runtime import with_precision  # noqa: E402
+from lycb_jax.runtime.precision import with_precision  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,11 +1,11 @@
-"""Fine-tuning side by side: lycb_jax.finetune vs chgnet's own ``chgnet.trainer.Trainer``.
+"""Fine-tuning side by side: lycb_jax.train vs chgnet's own ``chgnet.trainer.Trainer``.
 
 Same data, same split (``Dataset.split`` with the seed), same frozen layers (CHGNet's
 fine-tuning notebook), same epochs, batch size, learning rate, loss (MSE, weights 1/1/0.1),
 optimiser (Adam) and cosine schedule; both start from CHGNet 0.3.0 with the same composition
 model (refit on the training split unless --no-refit). Both report the final-epoch model.
 Held-out (test split) MAEs of both are computed by the same code (the trained torch weights
-are converted to Flax and evaluated with :func:`lycb_jax.finetune.evaluate`).
+are converted to Flax and evaluated with :func:`lycb_jax.train.evaluate`).
 
 Timing (seconds per epoch = one pass over the training split + the validation pass):
   lycb_jax: the jit compilation (one train + one eval program per atom-count bucket, compiled

@@ -21,12 +21,12 @@ from ase import units
 sys.path.insert(0, os.path.dirname(__file__))
 import lycb_jax  # noqa: E402
 from common import lyc_like, time_call  # noqa: E402
-from lycb_jax import capacity as caps  # noqa: E402
+from lycb_jax.graph import capacity as caps  # noqa: E402
 from lycb_jax.graph import refine_graph  # noqa: E402
 from lycb_jax.md import (IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk,  # noqa: E402
                          run_chunk_checked, verlet_list)
 from lycb_jax.models import energy_forces_stress, potential  # noqa: E402
-from lycb_jax.runtime import with_precision  # noqa: E402
+from lycb_jax.runtime.precision import with_precision  # noqa: E402
 
 
 def main():

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lycb_jax import analysis as A
+from lycb_jax.md.observables import streaming_init, streaming_update
 
 
 def timed(fn, *args, repeat=3):
@@ -83,7 +84,7 @@ def md_chunk_cost(args):
     log(f"{jax.devices()[0].device_kind}: {n_rep} x {n} atoms, {args.steps} steps per chunk; fitting the capacity")
     n_frames = args.steps // stride
     mobile = jnp.asarray(numbers == 3)
-    msd0 = jax.vmap(lambda _: A.streaming_init(n, args.levels, args.block, mobile=mobile))(jnp.arange(n_rep))
+    msd0 = jax.vmap(lambda _: streaming_init(n, args.levels, args.block, mobile=mobile))(jnp.arange(n_rep))
     # the capacity this chunk needs (fitted, as Simulation does); both variants then run the same steps
     out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, stride,
                                  fit=True, mesh=None)
@@ -168,10 +169,10 @@ def main():
 
     # streaming (order-n) accumulators: cost of one update on R x N atoms, in a scan of `frames` updates
     n_rep = args.temps
-    init = jax.vmap(lambda _: A.streaming_init(n, levels=5, block=10))(jnp.arange(n_rep))
+    init = jax.vmap(lambda _: streaming_init(n, levels=5, block=10))(jnp.arange(n_rep))
 
     def stream(state, p):  # p [T, R, N, 3]
-        return jax.lax.scan(lambda s, x: (jax.vmap(A.streaming_update)(s, x), None), state, p)[0]
+        return jax.lax.scan(lambda s, x: (jax.vmap(streaming_update)(s, x), None), state, p)[0]
 
     c, r = timed(stream, init, jnp.swapaxes(pos, 0, 1), repeat=args.repeat)
     rows.append((f"streaming MSD update, per frame x {frames} frames (5 levels x 10)", args.temps, c, r))

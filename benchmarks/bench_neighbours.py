@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from common import lyc_like
 
-from lycb_jax.capacity import round_up
+from lycb_jax.graph.capacity import round_up
 from lycb_jax.graph import bin_grid, build_edges, build_edges_binned
 
 p = argparse.ArgumentParser()

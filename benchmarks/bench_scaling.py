@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import lyc_like
 
 import lycb_jax
-from lycb_jax.distributed import replica_mesh
+from lycb_jax.runtime.distributed import replica_mesh
 from lycb_jax.md import (
-    Integrator,
+    IntegratorSettings,
     default_capacity,
     init_replica,
     masses_of,
@@ -38,7 +38,7 @@ from lycb_jax.md import (
 def rate_on(model, s, k: int, per_device: int, steps: int, stride: int, repeats: int) -> dict:
     n_rep, n = k * per_device, len(s)
     mesh = replica_mesh(jax.local_devices()[:k])
-    integ = Integrator("nvt", dt_fs=1.0)
+    integ = IntegratorSettings("nvt", dt_fs=1.0)
     cap = default_capacity(s.cart_coords, s.lattice.matrix)
     species = jnp.asarray(np.tile([x.specie.Z for x in s], (n_rep, 1)), jnp.int32)
     pos = jnp.asarray(np.tile(s.cart_coords, (n_rep, 1, 1)), jnp.float32)

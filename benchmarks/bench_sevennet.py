@@ -20,7 +20,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 import lycb_jax  # noqa: E402
 from common import lyc_like, time_call  # noqa: E402
-from lycb_jax.predict import _predict_batched, pack, to_system  # noqa: E402
+from lycb_jax.graph.batch import pack  # noqa: E402
+from lycb_jax.io.structures import to_system  # noqa: E402
+from lycb_jax.models.predict import _predict_batched  # noqa: E402
 from lycb_jax.units import EV_A3_TO_GPA  # noqa: E402
 
 

@@ -59,7 +59,7 @@ def deviations() -> dict:
 
 def timing() -> dict:
     import lycb_jax
-    from lycb_jax.predict import predict
+    from lycb_jax.models.predict import predict
     from lycb_jax.models.base import energy_forces_stress
     from lycb_jax.models.dispersion import D3BJ
     from test_dispersion import _D3Only
@@ -110,7 +110,7 @@ def memory() -> dict:
 
 def pressures() -> dict:
     import lycb_jax
-    from lycb_jax.predict import predict
+    from lycb_jax.models.predict import predict
 
     m0, m1 = lycb_jax.load_model(MODEL), lycb_jax.load_model(MODEL, dispersion="d3bj")
     out = {}

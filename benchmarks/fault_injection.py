@@ -6,7 +6,7 @@ For each command (tiny inputs, CPU):
 
 1. one uninterrupted reference run, recording the fault points it passes ($LYCB_JAX_FAULT_LOG);
 2. chains of runs in a fresh folder: each run is killed (SIGKILL) at a named point
-   ($LYCB_JAX_FAULT="point:n", :mod:`lycb_jax.faults`: inside checkpoint writes between the temporary
+   ($LYCB_JAX_FAULT="point:n", :mod:`lycb_jax.io.faults`: inside checkpoint writes between the temporary
    file and the rename, after the rename, mid-append of trajectory frames, ...) or at a random time
    from outside, then resumed with --resume; when a run finishes, the chain's outputs are compared
    with the reference (bit-identical arrays / bytes: see ``COMPARED``) and a new chain starts, until

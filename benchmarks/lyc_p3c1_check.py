@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 from lycb_jax import structures as S
+from lycb_jax.structures.enumeration import _canonical
 
 warnings.filterwarnings("ignore")
 
@@ -45,7 +46,7 @@ def symmetric_orderings(model: S.SiteModel, order: int) -> list[list[str]]:
                 for i in o:
                     lab[i] = s
             if Counter(lab[i] for o in orbits for i in o) == Counter({s: n for s, n in model.counts.items() if n}):
-                found[tuple(S._canonical(np.array([[alphabet.index(s) for s in lab]]), perms)[0])] = lab
+                found[tuple(_canonical(np.array([[alphabet.index(s) for s in lab]]), perms)[0])] = lab
     return list(found.values())
 
 

@@ -29,7 +29,7 @@ from lycb_jax.md import default_capacity  # noqa: E402
 from lycb_jax.graph import build_graph  # noqa: E402
 from lycb_jax.models import Model, potential  # noqa: E402
 from lycb_jax.models.chgnet import CHGNet  # noqa: E402
-from lycb_jax.runtime import precision_scope, with_precision  # noqa: E402
+from lycb_jax.runtime.precision import precision_scope, with_precision  # noqa: E402
 
 KINDS = [("matmul", r"gemm|cublas|cutlass|xmma|dot|matmul|triton"), ("scatter", r"scatter"),
          ("gather", r"gather|dynamic.slice"), ("sort", r"sort|radix"), ("reduce", r"reduc|reduction"),

@@ -13,7 +13,7 @@ from ase.io import read
 
 from lycb_jax import md
 from lycb_jax.models import load_model
-from lycb_jax.study import analyse
+from lycb_jax.workflows.study import analyse
 
 al = Path(__file__).resolve().parent / "active_learning"
 p = argparse.ArgumentParser()

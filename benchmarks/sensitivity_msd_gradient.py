@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from potentials import EPS, argon, lj_model
 
-import lycb_jax.capacity as caps
+import lycb_jax.graph.capacity as caps
 from lycb_jax.md import masses_of
 from lycb_jax.sensitivity import langevin_checked, maxwell_boltzmann, msd_and_grad
 

@@ -1,19 +1,17 @@
 """lycb_jax: CHGNet in JAX/Flax, batched MD and Li-ion transport analysis for halide electrolytes.
 
 Importing changes no JAX setting: the matrix-product precision of lycb_jax's programs is
-:func:`lycb_jax.runtime.set_matmul_precision` (default "highest", full float32), and the persistent
+:func:`lycb_jax.runtime.precision.set_matmul_precision` (default "highest", full float32), and the persistent
 compilation cache is :func:`enable_compilation_cache` (the command line turns it on).
 """
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 # name -> module; imported on first use, so that `import lycb_jax` (and `lycb-jax --help`) stays fast
-_LAZY = {"load_model": "lycb_jax.models", "Prediction": "lycb_jax.predict", "predict": "lycb_jax.predict",
-         "enable_compilation_cache": "lycb_jax.runtime", "matmul_precision": "lycb_jax.runtime",
-         "set_matmul_precision": "lycb_jax.runtime", "Calculator": "lycb_jax.calculator"}
+_LAZY = {"load_model": "lycb_jax.models", "Prediction": "lycb_jax.models.predict", "predict": "lycb_jax.models.predict",
+         "enable_compilation_cache": "lycb_jax.runtime.cache", "matmul_precision": "lycb_jax.runtime.precision",
+         "set_matmul_precision": "lycb_jax.runtime.precision", "Calculator": "lycb_jax.models.calculator"}
 __all__ = sorted(_LAZY)
 
 
@@ -27,15 +25,3 @@ def __getattr__(name):
             raise
         raise AttributeError(f"module 'lycb_jax' has no attribute {name!r}") from None
 
-
-class _Package(types.ModuleType):
-    """Keeps ``lycb_jax.predict`` the function when the submodule of that name is imported (the import
-    system would otherwise set the attribute to the module)."""
-
-    def __setattr__(self, name, value):
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -27,7 +27,7 @@ faulthandler.enable(file=_CRASH_LOG, all_threads=True)
 def pytest_configure(config):
     # after pytest's own faulthandler plugin, which would otherwise point the handler back at stderr
     faulthandler.enable(file=_CRASH_LOG, all_threads=True)
-    from lycb_jax.runtime import enable_compilation_cache
+    from lycb_jax.runtime.cache import enable_compilation_cache
 
     enable_compilation_cache(tempfile.mkdtemp(prefix=f"lycb_jax_test_xla_{_WORKER}_"))
 

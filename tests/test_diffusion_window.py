@@ -10,6 +10,7 @@ import pytest
 from scipy.signal import lfilter
 
 from lycb_jax import analysis as A
+from lycb_jax.md.observables import streaming_finalize, streaming_init, streaming_update
 
 
 def hopping_model(rng, n_frames, n_ions, dt_ps=0.01, rate_per_ps=0.1, a=3.0, sigma_vib=0.5, tau_ps=0.05):
@@ -164,9 +165,9 @@ def test_streaming_curve_gives_the_hopping_model_D_and_agrees_with_the_frames():
     import jax.numpy as jnp
 
     x, d_true = hopping_model(np.random.default_rng(0), 10_000, 256)  # 100 ps, 10 fs frames
-    state = A.streaming_init(256, levels=4, block=10)
-    state, _ = jax.lax.scan(lambda s, xt: (A.streaming_update(s, xt), None), state, jnp.asarray(x, jnp.float32))
-    lag, tr, col, _ = A.streaming_finalize(state)
+    state = streaming_init(256, levels=4, block=10)
+    state, _ = jax.lax.scan(lambda s, xt: (streaming_update(s, xt), None), state, jnp.asarray(x, jnp.float32))
+    lag, tr, col, _ = streaming_finalize(state)
     r = A.diffusion_from_streaming(lag * 10.0, tr, col, run_fs=10_000 * 10.0, n_mobile=256, hop_distance=3.0)
     f = A.diffusion_coefficient(x.astype(np.float32), 10.0, hop_distance=3.0)
     print(f"streaming D = {r.D:.4g} +- {r.D_err:.2g}, frames {f.D:.4g} +- {f.D_err:.2g}, exact {d_true:.4g}")
@@ -178,9 +179,9 @@ def test_streaming_curve_gives_the_hopping_model_D_and_agrees_with_the_frames():
 
 def test_streaming_curve_of_a_short_run_is_not_converged():
     x, _ = hopping_model(np.random.default_rng(1), 300, 64)  # 3 ps: about one hop in 3 per ion
-    state = A.streaming_init(64, levels=3, block=10)
+    state = streaming_init(64, levels=3, block=10)
     for xt in x:
-        state = A.streaming_update(state, xt)
-    lag, tr, col, _ = A.streaming_finalize(state)
+        state = streaming_update(state, xt)
+    lag, tr, col, _ = streaming_finalize(state)
     r = A.diffusion_from_streaming(lag * 10.0, tr, col, run_fs=3000.0, n_mobile=64, hop_distance=3.0)
     assert not r.converged and r.reason and np.isnan(r.D)

@@ -156,7 +156,7 @@ def test_model_with_dispersion_is_the_sum_and_recorded():
     import lycb_jax
     from lycb_jax.io.errors import InputError
     from lycb_jax.models import save_checkpoint
-    from lycb_jax.predict import predict
+    from lycb_jax.models.predict import predict
 
     atoms = _cell("LYB0_x6.0.cif")
     plain = lycb_jax.load_model("chgnet-0.3.0")

@@ -1,6 +1,6 @@
-"""Kill -9 anywhere loses nothing: checkpoint files (lycb_jax.durable) are atomic, checksummed and
+"""Kill -9 anywhere loses nothing: checkpoint files (lycb_jax.io.durable) are atomic, checksummed and
 fall back to the previous generation; `lycb-jax md` and `finetune` killed by SIGKILL at named points
-inside checkpoint writes (lycb_jax.faults) resume to results bit-identical with an uninterrupted
+inside checkpoint writes (lycb_jax.io.faults) resume to results bit-identical with an uninterrupted
 run; a damaged checkpoint is detected; a read-only folder or a full disk stops the run with one
 message naming the folder and leaves the last checkpoint intact. (The full harness, every command
 and >= 20 kills each, is benchmarks/fault_injection.py.)
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lycb_jax import durable
-from lycb_jax.faults import maybe_fail
+from lycb_jax.io import durable
+from lycb_jax.io.faults import maybe_fail
 
 HERE = Path(__file__).parent
 CLI = f"""
@@ -86,7 +86,7 @@ def test_full_disk_raises_one_error_naming_the_folder_and_keeps_the_checkpoint(t
 
 def test_maybe_fail_kills_at_the_nth_time_a_point_is_reached(tmp_path):
     log = tmp_path / "points.log"
-    code = ("from lycb_jax.faults import maybe_fail\nfor i in range(5):\n    maybe_fail('a.b')\n"
+    code = ("from lycb_jax.io.faults import maybe_fail\nfor i in range(5):\n    maybe_fail('a.b')\n"
             "    print(i, flush=True)\n")
     env = dict(os.environ, LYCB_JAX_FAULT="x:1,a.b:3", LYCB_JAX_FAULT_LOG=str(log))
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
@@ -211,7 +211,7 @@ def _read_only(folder: Path):
 def test_fault_log_alone_counts_points_without_killing(tmp_path, monkeypatch):
     """With only $LYCB_JAX_FAULT_LOG set (the harness's reference run), every point is logged with its
     count and nothing is killed or raised."""
-    from lycb_jax import faults
+    from lycb_jax.io import faults
 
     log = tmp_path / "points.log"
     monkeypatch.delenv(faults.ENV, raising=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from ase.neighborlist import primitive_neighbor_list
 
-from lycb_jax.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity, count_edges, estimate_capacity
+from lycb_jax.graph.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity, count_edges, estimate_capacity
 from lycb_jax.graph import build_graph
 from structures import lyc_like, lyc_trigonal, parity_set, rattled
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase import units
 
-from lycb_jax.md import Integrator, Protocol, Simulation, default_capacity, init_replica, masses_of, run_chunk
+from lycb_jax.md import IntegratorSettings, Protocol, Simulation, default_capacity, init_replica, masses_of, run_chunk
 from potentials import argon, lj_model
 from structures import lyc_trigonal
 
@@ -48,7 +48,7 @@ def test_nve_energy_drift_with_chgnet(model):
     from pymatgen.io.ase import AseAtomsAdaptor
 
     atoms = AseAtomsAdaptor.get_atoms(lyc_trigonal(0))
-    integ = Integrator("nve", dt_fs=1.0)
+    integ = IntegratorSettings("nve", dt_fs=1.0)
     cap = default_capacity(atoms.positions, atoms.cell[:])
     species, cell, states, kT = _states(model, [atoms], [600.0], integ, cap)
     st, frames, alive, ok = _run(model, species, cell, states, kT, integ, cap, n_frames=30, stride=10)
@@ -69,7 +69,7 @@ def test_nvt_kinetic_energy_is_canonical():
     temperature averages to the target."""
     model = lj_model()
     atoms = argon(2)
-    integ = Integrator("nvt", dt_fs=4.0, tau_t_fs=200.0)
+    integ = IntegratorSettings("nvt", dt_fs=4.0, tau_t_fs=200.0)
     cap = _lj_capacity(atoms)
     temps = [60.0] * 8
     species, cell, states, kT = _states(model, [atoms] * 8, temps, integ, cap, seed=1)
@@ -98,7 +98,7 @@ def test_npt_holds_target_pressure():
     model = lj_model()
     atoms = argon(2, a=5.45)
     target_bar = 500.0
-    integ = Integrator("npt", dt_fs=4.0, tau_t_fs=200.0, tau_p_fs=1000.0, pressure_bar=target_bar)
+    integ = IntegratorSettings("npt", dt_fs=4.0, tau_t_fs=200.0, tau_p_fs=1000.0, pressure_bar=target_bar)
     cap = _lj_capacity(atoms)
     species, cell, states, kT = _states(model, [atoms] * 4, [60.0] * 4, integ, cap, seed=2)
     st, fr, alive, ok = _run(model, species, cell, states, kT, integ, cap, n_frames=200, stride=10)  # 8 ps
@@ -116,7 +116,7 @@ def test_npt_holds_target_pressure():
 def test_vmapped_temperatures_equal_separate_runs():
     model = lj_model()
     atoms = argon(2)
-    integ = Integrator("nvt", dt_fs=2.0)
+    integ = IntegratorSettings("nvt", dt_fs=2.0)
     cap = _lj_capacity(atoms)
     temps = [40.0, 80.0, 120.0]
     species, cell, states, kT = _states(model, [atoms] * 3, temps, integ, cap, seed=3)
@@ -196,7 +196,7 @@ def test_cell_list_run_equals_brute_force_run(tmp_path, monkeypatch):
     """A 500-atom LJ crystal through heat, NVT, NpT (tri) and production: neighbours from the O(N) cell
     list (forced on below its usual size) give the trajectory of the brute-force list (edge order, and so
     float32 round-off, differs); the checkpoint records the grid."""
-    import lycb_jax.capacity as caps
+    import lycb_jax.graph.capacity as caps
 
     model, atoms = lj_model(), argon(5, a=5.45)
     proto = _protocol(heat_ps=0.2, nvt_ps=0.2, npt_ps=0.4, npt_average_ps=0.2, production_ps=0.4)
@@ -217,7 +217,6 @@ def test_memory_plan_predicts_larger_batches_from_two_probes():
     """The replica planner's straight line through XLA's memory analysis at 1 and 4 replicas predicts
     what XLA reports for the compiled 12-replica program within 1%; its per-replica bytes exceed the
     frames the chunk must hold (positions, F x N x 3 float32); the replicas that fit follow."""
-    from lycb_jax.md import IntegratorSettings
     from lycb_jax.md.memory import chunk_bytes, plan_replicas
 
     model, atoms = lj_model(), argon(3)

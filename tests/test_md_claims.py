@@ -140,17 +140,17 @@ checkpoint_every_ps = 0.02
 @pytest.fixture(scope="module")
 def cli_runs(shifted_checkpoint, tmp_path_factory):
     """``md``, ``study`` and ``predict`` through the command line with ``--model DIR``. The study's
-    refusal of a production too short for a diffusive window (``lycb_jax.study.check_before_md``) is
+    refusal of a production too short for a diffusive window (``lycb_jax.workflows.study.check_before_md``) is
     switched off: what is tested here is which model its MD runs, and a production long enough for that
     refusal costs minutes of CHGNet on a CPU."""
-    import lycb_jax.study
+    import lycb_jax.workflows.study
     from lycb_jax.cli import main
 
     work = tmp_path_factory.mktemp("cli")
     (work / "md.toml").write_text(MD_TOML)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LYCB_JAX_CACHE", "off")  # no compiled programs written outside the test folders
-        mp.setattr(lycb_jax.study, "check_before_md", lambda protocol: "feasibility check skipped (test)")
+        mp.setattr(lycb_jax.workflows.study, "check_before_md", lambda protocol: "feasibility check skipped (test)")
         common = ["--model", str(shifted_checkpoint), "--config", str(work / "md.toml"), "-T", "300", "400"]
         assert main(["md", _cif(), *common, "--out", str(work / "md")]) == 0
         assert main(["md", _cif(), *common[2:], "--out", str(work / "md_pretrained")]) == 0  # default model

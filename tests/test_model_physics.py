@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import lycb_jax
-from lycb_jax.predict import pack, single_point, to_system
+from lycb_jax.graph.batch import pack
+from lycb_jax.io.structures import to_system
+from lycb_jax.models.predict import single_point
 from structures import lyc_trigonal, rattled, skewed, strained
 
 

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lycb_jax import distributed
+from lycb_jax.runtime import distributed
 
 HOST = '''
 import os, sys
@@ -154,9 +154,11 @@ def _fake_process_file(path, replicas, n_frames=4):
 
 
 def test_merge_trajectories_joins_replicas_without_copying(tmp_path):
+    from lycb_jax.md.trajectory import merge_trajectories
+
     _fake_process_file(tmp_path / "trajectory.p0.h5", [0, 1])
     _fake_process_file(tmp_path / "trajectory.p1.h5", [2])
-    path = distributed.merge_trajectories(tmp_path)
+    path = merge_trajectories(tmp_path)
     moved = tmp_path.parent / (tmp_path.name + "_moved")
     tmp_path.rename(moved)  # the virtual datasets refer to the files next to them
     with h5py.File(moved / path.name) as f:
@@ -171,7 +173,7 @@ def test_merge_trajectories_joins_replicas_without_copying(tmp_path):
         np.testing.assert_array_equal(f["npt"]["time_fs"][:], np.arange(4) * 10.0)
     (moved / "trajectory.p1.h5").unlink()
     with pytest.raises(FileNotFoundError, match=r"trajectory\.p1\.h5"):
-        distributed.merge_trajectories(moved, n_processes=2)
+        merge_trajectories(moved, n_processes=2)
 
 
 def test_single_process_and_launcher_detection(monkeypatch):

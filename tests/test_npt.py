@@ -24,7 +24,7 @@ from npt_reference import (
 )
 from potentials import EPS, LennardJones, argon, lj_model
 
-import lycb_jax.capacity as caps
+import lycb_jax.graph.capacity as caps
 from lycb_jax.md import Protocol, Simulation
 from lycb_jax.models import Model
 

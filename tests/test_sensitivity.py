@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from potentials import EPS, argon, lj_model
 
-import lycb_jax.capacity as caps
+import lycb_jax.graph.capacity as caps
 from lycb_jax.md import masses_of
 from lycb_jax.sensitivity import (
     Frames,

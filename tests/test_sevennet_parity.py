@@ -26,7 +26,8 @@ from structures import parity_set
 
 import lycb_jax
 from lycb_jax.io.structures import to_system
-from lycb_jax.predict import pack, predict_batch
+from lycb_jax.graph.batch import pack
+from lycb_jax.models.predict import predict_batch
 from lycb_jax.units import EV_A3_TO_GPA
 
 TOL32 = {"e": 2e-5, "f": 2e-4, "s": 5e-3}  # eV/atom, eV/A, GPa (the issue's)

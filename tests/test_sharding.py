@@ -12,12 +12,12 @@ SCRIPT = textwrap.dedent('''
     assert len(jax.devices()) == 4, jax.devices()
     from ase import units
     import lycb_jax.md.chunk as lycb_md
-    from lycb_jax.md import Integrator, default_capacity, init_replica, masses_of, run_chunk_checked
+    from lycb_jax.md import IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk_checked
     import dataclasses
     from potentials import argon, lj_model
     model = lj_model()
     atoms = argon(2)
-    integ = Integrator("nvt", dt_fs=2.0)
+    integ = IntegratorSettings("nvt", dt_fs=2.0)
     cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
     cap = dataclasses.replace(cap, edges=cap.edges * 2, angles=8192, short_per_atom=32, list_edges=cap.list_edges * 2)
     programs = []  # compiled programs of the sharded chunk after each replica count

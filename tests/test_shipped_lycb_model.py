@@ -13,7 +13,7 @@ import pytest
 from ase.io import read
 
 from lycb_jax.models import load_model
-from lycb_jax.predict import predict
+from lycb_jax.models.predict import predict
 from lycb_jax.units import EV_A3_TO_GPA
 
 HELDOUT = Path(__file__).parent / "data" / "lycb_pbe_heldout.extxyz"

@@ -9,7 +9,7 @@ import pytest
 from potentials import argon, lj_model
 
 from lycb_jax import analysis as A
-from lycb_jax.analysis.streaming import (
+from lycb_jax.md.observables import (
     StreamingMSD,
     streaming_finalize,
     streaming_init,

@@ -8,6 +8,7 @@ import pytest
 from pymatgen.core import Composition
 
 from lycb_jax import structures as S
+from lycb_jax.structures.enumeration import _canonical
 from lycb_jax.cli import structures as cli_structures
 from lycb_jax.structures import enumeration, relaxation
 
@@ -131,7 +132,7 @@ def test_ordered_models_keep_composition_and_framework():
             d = model.frac_coords - s.frac_coords
             lab[np.argmin(np.linalg.norm(d - np.round(d), axis=1))] = s.specie.Z
         labels.append(lab)
-    canon = S._canonical(np.array(labels), model.permutations)
+    canon = _canonical(np.array(labels), model.permutations)
     assert len(np.unique(canon, axis=0)) == len(cands)
 
 
@@ -140,7 +141,7 @@ def test_batched_fire_matches_ase(model, tmp_path):
     from ase.optimize import FIRE
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from lycb_jax.calculator import Calculator
+    from lycb_jax.models.calculator import Calculator
 
     cell = _c2_lyc_cell()
     rattled = [cell.copy() for _ in range(2)]
@@ -183,7 +184,7 @@ def test_halide_series_in_one_relax_call(model, tmp_path):
 @pytest.mark.slow
 def test_capacity_overflow_regrows(model, monkeypatch):
     """A graph capacity that is too small is detected on device, grown on the host, and the run goes on."""
-    from lycb_jax.capacity import Capacity
+    from lycb_jax.graph.capacity import Capacity
 
     real_pack = relaxation.pack
 

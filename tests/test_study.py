@@ -10,7 +10,7 @@ import pytest
 
 from lycb_jax.md import Protocol
 from lycb_jax import analysis as A
-from lycb_jax.study import study, sweep
+from lycb_jax.workflows.study import study, sweep
 from potentials import argon, lj_model
 
 PROTO = dict(dt_fs=4.0, start_K=50.0, heat_ps=0.2, nvt_ps=0.2, production_ps=1.2, save_every_fs=4.0, chunk_ps=0.4,

@@ -9,7 +9,7 @@
 5. T += dT.
 
 Everything an iteration makes lives in ``out/iter_KK_TnnnK/`` and is written atomically
-(:mod:`lycb_jax.durable`; the sampled and labelled structures with a ``.sha256`` beside them, checked
+(:mod:`lycb_jax.io.durable`; the sampled and labelled structures with a ``.sha256`` beside them, checked
 before use: a damaged file is made again); a killed run started again with the same arguments
 continues where it stopped (MD from its checkpoint, labels from the cache, fine-tuning from its train
 state) and ends with the same model.
@@ -28,7 +28,8 @@ from ase.io import read, write
 
 from lycb_jax.active.labellers import ASELabeller, label_structures
 from lycb_jax.active.sampling import farthest_point_sampling, position_features
-from lycb_jax.durable import atomic_write, verified, write_with_digest
+from lycb_jax.io.durable import atomic_write, verified, write_with_digest
+from lycb_jax.models.paths import DEFAULT_MODEL
 
 
 @dataclasses.dataclass
@@ -76,7 +77,7 @@ def _write_json(path: Path, obj, point: str) -> None:
 
 def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningConfig, out: Path, n: int) -> list[Atoms]:
     """Steps 1-2 for one parent: MD at ``temperature`` (K) into ``out/md_<name>``, then ``n`` frames by FPS."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
     from lycb_jax.md import Protocol, Simulation
 
@@ -86,7 +87,7 @@ def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningC
                      chunk_ps=min(1.0, cfg.sample_ps), checkpoint_every_ps=1.0, seed=cfg.seed)
     md_dir = out / f"md_{name}"
     Simulation(model, parent, proto, md_dir, resume=True, progress=False).run()
-    with h5py.File(md_dir / "trajectory.h5") as f:
+    with read_trajectory(md_dir / "trajectory.h5") as f:
         pos, cells = f["production"]["positions"][0], f["production"]["cell"][0]
         numbers = np.atleast_2d(f.attrs["numbers"])[0]
     pick = farthest_point_sampling(position_features(pos, cells), n)
@@ -128,7 +129,7 @@ def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, 
 
 
 def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path,
-                 config: ActiveLearningConfig | None = None, model: str = "chgnet-0.3.0", workers: int = 1,
+                 config: ActiveLearningConfig | None = None, model: str = DEFAULT_MODEL, workers: int = 1,
                  verbose: bool = True, resume: bool = False) -> list[dict]:
     """Run the loop; ``parents``: name -> structure (pymatgen or ASE). With ``resume`` an existing
     ``out`` is continued (it must hold a run with the same settings), else it must not hold one.

@@ -9,14 +9,13 @@ Modules (one concept each):
 * ``msd``: FFT time-origin-averaged tracer and collective MSD (Eq. 1), atom selection and the one
   drift-removal rule (mass-weighted framework centre of mass when masses are known), the
   random-walk MSD covariance model.
-* ``streaming``: order-n multiple-time-origin MSD accumulators (init/update/finalize) for long runs.
 * ``stats``: weighted least-squares line (Arrhenius) and generalised least squares (Einstein fit).
 * ``window``: the diffusive regime (fit window) or a not-converged verdict with its reason.
 * ``diffusion``: Einstein fit D = slope / 6 (Eq. 2) by GLS with the MSD covariance, collective D,
   Haven ratio, ``Diffusion`` results, Nernst-Einstein conductivity (Eq. 4).
 * ``arrhenius``: weighted Arrhenius fit of ln D vs 1/T (Eq. 3), extrapolation of D and sigma.
 * ``trajectory``: inputs (arrays, ASE files, the MD's trajectory.h5), the default hop length, one-call analyses.
-* ``report``: summary dict, JSON/CSV tables, MSD and Arrhenius plots.
+* ``report``: summary dict, JSON/CSV tables, MSD, Arrhenius and thermodynamics plots.
 """
 
 from lycb_jax.analysis.arrhenius import Arrhenius, arrhenius_fit, conductivity_at, extrapolate
@@ -29,11 +28,10 @@ from lycb_jax.analysis.diffusion import (
     fit_einstein,
     nernst_einstein,
 )
-from lycb_jax.analysis.msd import (MSD, _msd_core, _select, displacement_moments, msd_covariance_model, msd_fft,
-                                   species_masks)
-from lycb_jax.analysis.report import _save, json_safe, plot_arrhenius, plot_msd, summarize, write_report, write_summary
+from lycb_jax.analysis.msd import MSD, displacement_moments, msd_covariance_model, msd_fft, species_masks
+from lycb_jax.analysis.report import (json_safe, plot_arrhenius, plot_msd, plot_thermo, summarize, write_report,
+                                      write_summary)
 from lycb_jax.analysis.stats import GLSLine, LineFit, gls_line, wls_line
-from lycb_jax.analysis.streaming import StreamingMSD, streaming_finalize, streaming_init, streaming_update
 from lycb_jax.analysis.trajectory import (
     MDTrajectory,
     Trajectory,
@@ -45,22 +43,16 @@ from lycb_jax.analysis.trajectory import (
     trajectory_from_file,
     nearest_distance,
 )
-from lycb_jax.analysis.wrapping import (_frac_steps, _image_shifts, _rowvec, check_unwrapped, unwrap, unwrap_npt,
-                                        wrap_jumps)
+from lycb_jax.analysis.wrapping import check_unwrapped, unwrap, unwrap_npt, wrap_jumps
 from lycb_jax.analysis.window import (Window, check_production, find_window, min_converging_D, min_frames, slope_test,
                                       window_end)
-from lycb_jax.units import E_CHARGE, KB, KB_J
-
-KB_EV = KB  # old name of the Boltzmann constant (eV/K), kept for compatibility
-E_C = E_CHARGE  # old name of the elementary charge (C)
 
 __all__ = [
-    "A2_PER_FS_TO_CM2_PER_S", "DEFAULT_HOP_DISTANCE", "E_C", "E_CHARGE", "KB", "KB_EV", "KB_J", "MSD", "Arrhenius", "Diffusion",
+    "A2_PER_FS_TO_CM2_PER_S", "DEFAULT_HOP_DISTANCE", "MSD", "Arrhenius", "Diffusion",
     "LineFit", "MDTrajectory", "Trajectory", "analyse_md", "analyze_trajectory", "arrhenius_fit",
     "check_unwrapped", "conductivity_at", "diffusion_coefficient", "diffusion_from_streaming", "extrapolate", "find_window", "gls_line",
     "GLSLine", "min_frames", "check_production", "min_converging_D", "msd_covariance_model", "displacement_moments", "slope_test", "Window",
-    "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "read_md_trajectory",
+    "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "plot_thermo", "read_md_trajectory",
     "replica_groups", "species_masks", "summarize", "trajectory_from_arrays", "trajectory_from_file", "unwrap", "window_end",
     "wls_line", "wrap_jumps", "write_report", "write_summary", "json_safe", "nearest_distance", "unwrap_npt",
-    "StreamingMSD", "streaming_finalize", "streaming_init", "streaming_update",
 ]

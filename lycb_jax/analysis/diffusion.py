@@ -32,12 +32,11 @@ import numpy as np
 
 from lycb_jax.analysis.msd import _msd_core, _select, displacement_moments, msd_covariance_model
 from lycb_jax.analysis.stats import gls_line, wls_line
-from lycb_jax.analysis.window import MIN_WINDOW_FRAMES, find_window, slope_test, window_end
-from lycb_jax.distributed import replica_mesh, shard_replicas
+from lycb_jax.analysis.window import DEFAULT_HOP_DISTANCE, MIN_WINDOW_FRAMES, find_window, slope_test, window_end
+from lycb_jax.runtime.distributed import replica_mesh, shard_replicas
 from lycb_jax.units import E_CHARGE, KB_J
 
 A2_PER_FS_TO_CM2_PER_S = 0.1  # 1 A^2/fs = 1e-16 cm^2 / 1e-15 s
-DEFAULT_HOP_DISTANCE = 2.5  # A, when no structure is at hand to take the nearest mobile-ion distance from
 
 
 def fit_einstein(msd, dt_fs, i0, i1, weights=None, dim=3):

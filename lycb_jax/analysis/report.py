@@ -260,3 +260,37 @@ def plot_arrhenius(summary, outdir, stem="arrhenius"):
     paths = _save(fig, outdir, stem)
     plt.close(fig)
     return paths
+
+
+def plot_thermo(h5_path, out) -> Path:
+    """``out``/thermo.png: temperature (K), pressure (GPa) and volume (A^3) of every replica against time
+    (ps) through the stages of an MD trajectory.h5."""
+    from lycb_jax.md.trajectory import read_trajectory
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
+    with read_trajectory(h5_path) as f:
+        t0 = 0.0
+        for stage in [s for s in ("heat", "nvt", "npt", "production") if s in f]:
+            t = (f[stage]["time_fs"][:] + t0) / 1000
+            for r, temp in enumerate(f.attrs["temperatures_K"]):
+                kw = dict(color=f"C{r}", lw=0.8, label=f"{temp:.0f} K" if stage == "heat" else None)
+                axes[0].plot(t, f[stage]["temperature"][r], **kw)
+                axes[1].plot(t, f[stage]["pressure"][r] / 1e4, **kw)
+                axes[2].plot(t, f[stage]["volume"][r], **kw)
+            for ax in axes:
+                ax.axvline(t[-1], color="0.7", lw=0.5)
+            t0 += f[stage]["time_fs"][-1]
+    axes[0].set_ylabel("T (K)")
+    axes[1].set_ylabel("P (GPa)")
+    axes[2].set_ylabel("V (A$^3$)")
+    axes[2].set_xlabel("time (ps)")
+    axes[0].legend(fontsize=7, ncol=4)
+    path = Path(out) / "thermo.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

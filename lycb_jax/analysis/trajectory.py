@@ -137,9 +137,9 @@ def replica_groups(h5_path) -> dict:
     """{structure name: replica indices} of a lycb-jax trajectory.h5, in file order: by the stored
     ``structure_names`` (sweeps), or, for files written without them, by the chemical formula of each
     replica's atoms (replicas of one composition but different frameworks then share a group: a warning says so)."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
-    with h5py.File(h5_path, "r") as f:
+    with read_trajectory(h5_path) as f:
         n_rep = len(f.attrs["temperatures_K"])
         if "structure_names" in f.attrs:
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(f.attrs["structure_names"])]
@@ -163,10 +163,10 @@ def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -
     """Read ``stage`` of a lycb-jax trajectory.h5 for ``replicas`` (indices, default all) that are
     ``alive`` (boolean [n_replicas], default all).  Symbols and masses are those of the first
     requested replica (per-replica attributes [R, N]) or the shared ones ([N])."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
     from ase.data import chemical_symbols
 
-    with h5py.File(h5_path) as f:
+    with read_trajectory(h5_path) as f:
         n_rep = len(f.attrs["temperatures_K"])
         idx = np.arange(n_rep) if replicas is None else np.asarray(replicas)
         keep = idx[np.ones(n_rep, bool)[idx] if alive is None else np.asarray(alive, bool)[idx]]
@@ -223,9 +223,9 @@ def analyse_md(h5_path, out, species="Li", stage="production", alive=None, repli
 
 
 def _streaming_results(h5_path, stage, md, species, mobile, framework, hop_distance, window_fs):
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
-    with h5py.File(h5_path) as f:
+    with read_trajectory(h5_path) as f:
         g = f[stage]
         if "streaming_msd_lag_fs" not in g:
             raise ValueError(f"{h5_path}: stage {stage!r} has no streaming MSD (run with "

@@ -125,17 +125,18 @@ def find_window(msd, n_atoms: int, dt_fs: float, hop_distance: float, *, min_ori
     return Window(None, i1, False, reason, grid, alpha, err)
 
 
+DEFAULT_HOP_DISTANCE = 2.5  # A, when no structure is at hand to take the nearest mobile-ion distance from
 D_MAX_CM2_S = 1e-3  # above any Li diffusivity in a solid or a molten salt (~1e-4 cm^2/s at 1000 K)
 
 
-def min_converging_D(production_ps: float, hop_distance: float = 2.5, min_origins: int = 3) -> float:
+def min_converging_D(production_ps: float, hop_distance: float = DEFAULT_HOP_DISTANCE, min_origins: int = 3) -> float:
     """Smallest D (cm^2/s) whose MSD reaches hop_distance^2 (A) early enough for a window in a
     production run of ``production_ps``: by t = production / (2 min_origins) (6 D t = hop^2)."""
     t_ps = production_ps / (2 * min_origins)
     return hop_distance**2 / (6.0 * t_ps) * 1e-4  # A^2/ps -> cm^2/s
 
 
-def check_production(temperatures_K, production_ps: float, save_every_fs: float, hop_distance: float = 2.5,
+def check_production(temperatures_K, production_ps: float, save_every_fs: float, hop_distance: float = DEFAULT_HOP_DISTANCE,
                      min_origins: int = 3) -> str:
     """Refuse (ValueError) a transport study that cannot give an Arrhenius fit or any diffusive window,
     before its MD runs: fewer than two temperatures, fewer stored production frames than any window

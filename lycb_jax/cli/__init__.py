@@ -15,9 +15,9 @@ SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.s
 
 def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
     """``--model NAME_OR_DIR``, the same in every command (default the shipped CHGNet 0.3.0)."""
-    from lycb_jax.models.paths import shipped_checkpoints
+    from lycb_jax.models.paths import DEFAULT_MODEL, shipped_checkpoints
 
-    p.add_argument("--model", default="chgnet-0.3.0", help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
 
 
 def add_dispersion_argument(p) -> None:
@@ -67,7 +67,7 @@ MULTI_PROCESS_COMMANDS = ("md", "study", "sweep")  # options --coordinator, --nu
 
 
 def _join_processes(argv) -> None:
-    """md / study / sweep: join a multi-process run if asked (lycb_jax.distributed.initialize). It
+    """md / study / sweep: join a multi-process run if asked (lycb_jax.runtime.distributed.initialize). It
     must come before the subcommands are imported: importing jax_md already starts JAX."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in MULTI_PROCESS_COMMANDS or {"-h", "--help"} & set(argv):
@@ -77,7 +77,7 @@ def _join_processes(argv) -> None:
     pre.add_argument("--num-processes", type=int)
     pre.add_argument("--process-id", type=int)
     known, _ = pre.parse_known_args(argv[1:])
-    from lycb_jax import distributed
+    from lycb_jax.runtime import distributed
 
     try:
         distributed.initialize(known.coordinator, known.num_processes, known.process_id)
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         _join_processes(argv)
         args = build_parser().parse_args(argv)
         if os.environ.get("LYCB_JAX_CACHE", "").lower() != "off":
-            from lycb_jax.runtime import enable_compilation_cache
+            from lycb_jax.runtime.cache import enable_compilation_cache
 
             enable_compilation_cache()
         return args.func(args) or 0

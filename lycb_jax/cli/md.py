@@ -1,5 +1,5 @@
 """`lycb-jax md`, `study` and `sweep`: batched multi-temperature MD with the paper's protocol
-(:mod:`lycb_jax.md`), and the transport study on top of it (:mod:`lycb_jax.study`).
+(:mod:`lycb_jax.md`), and the transport study on top of it (:mod:`lycb_jax.workflows.study`).
 
 The library is imported when a command runs, not when the parser is built: importing jax_md
 takes seconds and starts JAX (after :func:`lycb_jax.cli._join_processes`, as it must)."""
@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from lycb_jax.cli import add_dispersion_argument, add_model_argument
+from lycb_jax.io.structures import DEFAULT_STRUCTURE
 
-DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # as lycb_jax.study.DEFAULT_STRUCTURE (not imported: see above)
 
 
 def add_protocol_arguments(p) -> None:
@@ -82,7 +82,7 @@ def _model(args):
 
 
 def _report_elsewhere(out) -> int:
-    from lycb_jax import distributed
+    from lycb_jax.runtime import distributed
 
     print(f"process {distributed.process_index()}: MD done; process 0 writes the report to {out}/")
     return 0
@@ -101,7 +101,8 @@ def cmd_md(args) -> int:
 
 def cmd_study(args) -> int:
     from lycb_jax.cli.predict import read_structure_or_exit
-    from lycb_jax.study import default_structure, study
+    from lycb_jax.io.structures import default_structure
+    from lycb_jax.workflows.study import study
 
     structure = read_structure_or_exit(args.structure) if args.structure else default_structure()
     protocol = protocol_from_args(args)
@@ -119,7 +120,7 @@ def cmd_study(args) -> int:
 
 def cmd_sweep(args) -> int:
     from lycb_jax.cli.predict import read_structure_or_exit
-    from lycb_jax.study import sweep
+    from lycb_jax.workflows.study import sweep
 
     structures = {Path(p).stem: read_structure_or_exit(p) for p in args.structures}
     if len(structures) != len(args.structures):

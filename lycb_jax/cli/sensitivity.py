@@ -59,9 +59,9 @@ def recorded_model(traj: Path, model: str | None, dispersion: str | None) -> tup
     """(checkpoint, dispersion) to reweight ``traj`` with: the ones given, else those the trajectory records
     (``model_name``, ``model_dispersion``; files written before that: chgnet-0.3.0 without dispersion).
     SystemExit when the given ones differ from the recorded ones (reweighting with another model is wrong)."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
-    with h5py.File(traj, "r") as f:
+    with read_trajectory(traj) as f:
         name = f.attrs.get("model_name")
         disp = json.loads(f.attrs["model_dispersion"]) if "model_dispersion" in f.attrs else None
     if name is None:

@@ -8,6 +8,8 @@ Units: positions and cells in Angstrom.
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from lycb_jax.io.errors import InputError
 
 MIN_DISTANCE = 0.5  # Angstrom; closer atoms are refused as overlapping
 N_ELEMENTS = 94  # H .. Pu: the elements the models know
+DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # the shipped demo structure (lycb_jax/data)
 ORDER_FIX = "make ordered models with `lycb-jax structures` (lycb_jax.structures)"
 
 
@@ -212,3 +215,12 @@ def formula(numbers) -> str:
     from ase.symbols import Symbols
 
     return Symbols(np.asarray(numbers)).get_chemical_formula()
+
+
+def default_structure():
+    """The shipped 30-atom Li3YCl6 demo structure (P-3m1 framework), a pymatgen Structure."""
+    from pymatgen.core import Structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Structure.from_file(str(resources.files("lycb_jax") / "data" / DEFAULT_STRUCTURE))

@@ -14,10 +14,11 @@ Modules, one concept each:
 * :mod:`.integrators`: NVT Nose-Hoover and NVE (jax-md's), NpT MTK with a full-cell barostat
   (``iso``, ``aniso``, ``tri``) as ``init`` / ``apply`` pairs, the energy function,
   :class:`IntegratorSettings`, :func:`init_replica`, 3N - 3 degrees of freedom;
-* :mod:`.neighbours`: the Verlet list and the bound on how far pairs moved since it was built;
 * :mod:`.chunk`: :func:`run_chunk` (jitted, scanned), its sharded variant, :func:`run_chunk_checked`;
 * :mod:`.protocol`: :class:`Protocol`, :func:`load_protocol`, the stage driver :class:`Simulation`;
-* :mod:`.io`: the HDF5 trajectory and the checkpoints;
+* :mod:`.observables`: the streaming (order-n) MSD accumulator carried through the production scan;
+* :mod:`.trajectory`: the HDF5 trajectory file, its one writer and reader;
+* :mod:`.checkpoints`: the checkpoints;
 * :mod:`.memory`: how many replicas fit in one program (XLA's memory analysis of the chunk, no run).
 
 Every jitted program here traces under :func:`lycb_jax.runtime.precision_scope` (full float32
@@ -33,7 +34,6 @@ from lycb_jax.md.integrators import (
     ENSEMBLES,
     Dynamics,
     Ensemble,
-    Integrator,
     IntegratorSettings,
     NPTState,
     degrees_of_freedom,
@@ -49,13 +49,12 @@ from lycb_jax.md.integrators import (
     state_cell,
     temperature_K,
 )
-from lycb_jax.md.io import FRAME_FIELDS, FRAME_UNITS
+from lycb_jax.md.trajectory import FRAME_FIELDS, FRAME_UNITS
 from lycb_jax.md.memory import MemoryPlan, chunk_bytes, plan_replicas
-from lycb_jax.md.neighbours import drift_bound, verlet_list
 from lycb_jax.md.protocol import Protocol, Simulation, load_protocol
 
 __all__ = ["BAROSTATS", "Carry", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS", "FRAME_UNITS", "Frame",
-           "Integrator", "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
-           "degrees_of_freedom", "drift_bound", "dynamics", "energy_fn", "fit_capacity", "init_replica",
+           "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
+           "degrees_of_freedom", "dynamics", "energy_fn", "fit_capacity", "init_replica",
            "load_protocol", "masses_of", "npt_conserved", "npt_mtk", "nve", "nvt_nose_hoover", "plan_replicas", "real_positions",
-           "record", "run_chunk", "run_chunk_checked", "state_cell", "temperature_K", "verlet_list"]
+           "record", "run_chunk", "run_chunk_checked", "state_cell", "temperature_K"]

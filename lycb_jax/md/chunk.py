@@ -1,14 +1,14 @@
 """One chunk of batched MD: R replicas advance together in one jit-compiled program (``jax.vmap``),
 ``n_frames * stride`` steps inside ``lax.scan``, with a :class:`Frame` recorded every ``stride`` steps.
 
-Each replica keeps a Verlet list (:mod:`lycb_jax.md.neighbours`), rebuilt for all replicas at once
+Each replica keeps a Verlet list (:mod:`lycb_jax.graph.verlet`), rebuilt for all replicas at once
 only when some live replica could have moved more than skin/2 since it was built. Every step is
 checked: a graph capacity overflow, or an atom that moved more than skin/2 before a rebuild,
 marks the chunk invalid; :func:`run_chunk_checked` then re-runs it with capacities grown by
-:func:`lycb_jax.capacity.grow`. A replica whose temperature runs away or whose positions become
+:func:`lycb_jax.graph.capacity.grow`. A replica whose temperature runs away or whose positions become
 non-finite is frozen and reported.
 
-Optionally (``msd``: a :class:`lycb_jax.analysis.streaming.StreamingMSD` per replica) the scan also
+Optionally (``msd``: a :class:`lycb_jax.md.observables.StreamingMSD` per replica) the scan also
 carries the streaming multiple-time-origin MSD, updated every ``msd_stride`` steps of the stage with
 the unwrapped positions relative to the framework's centre of mass (the rule of
 :mod:`lycb_jax.analysis.msd`), so that long runs need not keep every frame.
@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax_md import quantity
 
-import lycb_jax.capacity as caps
-from lycb_jax.analysis.streaming import relative_to_framework, streaming_update
-from lycb_jax.capacity import Capacity, Need
-from lycb_jax.distributed import replica_mesh, shard_replicas
+import lycb_jax.graph.capacity as caps
+from lycb_jax.md.observables import relative_to_framework, streaming_update
+from lycb_jax.graph.capacity import Capacity, Need
+from lycb_jax.runtime.distributed import replica_mesh, shard_replicas
 from lycb_jax.graph import EdgeList, refine_graph
 from lycb_jax.md.integrators import (
     IntegratorSettings,
@@ -41,12 +41,11 @@ from lycb_jax.md.integrators import (
     state_cell,
     temperature_K,
 )
-from lycb_jax.md.neighbours import drift_bound, graph_sizes, verlet_list
+from lycb_jax.graph.verlet import drift_bound, graph_sizes, verlet_list
 from lycb_jax.models import Model, energy_forces_stress
-from lycb_jax.runtime import with_precision
-from lycb_jax.units import EV_A3_TO_GPA
+from lycb_jax.runtime.precision import with_precision
+from lycb_jax.units import EV_A3_TO_GPA, GPA_TO_BAR
 
-GPA_TO_BAR = 1e4
 
 
 class Frame(NamedTuple):
@@ -331,7 +330,7 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
 
 def fit_capacity(capacity: Capacity, need, shrink_below: float = 0.7) -> Capacity:
     """Shrink a capacity that is far larger than a chunk needed (``need`` [..., Need.SIZE] from
-    run_chunk): :func:`lycb_jax.capacity.fit`."""
+    run_chunk): :func:`lycb_jax.graph.capacity.fit`."""
     return caps.fit(capacity, Need.from_vector(need), shrink_below)
 
 
@@ -339,7 +338,7 @@ def default_capacity(positions: np.ndarray, cell: np.ndarray, skin: float = 1.0,
                      cutoffs=None) -> Capacity:
     """Graph capacity for MD from one geometry (positions [N, 3], cell [3, 3] rows, Angstrom):
     exact counts at the model's ``cutoffs`` (Angstrom; default CHGNet's, those of
-    :mod:`lycb_jax.capacity`) and at cutoff + ``skin`` for the Verlet list, plus ``headroom`` for
+    :mod:`lycb_jax.graph.capacity`) and at cutoff + ``skin`` for the Verlet list, plus ``headroom`` for
     thermal fluctuations (angles: its square); a run regrows it when exceeded."""
     system = types.SimpleNamespace(positions=positions, cell=cell)
     kw = {} if cutoffs is None else {"cutoffs": tuple(cutoffs)}

@@ -7,7 +7,7 @@ Every pair takes a replica's real geometry the same way, whatever the ensemble::
     apply(state, kT, edges, cell) -> state
 
 positions [N, 3] Cartesian (Angstrom, unwrapped), cell [3, 3] lattice vectors as rows (Angstrom),
-mass [N] (amu), kT (eV), edges the replica's Verlet list (:mod:`lycb_jax.md.neighbours`). Every
+mass [N] (amu), kT (eV), edges the replica's Verlet list (:mod:`lycb_jax.graph.verlet`). Every
 state holds Cartesian positions; an NpT state also holds its cell: :func:`real_positions` and
 :func:`state_cell` give both for every ensemble.
 
@@ -53,11 +53,11 @@ from ase.data import atomic_masses
 from jax_md import dataclasses as jmd_dataclasses
 from jax_md import quantity, simulate, space
 
-from lycb_jax.capacity import Capacity
+from lycb_jax.graph.capacity import Capacity
 from lycb_jax.graph import EdgeList, refine_graph
-from lycb_jax.md.neighbours import verlet_list
+from lycb_jax.graph.verlet import verlet_list
 from lycb_jax.models import Model, energy_forces_stress, potential
-from lycb_jax.runtime import with_precision
+from lycb_jax.runtime.precision import with_precision
 from lycb_jax.units import BAR, EV_A3_TO_GPA, FS, KB
 
 BAROSTATS = {"iso": 1, "aniso": 3, "tri": 6}  # barostat mode -> cell degrees of freedom
@@ -95,9 +95,6 @@ class IntegratorSettings:
             xx, yy, zz, yz, xz, xy = self.stress_GPa
             p = p - np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]]) / EV_A3_TO_GPA
         return p
-
-
-Integrator = IntegratorSettings  # deprecated alias (for one release): it is a settings record, not an integrator
 
 
 class Dynamics(NamedTuple):

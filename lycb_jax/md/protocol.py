@@ -21,17 +21,18 @@ import warnings
 
 import numpy as np
 
-import lycb_jax.md.io as md_io
-import lycb_jax.capacity as caps
-from lycb_jax import distributed
-from lycb_jax.analysis.streaming import streaming_init
-from lycb_jax.capacity import Capacity
+import lycb_jax.md.checkpoints as md_ck
+import lycb_jax.md.trajectory as md_traj
+import lycb_jax.graph.capacity as caps
+from lycb_jax.runtime import distributed
+from lycb_jax.md.observables import streaming_init
+from lycb_jax.graph.capacity import Capacity
 from lycb_jax.io.structures import formula, to_system
 from lycb_jax.md.chunk import default_capacity, run_chunk_checked
 from lycb_jax.md.integrators import (BAROSTATS, IntegratorSettings, ensemble, init_replica, masses_of, real_positions,
                                      state_cell)
 from lycb_jax.models import Model
-from lycb_jax.runtime import with_precision
+from lycb_jax.runtime.precision import with_precision
 from lycb_jax.units import KB
 
 
@@ -56,9 +57,9 @@ class Protocol:
     A time step above ``MAX_DT_FS_WITH_LI`` fs with Li present is refused.
 
     ``streaming_msd_every_fs`` > 0 (fs, a multiple of ``dt_fs``; 0 = off): during production the MD also
-    accumulates the multiple-time-origin MSD of ``streaming_msd_species`` (:mod:`lycb_jax.analysis.streaming`,
+    accumulates the multiple-time-origin MSD of ``streaming_msd_species`` (:mod:`lycb_jax.md.observables`,
     ``streaming_msd_levels`` levels x ``streaming_msd_block`` lags: lags up to block**levels x every_fs),
-    carried in the checkpoints and written to the trajectory (:func:`lycb_jax.md.io.write_streaming_msd`).
+    carried in the checkpoints and written to the trajectory (:func:`lycb_jax.md.trajectory.write_streaming_msd`).
     """
 
     temperatures_K: tuple[float, ...] = (600.0, 700.0, 800.0)
@@ -193,7 +194,7 @@ class Simulation:
     restarted with ``resume=True`` truncates the file to the checkpoint and continues, producing
     the same trajectory as an uninterrupted run.
 
-    Several processes (``lycb_jax.distributed.initialize``): each runs its own block of replicas
+    Several processes (``lycb_jax.runtime.distributed.initialize``): each runs its own block of replicas
     into ``trajectory.p{k}.h5`` / ``checkpoint.p{k}.npz`` (attribute ``replicas``: their global
     indices), process 0 shows the progress of all and joins the files into ``trajectory.h5``.
     """
@@ -281,15 +282,15 @@ class Simulation:
 
     def _h5(self):
         resumable = self.resume and (self.ck_path.exists() or self.prev_ck_path.exists())
-        return md_io.open_trajectory(self.h5_path, self.species, self.masses, self.temps, self.replicas,
+        return md_traj.open_trajectory(self.h5_path, self.species, self.masses, self.temps, self.replicas,
                                      replace_unreadable=not resumable, names=self.names,
                                      model=dict(name=self.model.name, dispersion=self.model.metadata.get("dispersion")))
 
     def _append(self, f, stage, frames, t0_fs):
-        md_io.append_frames(f, stage, frames, t0_fs, self.protocol.save_every_fs)
+        md_traj.append_frames(f, stage, frames, t0_fs, self.protocol.save_every_fs)
 
     def _save_checkpoint(self, states, ck: dict):
-        md_io.save_checkpoint(self.ck_path, self.prev_ck_path, states, ck, self.replicas)
+        md_ck.save_checkpoint(self.ck_path, self.prev_ck_path, states, ck, self.replicas)
 
     def _load_checkpoint(self, stages) -> dict | None:
         """The checkpoint to resume from (None: start afresh): the newest one that every process
@@ -298,7 +299,7 @@ class Simulation:
         found = {}
         for path in (self.prev_ck_path, self.ck_path) if self.resume else ():
             if path.exists():
-                ck = md_io.load_checkpoint(path)
+                ck = md_ck.load_checkpoint(path)
                 found[int(ends[int(ck["stage"])] + int(ck["step"]))] = ck
         at = distributed.latest_common(found)
         if at == 0:
@@ -341,13 +342,13 @@ class Simulation:
                                     cutoffs=self.model.cutoffs)
         ck = self._load_checkpoint(stages)
         if ck is None:
-            md_io.clear(f)
+            md_traj.clear(f)
             states, capacity = self._init_states("nvt", positions, cells, None, jax.random.PRNGKey(p.seed), capacity)
             return _Run(0, 0, states, cells, np.ones(self.n_rep, bool), capacity)
         si, step = int(ck["stage"]), int(ck["step"])
-        capacity = md_io.capacity_from(ck, self.model.cutoffs)
+        capacity = md_ck.capacity_from(ck, self.model.cutoffs)
         alive, cells = ck["alive"].astype(bool), ck["cells"]
-        md_io.truncate(f, {name: int(ck[f"frames_{name}"]) for name, *_ in stages if name in f})
+        md_traj.truncate(f, {name: int(ck[f"frames_{name}"]) for name, *_ in stages if name in f})
         name, ensemble = stages[min(si, len(stages) - 1)][:2]
         # the states' tree structure only (no graph built): the saved capacity fits the saved geometry, not the
         # initial one, which NpT may have left far behind
@@ -356,12 +357,12 @@ class Simulation:
                                   *self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
         print(f"{ck['path']}: the run is complete" if si >= len(stages) else
               f"resuming {ck['path']} at stage {si} ({name}), step {step}")
-        run = _Run(si, step, md_io.states_from(ck, template), cells, alive, capacity)
+        run = _Run(si, step, md_ck.states_from(ck, template), cells, alive, capacity)
         if self.msd_stride:
-            run.msd = md_io.streaming_from(ck, self.n_rep, self.n_atoms, p.streaming_msd_levels, p.streaming_msd_block,
+            run.msd = md_ck.streaming_from(ck, self.n_rep, self.n_atoms, p.streaming_msd_levels, p.streaming_msd_block,
                                            p.streaming_msd_every_fs)
             if run.msd is not None:  # the curve of this checkpoint (the file may hold a later one)
-                md_io.write_streaming_msd(f, "production", run.msd, p.streaming_msd_every_fs,
+                md_traj.write_streaming_msd(f, "production", run.msd, p.streaming_msd_every_fs,
                                           p.streaming_msd_species)
         return run
 
@@ -376,7 +377,7 @@ class Simulation:
             distributed.barrier("lycb_jax.md: trajectories written")
             if distributed.is_main():
                 try:
-                    distributed.merge_trajectories(self.out, distributed.process_count())
+                    md_traj.merge_trajectories(self.out, distributed.process_count())
                 except (OSError, ValueError) as err:
                     print(f"WARNING: trajectory.h5 not written: {err}")
             distributed.barrier("lycb_jax.md: trajectories joined")
@@ -507,13 +508,13 @@ class Simulation:
         if not done and (run.step - run.last_checkpoint) * p.dt_fs < p.checkpoint_every_ps * 1000:
             return
         if run.msd is not None:
-            md_io.write_streaming_msd(f, stages[run.stage][0], run.msd, p.streaming_msd_every_fs,
+            md_traj.write_streaming_msd(f, stages[run.stage][0], run.msd, p.streaming_msd_every_fs,
                                       p.streaming_msd_species)
         f.flush()
         self._save_checkpoint(run.states, {
             "stage": run.stage + 1 if done else run.stage, "step": 0 if done else run.step, "alive": run.alive,
-            "cells": run.cells, **md_io.capacity_fields(run.capacity),
-            **md_io.frame_counts(f, [n for n, *_ in stages]), **md_io.streaming_fields(run.msd, p.streaming_msd_every_fs)})
+            "cells": run.cells, **md_ck.capacity_fields(run.capacity),
+            **md_traj.frame_counts(f, [n for n, *_ in stages]), **md_ck.streaming_fields(run.msd, p.streaming_msd_every_fs)})
         run.last_checkpoint = run.step
 
 

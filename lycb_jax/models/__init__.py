@@ -2,12 +2,13 @@
 dispersion (:mod:`.dispersion`), checkpoints (:mod:`.checkpoint`, folders: :mod:`.paths`) and the conversion of
 the PyTorch weights (:mod:`.convert_chgnet`, :mod:`.convert_sevennet`)."""
 
-from lycb_jax import lazy
+from lycb_jax.runtime import lazy
 
 _LAZY = {name: "lycb_jax.models.base" for name in ("Cutoffs", "LayerGroups", "Model", "Potential",
                                                    "energy_forces_stress", "potential")}
 _LAZY.update({name: "lycb_jax.models.checkpoint" for name in ("ARCHITECTURES", "load_model", "save_checkpoint",
                                                               "with_dispersion")})
-_LAZY.update(checkpoint_dir="lycb_jax.models.paths", shipped_checkpoints="lycb_jax.models.paths")
+_LAZY.update(DEFAULT_MODEL="lycb_jax.models.paths", checkpoint_dir="lycb_jax.models.paths",
+             shipped_checkpoints="lycb_jax.models.paths")
 __all__ = sorted(_LAZY)
 __getattr__, __dir__ = lazy.attributes(__name__, _LAZY)

@@ -17,8 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from lycb_jax.durable import atomic_write
-from lycb_jax.models.paths import BASE_KEY, checkpoint_dir, dispersion_alias, shipped_checkpoints
+from lycb_jax.io.durable import atomic_write
+from lycb_jax.io.structures import N_ELEMENTS
+from lycb_jax.models.paths import BASE_KEY, DEFAULT_MODEL, checkpoint_dir, dispersion_alias, shipped_checkpoints
 from lycb_jax.models.base import Model
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
 from lycb_jax.models.sevennet import SevenNet, SevenNetConfig
@@ -30,7 +31,7 @@ ARCHITECTURES = {"chgnet": (CHGNet, CHGNetConfig), "sevennet": (SevenNet, SevenN
 
 def save_checkpoint(path: str | Path, model: Model, manifest: dict | None = None) -> Path:
     """Write ``params.msgpack`` and then ``manifest.json`` (with ``params_sha256``, the SHA-256 of the
-    parameter file) into folder ``path``, each atomically (:func:`lycb_jax.durable.atomic_write`: a
+    parameter file) into folder ``path``, each atomically (:func:`lycb_jax.io.durable.atomic_write`: a
     killed write leaves the previous file or none, never a truncated one; the manifest, written last,
     marks a complete checkpoint). CheckpointWriteError naming the folder if it cannot be written."""
     path = Path(path)
@@ -58,7 +59,7 @@ def jax_to_numpy(tree):
     return np.asarray(tree)
 
 
-def load_model(name_or_path: str | Path = "chgnet-0.3.0", dispersion: str | None = None) -> Model:
+def load_model(name_or_path: str | Path = DEFAULT_MODEL, dispersion: str | None = None) -> Model:
     """Load a checkpoint by name (in :func:`checkpoint_dir`) or by folder path. The manifest is
     validated (JSON mapping, known architecture, config keys of that architecture) and so are the
     parameters (the layers and array shapes the config implies); InputError naming the folder
@@ -167,7 +168,7 @@ def check_params(path, module, params) -> None:
 
 def _chgnet_shapes(cfg: CHGNetConfig) -> dict:
     """Shapes of CHGNet arrays fixed by its config (embeddings, basis, readout, composition model)."""
-    f, n_el = cfg.feature_dim, 94
+    f, n_el = cfg.feature_dim, N_ELEMENTS
     widths = (f, *cfg.readout_hidden, 1)
     out = {("chgnet", "atom_embedding", "embedding"): (n_el, f),
            ("chgnet", "bond_embedding", "kernel"): (cfg.num_radial, f),

@@ -19,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lycb_jax.graph import Graph
+from lycb_jax.io.structures import N_ELEMENTS
 from lycb_jax.models.base import Cutoffs, LayerGroups, edge_vectors
-
-N_ELEMENTS = 94  # H .. Pu
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lycb_jax.io.structures import N_ELEMENTS
 from lycb_jax.models.base import Model
 from lycb_jax.models.checkpoint import checkpoint_dir, save_checkpoint
 from lycb_jax.models.chgnet import CHGNet, CHGNetConfig
@@ -66,7 +67,7 @@ def params_from_torch_state_dict(state_dict: dict) -> dict:
             raise ValueError(f"two state_dict entries map to {path}")
         node[path[-1]] = arr
     if "atom_ref" not in params:
-        params["atom_ref"] = np.zeros(94, np.float32)
+        params["atom_ref"] = np.zeros(N_ELEMENTS, np.float32)
     return params
 
 

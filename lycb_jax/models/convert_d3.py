@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_Z = 94  # H..Pu, the elements the project's models know
+from lycb_jax.io.structures import N_ELEMENTS
+
 
 
 def reference_arrays() -> dict[str, np.ndarray]:
@@ -33,7 +34,7 @@ def reference_arrays() -> dict[str, np.ndarray]:
     from tad_mctc.data.radii import COV_D3
 
     ref = Reference(dtype=torch.float64)
-    n = MAX_Z + 1
+    n = N_ELEMENTS + 1
     return {"c6": ref.c6[:n, :n].numpy(), "cn": ref.cn[:n].numpy(),
             "r4r2": R4R2(dtype=torch.float64)[:n].numpy(), "rcov": COV_D3(dtype=torch.float64)[:n].numpy()}
 
@@ -55,7 +56,7 @@ def main(argv=None) -> Path:
         "source": {"tad-dftd3": version("tad-dftd3"), "tad-mctc": version("tad-mctc"), "torch": version("torch")},
         "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
         "units": "atomic units: c6 Hartree bohr^6, rcov bohr (x 4/3 included), cn and r4r2 dimensionless",
-        "elements": f"Z = 0..{MAX_Z} (0 is a dummy row)",
+        "elements": f"Z = 0..{N_ELEMENTS} (0 is a dummy row)",
         "made_by": "python -m lycb_jax.models.convert_d3",
         "date": datetime.date.today().isoformat(),
         "licence": "tad-dftd3 and tad-mctc: Apache-2.0 (data from S. Grimme's DFT-D3)",

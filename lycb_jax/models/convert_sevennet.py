@@ -14,7 +14,8 @@ import numpy as np
 
 from lycb_jax.models.base import Model
 from lycb_jax.models.checkpoint import checkpoint_dir, save_checkpoint
-from lycb_jax.models.sevennet import N_ELEMENTS, SevenNet, SevenNetConfig, _muls, gate_input, tp_paths
+from lycb_jax.io.structures import N_ELEMENTS
+from lycb_jax.models.sevennet import SevenNet, SevenNetConfig, _muls, gate_input, tp_paths
 
 # our name -> (sevenn's pretrained name, file inside the package)
 PRETRAINED = {"sevennet-0": ("7net-0", "pretrained_potentials/SevenNet_0__11Jul2024/checkpoint_sevennet_0.pth")}

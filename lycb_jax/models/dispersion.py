@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from ase.units import Bohr, Hartree
 
-from lycb_jax.graph import _images_needed
+from lycb_jax.graph.edges import images_needed
 
 
 class D3Params(NamedTuple):
@@ -173,7 +173,7 @@ class _PairCoef(NamedTuple):
 
 def _n_images(lat, cutoff: float) -> jax.Array:
     """Images each side along each axis that reach ``cutoff`` (bohr) from a wrapped cell [3]."""
-    return _images_needed(jax.lax.stop_gradient(lat), cutoff)
+    return images_needed(jax.lax.stop_gradient(lat), cutoff)
 
 
 def _c6(z, cn, ref: D3Reference, dtype) -> jax.Array:

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+DEFAULT_MODEL = "chgnet-0.3.0"  # the checkpoint every command and function takes unless told otherwise
+
 
 def checkpoint_dir() -> Path:
     """Folder of named checkpoints: $LYCB_JAX_CHECKPOINTS, else ``checkpoints/`` of the source tree

@@ -35,9 +35,8 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from lycb_jax.graph import Graph
+from lycb_jax.io.structures import N_ELEMENTS  # the length of the per-element tables atom_ref and atom_scale
 from lycb_jax.models.base import Cutoffs, LayerGroups, edge_vectors
-
-N_ELEMENTS = 94  # H .. Pu: length of the per-element tables atom_ref and atom_scale
 
 
 def _sevennet0_species() -> tuple[int, ...]:

@@ -17,7 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lycb_jax.capacity import Capacity
+from lycb_jax.graph.capacity import Capacity
 from lycb_jax.graph import build_graph
 from lycb_jax.models.base import potential
 from lycb_jax.units import FS, KB

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-import lycb_jax.capacity as caps
-from lycb_jax.capacity import Capacity
+import lycb_jax.graph.capacity as caps
+from lycb_jax.graph.capacity import Capacity
 from lycb_jax.graph import Graph, build_graph
 from lycb_jax.models.base import edge_vectors, energy_forces_stress, potential
 from lycb_jax.units import EV_A3_TO_GPA, KB
@@ -46,9 +46,9 @@ def frames_from_trajectory(path, stage: str = "production", replica: int = 0, ev
                            skip: int = 0) -> Frames:
     """Frames of one replica of a :class:`lycb_jax.md.Simulation` ``trajectory.h5`` (its ``stage``
     group), every ``every``-th frame after the first ``skip``."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
-    with h5py.File(path, "r") as f:
+    with read_trajectory(path) as f:
         if stage not in f:
             raise ValueError(f"{path}: no stage {stage!r}; stages: {sorted(k for k in f)}")
         n_rep = f[stage]["positions"].shape[0]

@@ -92,7 +92,7 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
     frames, d MSD / d s_g per layer group and d ln MSD / d epsilon per strain of :data:`STRAINS`, each with the
     standard error over windows. The graph is rebuilt every 10 steps with ``skin`` (A): the largest
     displacement within 10 steps must stay below skin / 2 (RuntimeError otherwise)."""
-    import lycb_jax.capacity as caps
+    import lycb_jax.graph.capacity as caps
     from lycb_jax.md import masses_of
 
     names, index = group_index(model.params, model.module.layer_groups())
@@ -149,10 +149,10 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
 def sensitivity_study(model, trajectory, stage: str = "production", replica: int = 0, every: int = 10,
                       species: str = "Li", msd_window_fs: float = 500.0, n_windows: int = 4) -> dict:
     """The whole study of one replica of a ``trajectory.h5`` (see the module doc); a JSON-able dict."""
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
     from ase.data import atomic_numbers
 
-    with h5py.File(trajectory, "r") as f:
+    with read_trajectory(trajectory) as f:
         temperature = float(np.asarray(f.attrs["temperatures_K"])[replica])
         g = f[stage]
         energies = np.asarray(g["potential_energy"][replica], np.float64)

@@ -12,11 +12,10 @@ Units: Angstrom, eV, eV/A, GPa.
 # relaxation (FrechetCellFilter DOFs, batched device loop, relax), ranking (rank, the LYCB series),
 # plot. The command line is lycb_jax.cli.structures.
 
-from lycb_jax import lazy
+from lycb_jax.runtime import lazy
 
 # name -> module, imported on first use (keeps `import lycb_jax...` and `lycb-jax --help` fast)
 _LAZY = {
-    '_canonical': 'lycb_jax.structures.enumeration',
     'brute_force_distinct': 'lycb_jax.structures.enumeration',
     'count_distinct': 'lycb_jax.structures.enumeration',
     'count_labelings': 'lycb_jax.structures.enumeration',

@@ -55,14 +55,14 @@ def rank_relaxed(relaxed: Sequence[Relaxed], top: int = 5, symprec: float = 0.1)
 
 def write_ranking(rows: list[dict], out: str | Path, prefix: str, top: int) -> None:
     """CIF files of the ``top`` rows and a CSV table of all rows (without structures), each written
-    atomically (:func:`lycb_jax.durable.atomic_write`; the CSV last). CheckpointWriteError naming the
+    atomically (:func:`lycb_jax.io.durable.atomic_write`; the CSV last). CheckpointWriteError naming the
     folder if it cannot be written."""
     import csv
     import io
 
     from pymatgen.io.cif import CifWriter
 
-    from lycb_jax.durable import atomic_write
+    from lycb_jax.io.durable import atomic_write
 
     out = Path(out)
     for row in rows[:top]:

@@ -18,12 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 from pymatgen.core import Lattice, Structure
 
-from lycb_jax import capacity as cap
+from lycb_jax.graph import capacity as cap
 from lycb_jax.graph import build_graph
 from lycb_jax.io.structures import System, to_system
 from lycb_jax.models import energy_forces_stress
-from lycb_jax.predict import pack
-from lycb_jax.runtime import with_precision
+from lycb_jax.graph.batch import pack
+from lycb_jax.runtime.precision import with_precision
 from lycb_jax.structures.fire import FireState, fire_apply, fire_init
 from lycb_jax.units import EV_A3_TO_GPA
 

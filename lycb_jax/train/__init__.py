@@ -19,7 +19,7 @@ One concept per module:
 The command line is ``lycb-jax finetune`` (:mod:`lycb_jax.cli.finetune`).
 """
 
-from lycb_jax import lazy
+from lycb_jax.runtime import lazy
 
 # name -> module, imported on first use (keeps `import lycb_jax...` and `lycb-jax --help` fast)
 _LAZY = {

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from lycb_jax.io.config import check_settings, read_config
+from lycb_jax.models.paths import DEFAULT_MODEL
 
 TRAIN_STATE = "train_state.npz"  # in the output folder while training; removed once the checkpoint is written
 
@@ -19,7 +20,7 @@ class FinetuneConfig:
     losses in eV/atom, eV/A, GPa and muB.
     """
 
-    parent: str = "chgnet-0.3.0"  # checkpoint name or folder to start from
+    parent: str = DEFAULT_MODEL  # checkpoint name or folder to start from
     epochs: int = 5
     batch_size: int = 8
     learning_rate: float = 1e-3  # CHGNet Trainer default (its notebook uses 1e-2)

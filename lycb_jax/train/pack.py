@@ -1,8 +1,8 @@
 """Padding a data set into fixed-shape batches, with every structure's crystal graph built once.
 
 Structures are padded to at most ``max_buckets`` atom counts (:func:`choose_buckets`, from
-:func:`lycb_jax.capacity.bucket_size`) and a fixed batch size; each bucket has one graph capacity
-(:func:`lycb_jax.capacity.estimate`, at the model's cutoffs), so that one train and one eval
+:func:`lycb_jax.graph.capacity.bucket_size`) and a fixed batch size; each bucket has one graph capacity
+(:func:`lycb_jax.graph.capacity.estimate`, at the model's cutoffs), so that one train and one eval
 program are compiled per bucket. By default one bucket on a GPU: one train program to compile
 instead of three (34 vs 48 s, compiled side by side), at 0.65 instead of 0.50 s per epoch (H200,
 300 structures of 60-180 atoms, benchmarks/results/bench_finetune_gpu50_h200*.json), so fewer
@@ -23,10 +23,10 @@ from typing import Iterator, Sequence
 import jax
 import numpy as np
 
-from lycb_jax.capacity import Capacity, bucket_size
+from lycb_jax.graph.capacity import Capacity, bucket_size
 from lycb_jax.graph import Graph, build_graph
 from lycb_jax.models import Cutoffs
-from lycb_jax.predict import Batch, pack
+from lycb_jax.graph.batch import Batch, pack
 from lycb_jax.train.data import Dataset
 
 GRAPH_FIELDS = tuple(f.name for f in dataclasses.fields(Graph))
@@ -39,7 +39,7 @@ def bucket_limit(cfg) -> int:
 
 
 def choose_buckets(sizes: Sequence[int], max_buckets: int = 3) -> list[int]:
-    """Padded atom counts: :func:`~lycb_jax.capacity.bucket_size` sizes merged (least added padding
+    """Padded atom counts: :func:`~lycb_jax.graph.capacity.bucket_size` sizes merged (least added padding
     first) down to ``max_buckets``."""
     counts: dict[int, int] = {}
     for n in sizes:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lycb_jax.models import Model
-from lycb_jax.predict import predict
+from lycb_jax.models.predict import predict
 from lycb_jax.train.data import Dataset
 
 

@@ -1,7 +1,7 @@
 """The training state between epochs, ``<out>/train_state.npz``, so that a killed run can resume
 with the same result as an uninterrupted one. Written atomically with a SHA-256 inside; the previous
 epoch's state is kept as ``train_state.prev.npz`` and used, with a warning, if the newer one is
-damaged (:mod:`lycb_jax.durable`)."""
+damaged (:mod:`lycb_jax.io.durable`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lycb_jax import durable
+from lycb_jax.io import durable
 from lycb_jax.train.config import TRAIN_STATE
 
 

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from lycb_jax.faults import maybe_fail
+from lycb_jax.io.faults import maybe_fail
 from lycb_jax.io.errors import InputError
 
 
@@ -57,7 +57,7 @@ def _why(err: OSError) -> str:
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], point: str, keep_previous: bool = False) -> None:
     """Write ``path`` through ``write(fh)`` atomically (temporary file, fsync, rename; the folder is
     created). With ``keep_previous`` the file there before becomes :func:`previous` (path). Fault
-    points ``<point>.written``, ``<point>.rotated``, ``<point>.renamed`` (:mod:`lycb_jax.faults`).
+    points ``<point>.written``, ``<point>.rotated``, ``<point>.renamed`` (:mod:`lycb_jax.io.faults`).
     Raises :class:`CheckpointWriteError` if the disk is full or the folder not writable."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -7,7 +7,8 @@ from ase.calculators.calculator import all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from lycb_jax.models import Model, load_model, with_dispersion
-from lycb_jax.predict import predict
+from lycb_jax.models.paths import DEFAULT_MODEL
+from lycb_jax.models.predict import predict
 from lycb_jax.units import EV_A3_TO_GPA
 
 
@@ -16,14 +17,14 @@ class Calculator(_AseCalculator):
     convention: Voigt order xx yy zz yz xz xy, positive = tensile), magmoms (muB).
 
     Args:
-      model: a checkpoint name or folder, or a loaded :class:`lycb_jax.model.Model`.
+      model: a checkpoint name or folder, or a loaded :class:`lycb_jax.models.Model`.
       dispersion: None, or ``"d3bj"`` (``"d3bj:<functional>"``): add D3(BJ) to the model
         (:func:`lycb_jax.models.with_dispersion`).
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "magmoms"]
 
-    def __init__(self, model: str | Model = "chgnet-0.3.0", dispersion: str | None = None, **kwargs):
+    def __init__(self, model: str | Model = DEFAULT_MODEL, dispersion: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.model = load_model(model) if not isinstance(model, Model) else model
         if dispersion is not None:

@@ -8,7 +8,7 @@ full disk would (for root on file systems where ``chattr +i`` cannot make a fold
 ``LYCB_JAX_FAULT_LOG=FILE`` appends each point reached (``point n``) to FILE, so that a harness can
 list the points a run passes. With neither set, ``maybe_fail`` only reads the environment.
 
-The points (``<file>.<moment>``; files written by :func:`lycb_jax.durable.atomic_write`):
+The points (``<file>.<moment>``; files written by :func:`lycb_jax.io.durable.atomic_write`):
 ``<kind>.written`` (temporary file written and synced, not renamed), ``<kind>.rotated`` (the
 previous generation renamed to ``*.prev.*``, the new one not yet in place), ``<kind>.renamed`` (new
 file in place); kinds: ``md_checkpoint``, ``train_state``, ``model_params``, ``model_manifest``,

@@ -12,24 +12,13 @@ errors from the converged temperatures, or the refusal), ``msd.png/svg``, ``arrh
 from __future__ import annotations
 
 import json
-import warnings
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from lycb_jax import analysis, distributed
+from lycb_jax import analysis
+from lycb_jax.runtime import distributed
 from lycb_jax.md import Protocol, Simulation
-
-DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # also named in the help of lycb_jax.cli.md
-
-
-def default_structure():
-    from pymatgen.core import Structure
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Structure.from_file(str(resources.files("lycb_jax") / "data" / DEFAULT_STRUCTURE))
 
 
 def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None, replicas=None,
@@ -40,46 +29,15 @@ def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=
 
 def check_before_md(protocol: Protocol) -> str:
     """Refuse (ValueError) a study or sweep that cannot converge at its settings before any MD runs
-    (``lycb_jax.analysis.check_production`` with the shortest plausible Li hop, 2.5 A: only hopeless
+    (``lycb_jax.analysis.check_production`` with the shortest plausible Li hop, ``DEFAULT_HOP_DISTANCE``: only hopeless
     settings are refused; the analysis then uses the structure's own Li-Li distance); returns its line
     on the smallest D that can converge."""
-    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs, 2.5)
+    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs,
+                                    analysis.DEFAULT_HOP_DISTANCE)
 
 
 def _write_json(summary: dict, out: Path) -> None:
     (out / "transport.json").write_text(json.dumps(analysis.json_safe(summary), indent=1, allow_nan=False))
-
-
-def plot_thermo(h5_path, out) -> Path:
-    import h5py
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
-    with h5py.File(h5_path) as f:
-        t0 = 0.0
-        for stage in [s for s in ("heat", "nvt", "npt", "production") if s in f]:
-            t = (f[stage]["time_fs"][:] + t0) / 1000
-            for r, temp in enumerate(f.attrs["temperatures_K"]):
-                kw = dict(color=f"C{r}", lw=0.8, label=f"{temp:.0f} K" if stage == "heat" else None)
-                axes[0].plot(t, f[stage]["temperature"][r], **kw)
-                axes[1].plot(t, f[stage]["pressure"][r] / 1e4, **kw)
-                axes[2].plot(t, f[stage]["volume"][r], **kw)
-            for ax in axes:
-                ax.axvline(t[-1], color="0.7", lw=0.5)
-            t0 += f[stage]["time_fs"][-1]
-    axes[0].set_ylabel("T (K)")
-    axes[1].set_ylabel("P (GPa)")
-    axes[2].set_ylabel("V (A$^3$)")
-    axes[2].set_xlabel("time (ps)")
-    axes[0].legend(fontsize=7, ncol=4)
-    path = Path(out) / "thermo.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool, names=None) -> tuple[dict, str | None]:
@@ -91,8 +49,8 @@ def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool, na
         return md, None
     if md["trajectory"] is None:
         raise RuntimeError("process 0 could not join the per-process trajectories (no shared file system?): "
-                           "copy every trajectory.p*.h5 into one folder, run lycb_jax.distributed.merge_trajectories")
-    plot_thermo(md["trajectory"], out)
+                           "copy every trajectory.p*.h5 into one folder, run lycb_jax.md.trajectory.merge_trajectories")
+    analysis.plot_thermo(md["trajectory"], out)
     return md, md["trajectory"]
 
 

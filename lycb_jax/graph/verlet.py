@@ -4,7 +4,7 @@ on how far the pairs may have moved since the list was built.
 A list built at some geometry holds every pair of the model's exact graph as long as no pair vector
 changed by more than the skin: :func:`drift_bound` bounds half that change, so the list is valid
 while the bound stays below skin/2. The exact graph is taken from the list at every force call
-(:func:`lycb_jax.graph.refine_graph`). All cutoffs come from the :class:`~lycb_jax.capacity.Capacity`,
+(:func:`lycb_jax.graph.build.refine_graph`). All cutoffs come from the :class:`~lycb_jax.graph.capacity.Capacity`,
 which carries the model's (``capacity.cutoff``, ``capacity.bond_cutoff``).
 """
 
@@ -13,8 +13,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lycb_jax.capacity import Capacity
-from lycb_jax.graph import EdgeList, exact_sizes, neighbour_edges
+from lycb_jax.graph.build import exact_sizes, neighbour_edges
+from lycb_jax.graph.capacity import Capacity
+from lycb_jax.graph.edges import EdgeList
 
 
 def verlet_list(positions, cell, atom_mask, capacity: Capacity) -> EdgeList:

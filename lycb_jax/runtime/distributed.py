@@ -6,7 +6,8 @@ Replicas never interact, so this is exactly the single-process run cut into piec
 global arrays and no traffic between hosts inside the MD. Per chunk the processes only exchange
 each replica's temperature and alive flag (progress bar, all-failed check); on resume they agree
 on the newest checkpoint every one of them has; at the end process 0 joins the per-process files
-into ``trajectory.h5`` (HDF5 virtual datasets: nothing is copied; needs a shared file system).
+into ``trajectory.h5`` (:func:`lycb_jax.md.trajectory.merge_trajectories`: HDF5 virtual datasets, nothing
+is copied; needs a shared file system).
 
 With one process every function here is a no-op or the identity, and file names are unchanged.
 """
@@ -14,8 +15,6 @@ With one process every function here is a no-op or the identity, and file names 
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +35,7 @@ def requested(coordinator: str | None = None) -> bool:
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> bool:
     """Join a multi-process run (``jax.distributed.initialize``) when :func:`requested` says so;
     nothing for a single process. Call it first: before anything uses JAX, and before importing
-    ``lycb_jax.md`` / ``lycb_jax.study`` (importing jax_md starts JAX). Unset values come from
+    ``lycb_jax.md`` / ``lycb_jax.workflows.study`` (importing jax_md starts JAX). Unset values come from
     ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``, else from JAX's cluster detection (SLURM, Open MPI).
     Returns whether this process is one of several."""
     is_initialized = getattr(jax.distributed, "is_initialized", None)  # newer than some JAX we support
@@ -56,7 +55,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     try:  # a long shutdown wait: processes that finish first wait there while process 0 writes the report
         jax.distributed.initialize(coordinator, num_processes, process_id, shutdown_timeout_seconds=4 * 3600)
     except RuntimeError as err:
-        raise RuntimeError(f"{err} (call lycb_jax.distributed.initialize() before importing lycb_jax.md: "
+        raise RuntimeError(f"{err} (call lycb_jax.runtime.distributed.initialize() before importing lycb_jax.md: "
                            "importing jax_md already starts JAX)") from err
     return jax.process_count() > 1
 
@@ -127,61 +126,6 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
-
-
-REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas", "structure_names")  # root attributes with a replica axis
-
-
-def merge_trajectories(folder, n_processes: int | None = None, out_name: str = "trajectory.h5") -> Path:
-    """Join ``trajectory.p{k}.h5`` of every process in ``folder`` into ``out_name``: each [replica,
-    frame, ...] dataset becomes an HDF5 virtual dataset over the files (no copy; they must stay
-    next to it), per-replica attributes are concatenated. Process 0 does this at the end of a
-    run; without a shared file system, copy the files into one folder and call it there
-    (``n_processes`` default: the number of such files in ``folder``)."""
-    import h5py
-
-    folder = Path(folder)
-    if n_processes is None:
-        n_processes = sum(bool(re.fullmatch(r"trajectory\.p\d+\.h5", p.name)) for p in folder.iterdir())
-    paths = [folder / f"trajectory.p{k}.h5" for k in range(n_processes)]
-    missing = [p.name for p in paths if not p.exists()]
-    if missing or not paths:
-        raise FileNotFoundError(f"{folder} lacks {missing or 'trajectory.p*.h5'}: without a shared file system, "
-                                "copy every process's file into one folder and merge there")
-    tmp = folder / (out_name + ".tmp")
-    srcs = [h5py.File(p, "r") for p in paths]
-    try:
-        replicas = np.concatenate([s.attrs["replicas"] for s in srcs])
-        if not np.array_equal(replicas, np.arange(len(replicas))):
-            raise ValueError(f"the files in {folder} hold replicas {replicas.tolist()}, not 0..{len(replicas) - 1}: "
-                             "some process's file is missing or from another run")
-        with h5py.File(tmp, "w") as out:
-            for key, val in srcs[0].attrs.items():
-                out.attrs[key] = np.concatenate([s.attrs[key] for s in srcs]) if key in REPLICA_ATTRS else val
-            out.attrs["sources"] = [p.name for p in paths]
-            for stage, grp in srcs[0].items():
-                g = out.create_group(stage)
-                for key in grp.attrs:  # per-replica stage attributes (the NpT average cell and volume)
-                    g.attrs[key] = np.concatenate([s[stage].attrs[key] for s in srcs])
-                for name, ds in grp.items():
-                    if ds.ndim == 1:  # time axis, the same in every file
-                        g.create_dataset(name, data=ds[:])
-                        continue
-                    shapes = [s[stage][name].shape for s in srcs]
-                    if len({sh[1:] for sh in shapes}) != 1:
-                        raise ValueError(f"{stage}/{name}: the processes' files differ in frames {shapes}")
-                    layout = h5py.VirtualLayout((sum(sh[0] for sh in shapes),) + shapes[0][1:], dtype=ds.dtype)
-                    r0 = 0
-                    for p, sh in zip(paths, shapes):
-                        layout[r0:r0 + sh[0]] = h5py.VirtualSource(p.name, f"{stage}/{name}", shape=sh)
-                        r0 += sh[0]
-                    g.create_virtual_dataset(name, layout, fillvalue=np.nan)
-                    g[name].attrs.update(dict(ds.attrs))
-    finally:
-        for s in srcs:
-            s.close()
-    os.replace(tmp, folder / out_name)
-    return folder / out_name
 
 
 def replica_mesh(devices=None) -> jax.sharding.Mesh | None:

@@ -1,14 +1,10 @@
-"""MD output: the HDF5 trajectory and the checkpoints of :class:`lycb_jax.md.Simulation`.
+"""The MD trajectory file (``trajectory.h5``), its one owner: the writer (:func:`open_trajectory`,
+:func:`append_frames`, :func:`write_streaming_msd`, :func:`truncate`, :func:`clear`), the join of several
+processes' files (:func:`merge_trajectories`) and the reader's door (:func:`read_trajectory`).
 
-Trajectory (``trajectory.h5``): one group per stage with datasets [replica, frame, ...] (fields
-and units: :data:`FRAME_FIELDS`, :data:`FRAME_UNITS`) and ``time_fs`` [frame]; root attributes hold
-atomic numbers, masses (amu), temperatures (K) and the global replica indices.
-
-Checkpoint (``checkpoint.npz``): the replica states' leaves ``leaf_0 ...``, the stage and step to
-continue at, alive flags, cells (Angstrom), graph capacity and skin (Angstrom), frames written per
-stage and the replica indices, with a SHA-256 of them (:mod:`lycb_jax.durable`). Written atomically;
-the previous one is kept as ``*.prev.npz``, and used (with a warning) if the newer one is damaged.
-In production with the streaming MSD on, the accumulator state is in it too (``msd_<field>``).
+Layout: one group per stage with datasets [replica, frame, ...] (fields and units: :data:`FRAME_FIELDS`,
+:data:`FRAME_UNITS`) and ``time_fs`` [frame]; root attributes hold atomic numbers, masses (amu),
+temperatures (K), the global replica indices, structure names and the model's provenance.
 
 Streaming MSD (optional, :func:`write_streaming_msd`): datasets of the stage group, rewritten at each
 checkpoint: ``streaming_msd_lag_fs`` [M], ``streaming_msd_tracer_A2`` and ``streaming_msd_collective_A2``
@@ -18,23 +14,21 @@ checkpoint: ``streaming_msd_lag_fs`` [M], ``streaming_msd_tracer_A2`` and ``stre
 
 from __future__ import annotations
 
-import sys
+import os
+import re
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from lycb_jax import durable
-from lycb_jax.analysis.streaming import StreamingMSD, streaming_finalize
-from lycb_jax.capacity import Capacity
-from lycb_jax.faults import maybe_fail
+from lycb_jax.md.observables import StreamingMSD, streaming_finalize
+from lycb_jax.io.faults import maybe_fail
 
 FRAME_FIELDS = ("positions", "cell", "temperature", "potential_energy", "kinetic_energy", "conserved",
                 "pressure", "stress", "volume")
 FRAME_UNITS = {"positions": "Angstrom (unwrapped)", "cell": "Angstrom (rows)", "temperature": "K",
                "potential_energy": "eV", "kinetic_energy": "eV", "conserved": "eV", "pressure": "bar",
                "stress": "GPa (virial, ASE sign)", "volume": "Angstrom^3"}
+REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas", "structure_names")  # root attributes with a replica axis
 FORMAT = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
 
 
@@ -129,91 +123,7 @@ def clear(f) -> None:
         del f[name]
 
 
-def capacity_fields(capacity: Capacity) -> dict:
-    """The checkpoint entries of a graph capacity (its cutoffs are the model's, not stored)."""
-    return {"skin": capacity.skin, "capacity": np.array([capacity.edges, capacity.angles, capacity.short_per_atom,
-                                                         *capacity.images, capacity.list_edges, capacity.per_bin,
-                                                         *(capacity.bins or (0, 0, 0))])}
-
-
-def capacity_from(ck: dict, cutoffs) -> Capacity:
-    """The graph capacity stored in a checkpoint, for a model with ``cutoffs`` (Angstrom)."""
-    c = [int(x) for x in ck["capacity"]]
-    bins = tuple(c[8:11]) if len(c) >= 11 and min(c[8:11]) > 0 else None  # checkpoints before cell lists: 7 entries
-    return Capacity(c[0], c[1], c[2], tuple(c[3:6]), float(ck["skin"]), c[6], *cutoffs, bins,
-                    c[7] if bins is not None else 0)
-
-
-def save_checkpoint(path: Path, prev_path: Path, states, fields: dict, replicas) -> None:
-    """Write the states' leaves and ``fields`` atomically, with their checksum, to ``path``; the
-    checkpoint there before is kept as ``prev_path`` (:func:`lycb_jax.durable.previous` of ``path``;
-    another process may be killed before writing its own). CheckpointWriteError naming the folder
-    if the disk is full or the folder not writable (the checkpoints there stay as they were)."""
-    if Path(prev_path) != durable.previous(path):
-        raise ValueError(f"the previous checkpoint of {path} is {durable.previous(path)}, not {prev_path}")
-    leaves = jax.tree.leaves(states)
-    durable.save_npz(path, {**{f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)},
-                            **{k: np.asarray(v) for k, v in fields.items()}, "replicas": np.asarray(replicas)},
-                     "md_checkpoint")
-
-
-def load_checkpoint(path: Path) -> dict:
-    """A checkpoint's entries (checksum verified, no pickles), and ``path``: the file read. If
-    ``path`` is damaged or truncated, the other generation (``checkpoint.npz`` <->
-    ``checkpoint.prev.npz``) is read instead, with a warning naming the damaged file;
-    CorruptCheckpointError if neither is good."""
-    path = Path(path)
-    if path.stem.endswith(".prev"):  # the previous generation: its fallback is the newer one
-        newer = path.with_name(path.stem[: -len(".prev")] + path.suffix)
-        try:
-            return dict(durable.load_npz(path), path=str(path))
-        except durable.CorruptCheckpointError as err:
-            if not newer.exists():
-                raise
-            print(f"WARNING: {err}; using {newer.name}", file=sys.stderr, flush=True)
-            path = newer
-    data, used = durable.load_npz_or_previous(path)
-    return dict(data, path=str(used))
-
-
-def states_from(ck: dict, template):
-    """The replica states of a checkpoint, with the tree structure of ``template``; ValueError naming
-    the file if the checkpoint holds another number of state arrays (another ensemble or version)."""
-    treedef = jax.tree.structure(template)
-    stored = sum(1 for k in ck if k.startswith("leaf_"))
-    if stored != treedef.num_leaves:
-        raise ValueError(f"{ck.get('path', 'the checkpoint')} holds {stored} state arrays but this run's state has "
-                         f"{treedef.num_leaves}: it was written by another ensemble or lycb_jax version; start the "
-                         "run again without --resume")
-    return jax.tree.unflatten(treedef, [jnp.asarray(ck[f"leaf_{i}"]) for i in range(treedef.num_leaves)])
-
-
 STREAMING_PREFIX = "streaming_msd_"
-
-
-def streaming_fields(msd: StreamingMSD | None, every_fs: float) -> dict:
-    """The checkpoint entries (``msd_<field>``, ``msd_every_fs``) of a streaming MSD state updated every
-    ``every_fs`` fs (none when off)."""
-    if msd is None:
-        return {}
-    return {**{f"msd_{k}": np.asarray(v) for k, v in msd._asdict().items()}, "msd_every_fs": every_fs}
-
-
-def streaming_from(ck: dict, n_rep: int, n_atoms: int, levels: int, block: int, every_fs: float) -> StreamingMSD | None:
-    """The streaming MSD state stored in a checkpoint (None if it holds none); ValueError naming the
-    file if it was accumulated with another (replicas, atoms, levels, block, interval) than this run's."""
-    if "msd_buffer" not in ck:
-        return None
-    msd = StreamingMSD(**{k: jnp.asarray(ck[f"msd_{k}"]) for k in StreamingMSD._fields})
-    if float(ck["msd_every_fs"]) != every_fs:
-        raise ValueError(f"{ck.get('path', 'the checkpoint')} holds a streaming MSD updated every "
-                         f"{float(ck['msd_every_fs'])} fs, this run asks for {every_fs} fs: resume with the same "
-                         "streaming_msd_every_fs")
-    if msd.buffer.shape != (n_rep, levels, block, n_atoms, 3):
-        raise ValueError(f"{ck.get('path', 'the checkpoint')} holds a streaming MSD of shape {msd.buffer.shape[:3]} "
-                         f"(replicas, levels, block) but this run has ({n_rep}, {levels}, {block}): resume with the "
-                         "streaming_msd_levels and streaming_msd_block of the run that wrote it")
-    return msd
 
 
 def write_streaming_msd(f, stage: str, msd: StreamingMSD, every_fs: float, species: str) -> None:
@@ -239,3 +149,63 @@ and the accumulator's shape are attributes of ``streaming_msd_lag_fs``."""
     grp[STREAMING_PREFIX + "lag_fs"].attrs.update({"streaming_msd_species": species, "streaming_msd_every_fs": every_fs,
                       "streaming_msd_levels": levels, "streaming_msd_block": block,
                       "streaming_msd_drift": "positions relative to the framework's mass-weighted centre of mass"})
+
+
+def merge_trajectories(folder, n_processes: int | None = None, out_name: str = "trajectory.h5") -> Path:
+    """Join ``trajectory.p{k}.h5`` of every process in ``folder`` into ``out_name``: each [replica,
+    frame, ...] dataset becomes an HDF5 virtual dataset over the files (no copy; they must stay
+    next to it), per-replica attributes are concatenated. Process 0 does this at the end of a
+    run; without a shared file system, copy the files into one folder and call it there
+    (``n_processes`` default: the number of such files in ``folder``)."""
+    import h5py
+
+    folder = Path(folder)
+    if n_processes is None:
+        n_processes = sum(bool(re.fullmatch(r"trajectory\.p\d+\.h5", p.name)) for p in folder.iterdir())
+    paths = [folder / f"trajectory.p{k}.h5" for k in range(n_processes)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing or not paths:
+        raise FileNotFoundError(f"{folder} lacks {missing or 'trajectory.p*.h5'}: without a shared file system, "
+                                "copy every process's file into one folder and merge there")
+    tmp = folder / (out_name + ".tmp")
+    srcs = [h5py.File(p, "r") for p in paths]
+    try:
+        replicas = np.concatenate([s.attrs["replicas"] for s in srcs])
+        if not np.array_equal(replicas, np.arange(len(replicas))):
+            raise ValueError(f"the files in {folder} hold replicas {replicas.tolist()}, not 0..{len(replicas) - 1}: "
+                             "some process's file is missing or from another run")
+        with h5py.File(tmp, "w") as out:
+            for key, val in srcs[0].attrs.items():
+                out.attrs[key] = np.concatenate([s.attrs[key] for s in srcs]) if key in REPLICA_ATTRS else val
+            out.attrs["sources"] = [p.name for p in paths]
+            for stage, grp in srcs[0].items():
+                g = out.create_group(stage)
+                for key in grp.attrs:  # per-replica stage attributes (the NpT average cell and volume)
+                    g.attrs[key] = np.concatenate([s[stage].attrs[key] for s in srcs])
+                for name, ds in grp.items():
+                    if ds.ndim == 1:  # time axis, the same in every file
+                        g.create_dataset(name, data=ds[:])
+                        continue
+                    shapes = [s[stage][name].shape for s in srcs]
+                    if len({sh[1:] for sh in shapes}) != 1:
+                        raise ValueError(f"{stage}/{name}: the processes' files differ in frames {shapes}")
+                    layout = h5py.VirtualLayout((sum(sh[0] for sh in shapes),) + shapes[0][1:], dtype=ds.dtype)
+                    r0 = 0
+                    for p, sh in zip(paths, shapes):
+                        layout[r0:r0 + sh[0]] = h5py.VirtualSource(p.name, f"{stage}/{name}", shape=sh)
+                        r0 += sh[0]
+                    g.create_virtual_dataset(name, layout, fillvalue=np.nan)
+                    g[name].attrs.update(dict(ds.attrs))
+    finally:
+        for s in srcs:
+            s.close()
+    os.replace(tmp, folder / out_name)
+    return folder / out_name
+
+
+def read_trajectory(path):
+    """``path`` opened for reading (an h5py.File; use it as a context manager): the one way readers
+    (analysis, sensitivity, active learning, reports) open an MD trajectory."""
+    import h5py
+
+    return h5py.File(path, "r")

@@ -1,25 +1,25 @@
 """Batched single-point prediction for lists of structures of different sizes.
 
-Structures are packed into one padded array set (one graph, many systems). Sizes are
-rounded up to a few buckets so that ``jit`` compiles rarely.
+Structures are packed into one padded array set (:mod:`lycb_jax.graph.batch`: one graph, many
+systems). Sizes are rounded up to a few buckets so that ``jit`` compiles rarely.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lycb_jax import capacity as cap
-from lycb_jax.capacity import Capacity
-from lycb_jax.graph import build_graph
-from lycb_jax.io.structures import System, to_system
+from lycb_jax.graph import capacity as cap
+from lycb_jax.graph.batch import Batch, pack
+from lycb_jax.graph.build import build_graph
+from lycb_jax.io.structures import to_system
 from lycb_jax.models.base import Model, energy_forces_stress
-from lycb_jax.runtime import with_precision
+from lycb_jax.runtime.precision import with_precision
 
 
 @dataclasses.dataclass
@@ -32,38 +32,6 @@ class Prediction:
     forces: np.ndarray
     stress: np.ndarray
     magmoms: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    """Systems padded to one atom count, stacked for vmap (host numpy)."""
-
-    species: np.ndarray  # [B, N] atomic numbers, 0 = padding
-    positions: np.ndarray  # [B, N, 3] Angstrom
-    cells: np.ndarray  # [B, 3, 3] Angstrom
-    atom_mask: np.ndarray  # [B, N]
-    counts: tuple[int, ...]
-    capacity: Capacity
-
-
-def pack(systems: Sequence[System], headroom: float = 1.15, n_atoms: int | None = None,
-         n_systems: int | None = None, cutoffs=(cap.ATOM_CUTOFF, cap.BOND_CUTOFF)) -> Batch:
-    """Pad systems to a bucketed atom count (and batch size) with graph capacities from exact counts
-    at the model's ``cutoffs`` (Angstrom). Padding systems are copies of the first one with every
-    atom masked out."""
-    n_pad = n_atoms or cap.bucket_size(max(len(s) for s in systems))
-    b_pad = n_systems or 1 << (len(systems) - 1).bit_length()  # batch sizes 1, 2, 4, 8, ...
-    species = np.zeros((b_pad, n_pad), np.int32)
-    positions = np.zeros((b_pad, n_pad, 3), np.float64)
-    cells = np.tile(np.asarray(systems[0].cell, np.float64), (b_pad, 1, 1))
-    for k, s in enumerate(systems):
-        n = len(s)
-        species[k, :n] = s.numbers
-        positions[k, :n] = s.positions
-        positions[k, n:] = s.positions[0]
-        cells[k] = s.cell
-    capacity = cap.estimate(systems, tuple(cutoffs), headroom, bucketed=True)
-    return Batch(species, positions, cells, species > 0, tuple(len(s) for s in systems), capacity)
 
 
 def single_point(module, params, species, positions, cell, atom_mask, capacity):

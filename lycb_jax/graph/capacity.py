@@ -27,10 +27,10 @@ class Capacity:
     (Angstrom), Verlet-list length, and the cutoffs (Angstrom) of the model it is built for
     (``bond_cutoff`` None: the model uses no angles, and the graph has none).
 
-    :func:`lycb_jax.graph.build_graph` adds the skin to both cutoffs, so that the graph stays a
+    :func:`lycb_jax.graph.build.build_graph` adds the skin to both cutoffs, so that the graph stays a
     superset while atoms move less than skin/2 (edges beyond the cutoffs contribute exactly zero).
     MD instead keeps a Verlet list of ``list_edges`` half edges within ``cutoff + skin`` and takes
-    the exact graph (``edges``, ``angles``) from it each step (:func:`lycb_jax.graph.refine_graph`)."""
+    the exact graph (``edges``, ``angles``) from it each step (:func:`lycb_jax.graph.build.refine_graph`)."""
 
     edges: int
     angles: int
@@ -40,11 +40,11 @@ class Capacity:
     list_edges: int = 0
     cutoff: float = ATOM_CUTOFF
     bond_cutoff: float | None = BOND_CUTOFF
-    bins: tuple[int, int, int] | None = None  # cell-list grid (lycb_jax.graph.bin_grid); None: brute force
+    bins: tuple[int, int, int] | None = None  # cell-list grid (bin_grid); None: brute force
     per_bin: int = 0  # atoms one bin can hold
 
     def grown(self, graph=None, factor: float = 1.25) -> "Capacity":
-        """Large enough for ``graph``'s true counts (a :class:`lycb_jax.graph.Graph`, host side),
+        """Large enough for ``graph``'s true counts (a :class:`lycb_jax.graph.build.Graph`, host side),
         with headroom; without a graph, every size doubled."""
         if graph is None:
             return dataclasses.replace(self, edges=round_up(self.edges * 2), angles=round_up(self.angles * 2),
@@ -129,7 +129,7 @@ def measure(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), skin: float =
     """What the graphs of ``systems`` (objects with ``positions`` [N, 3] and ``cell`` [3, 3], Angstrom)
     need at their current geometry: maxima over the systems. With ``with_list`` also the length of
     a Verlet list within cutoff + ``skin`` (the graph itself at the cutoffs); without, the graph is
-    counted at cutoffs + ``skin`` (as :func:`lycb_jax.graph.build_graph` builds it)."""
+    counted at cutoffs + ``skin`` (as :func:`lycb_jax.graph.build.build_graph` builds it)."""
     cut, bond = cutoffs
     need = Need(0, 0, 0, (1, 1, 1))
     for s in systems:
@@ -157,13 +157,20 @@ def estimate(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), headroom: fl
                     round_up(need.list_edges * headroom) if with_list else 0, *cutoffs, bins, per_bin)
 
 
+def bin_grid(cell, cutoff: float) -> tuple[int, int, int] | None:
+    """Bins per cell axis for :func:`lycb_jax.graph.cells.build_edges_binned` (host side): floor(perpendicular width /
+    ``cutoff``) along each axis (Angstrom), or None if any axis has fewer than 3 (a thin or small cell:
+    use :func:`lycb_jax.graph.edges.build_edges`, which handles any cell)."""
+    widths = 1.0 / np.linalg.norm(np.linalg.inv(np.asarray(cell, np.float64)), axis=0)  # 1 / |reciprocal row|
+    grid = tuple(int(g) for g in np.floor(widths / cutoff))
+    return grid if min(grid) >= 3 else None
+
+
 def binning(systems: Sequence, cutoff: float, headroom: float = 1.3) -> tuple[tuple[int, int, int] | None, int]:
     """(bins, per_bin) of a cell list for ``systems`` (``positions`` [N, 3], ``cell`` [3, 3], Angstrom) at
     ``cutoff`` (Angstrom): (None, 0), i.e. brute force, below ``BINNED_MIN_ATOMS`` atoms or for a cell
     with fewer than 3 bins along an axis; else the grid all cells allow (bins ``BIN_SLACK`` x the
     cutoff wide) and the most atoms in one bin x ``headroom`` (at least + 8)."""
-    from lycb_jax.graph import bin_grid
-
     if not systems or min(len(s.positions) for s in systems) < BINNED_MIN_ATOMS:
         return None, 0
     grids = [bin_grid(np.asarray(s.cell), cutoff * BIN_SLACK) for s in systems]
@@ -209,8 +216,6 @@ def grow(capacity: Capacity, need: Need, factor: float = 1.25, min_factor: float
         if need.per_bin > per_bin:
             per_bin = bucket_size(math.ceil(need.per_bin * factor))
         if cells is not None:  # a cell that shrank or sheared below the grid: regrid, or brute force if too small
-            from lycb_jax.graph import bin_grid
-
             grids = [bin_grid(c, (capacity.cutoff + skin) * BIN_SLACK) for c in np.asarray(cells).reshape(-1, 3, 3)]
             bins = None if any(g is None for g in grids) else tuple(int(x) for x in np.min(grids, axis=0))
             per_bin = per_bin if bins is not None else 0

@@ -9,11 +9,9 @@ A graph holds CHGNet's two neighbour structures of one periodic system (batches 
   both shorter than 3 Angstrom (the angles).
 
 Every array has a static capacity. When the true count exceeds it, ``overflow`` is set and
-the caller must rebuild with larger capacities (:mod:`lycb_jax.capacity`); nothing is dropped
-silently. Candidate pairs are enumerated over all atom pairs and every periodic image that
-can reach the cutoff, so cells thinner than twice the cutoff are handled exactly.
-Brute force is used on purpose (O(N^2 * images)): it needs no cell list that breaks for
-small or strongly skewed cells, and on a GPU it is cheap next to the model for N <~ 2000.
+the caller must rebuild with larger capacities (:mod:`lycb_jax.graph.capacity`); nothing is dropped
+silently. Neighbours come from :mod:`lycb_jax.graph.edges` (brute force, any cell) or
+:mod:`lycb_jax.graph.cells` (cell list, large cells).
 """
 
 from __future__ import annotations
@@ -22,9 +20,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from lycb_jax.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity
+from lycb_jax.graph.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity
+from lycb_jax.graph.cells import build_edges_binned
+from lycb_jax.graph.edges import EdgeList, build_edges, spread
 
 
 @jax.tree_util.register_dataclass
@@ -58,152 +57,12 @@ class Graph:
     overflow: jax.Array
 
 
-def _images_needed(cell: jax.Array, cutoff: float) -> jax.Array:
-    recip = jnp.linalg.inv(cell).T
-    return jnp.floor(cutoff * jnp.linalg.norm(recip, axis=1)).astype(jnp.int32) + 1
-
-
-def _shifts(images: tuple[int, int, int]) -> np.ndarray:
-    rng = [np.arange(-n, n + 1) for n in images]
-    grid = np.stack(np.meshgrid(*rng, indexing="ij"), -1).reshape(-1, 3)
-    return grid.astype(np.float32)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class EdgeList:
-    """Fixed-capacity list of half edges within a cutoff (a Verlet list when the cutoff has a skin).
-
-    Attributes: ``src``, ``dst``, ``shift``, ``mask`` as in :class:`Graph`; ``n_edges`` the true
-    count; ``images_needed`` [3]; ``overflow`` True if the capacity or image range was too small.
-    """
-
-    src: jax.Array
-    dst: jax.Array
-    shift: jax.Array
-    mask: jax.Array
-    n_edges: jax.Array
-    images_needed: jax.Array
-    overflow: jax.Array
-    max_per_bin: jax.Array  # most atoms in one bin of a cell-list build (0 for brute force)
-
-
-def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cutoff: float, size: int,
-                images: tuple[int, int, int]) -> EdgeList:
-    """All half edges shorter than ``cutoff`` (Angstrom), by brute force over atom pairs and images.
-
-    Shifts refer to the input (unwrapped) positions: vector = x_j + shift @ cell - x_i.
-    """
-    positions = jax.lax.stop_gradient(positions)
-    cell = jax.lax.stop_gradient(cell)
-    n = positions.shape[0]
-    shifts = jnp.asarray(_shifts(images))  # [M, 3]
-    m = shifts.shape[0]
-    # Wrap into the cell in fractional space so that the static image range suffices.
-    frac = positions @ jnp.linalg.inv(cell)
-    wrapped_shift = jnp.floor(frac)  # position = wrapped + wrapped_shift @ cell
-    pos_w = (frac - wrapped_shift) @ cell
-    needed = _images_needed(cell, cutoff)
-    images_ok = jnp.all(needed <= jnp.asarray(images))
-
-    i_idx, j_idx = jnp.meshgrid(jnp.arange(n), jnp.arange(n), indexing="ij")
-    # half-edge rule: i < j with any image, or i == j with a lexicographically positive image
-    s_pos = (shifts[:, 0] > 0) | ((shifts[:, 0] == 0) & (
-        (shifts[:, 1] > 0) | ((shifts[:, 1] == 0) & (shifts[:, 2] > 0))))
-    pair_ok = (i_idx < j_idx)[:, :, None] | ((i_idx == j_idx)[:, :, None] & s_pos[None, None, :])
-    same = atom_mask[:, None] & atom_mask[None, :]
-    img_vec = shifts @ cell  # [M, 3]
-    vec = pos_w[None, :, None, :] + img_vec[None, None, :, :] - pos_w[:, None, None, :]  # [N, N, M, 3]
-    d2 = jnp.sum(vec * vec, axis=-1)
-    flat = (pair_ok & same[:, :, None] & (d2 < cutoff**2)).reshape(-1)
-    n_edges = jnp.sum(flat, dtype=jnp.int32)
-    (sel,) = jnp.nonzero(flat, size=size, fill_value=0)
-    mask = jnp.arange(size) < n_edges
-    src = (sel // (n * m)).astype(jnp.int32)
-    dst = ((sel // m) % n).astype(jnp.int32)
-    shift = shifts[sel % m] - wrapped_shift[dst] + wrapped_shift[src]
-    return EdgeList(_spread(src, mask, n), _spread(dst, mask, n), jnp.where(mask[:, None], shift, 0.0), mask,
-                    n_edges, needed, ~images_ok | (n_edges > size), jnp.zeros((), jnp.int32))
-
-
-def bin_grid(cell, cutoff: float) -> tuple[int, int, int] | None:
-    """Bins per cell axis for :func:`build_edges_binned` (host side): floor(perpendicular width /
-    ``cutoff``) along each axis (Angstrom), or None if any axis has fewer than 3 (a thin or small cell:
-    use :func:`build_edges`, which handles any cell)."""
-    widths = 1.0 / np.linalg.norm(np.linalg.inv(np.asarray(cell, np.float64)), axis=0)  # 1 / |reciprocal row|
-    grid = tuple(int(g) for g in np.floor(widths / cutoff))
-    return grid if min(grid) >= 3 else None
-
-
-_STENCIL = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)  # the 27 neighbour bins
-
-
-def build_edges_binned(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cutoff: float, size: int,
-                       grid: tuple[int, int, int], per_bin: int) -> EdgeList:
-    """The half edges of :func:`build_edges` (same set, other order) in O(N): atoms are sorted into a
-    ``grid`` of bins in fractional space (:func:`bin_grid`), at most ``per_bin`` per bin, and each atom
-    looks only at the 27 bins around its own. Bins at least ``cutoff`` wide (perpendicular) hold every
-    partner of an atom in those 27, for any triclinic cell; with 3+ bins per axis each partner and
-    image appears once. ``overflow`` is set if a bin holds more than ``per_bin`` atoms, the cell got
-    too thin for ``grid`` (NpT), or there are more than ``size`` edges.
-
-    Written here rather than taken from jax-md's ``partition`` because that returns neighbour indices
-    without the periodic image of each pair, which the crystal graph needs."""
-    positions = jax.lax.stop_gradient(positions)
-    cell = jax.lax.stop_gradient(cell)
-    n = positions.shape[0]
-    g = jnp.asarray(grid, jnp.int32)
-    n_bins = int(np.prod(grid))
-    inv = jnp.linalg.inv(cell)
-    frac = positions @ inv
-    wrapped_shift = jnp.floor(frac)
-    fw = frac - wrapped_shift  # in [0, 1)
-    b3 = jnp.clip(jnp.floor(fw * g).astype(jnp.int32), 0, g - 1)  # [N, 3]
-    bin_id = jnp.where(atom_mask, (b3[:, 0] * grid[1] + b3[:, 1]) * grid[2] + b3[:, 2], n_bins)
-    order = jnp.argsort(bin_id)
-    sorted_bins = bin_id[order]
-    start = jnp.searchsorted(sorted_bins, jnp.arange(n_bins), side="left")
-    count = jnp.searchsorted(sorted_bins, jnp.arange(n_bins), side="right") - start
-    slot = jnp.arange(per_bin)
-    table = jnp.where(slot[None, :] < count[:, None], order[jnp.clip(start[:, None] + slot, 0, n - 1)], -1)
-    nb3 = b3[:, None, :] + jnp.asarray(_STENCIL, jnp.int32)[None]  # [N, 27, 3]
-    image = jnp.floor_divide(nb3, g)
-    nb3 = nb3 - image * g
-    cand = table[(nb3[..., 0] * grid[1] + nb3[..., 1]) * grid[2] + nb3[..., 2]]  # [N, 27, K]
-    j = jnp.maximum(cand, 0)
-    dfrac = fw[j] + image[:, :, None, :].astype(fw.dtype) - fw[:, None, None, :]
-    vec = dfrac @ cell
-    d2 = jnp.sum(vec * vec, -1)
-    i = jnp.arange(n)[:, None, None]
-    ok = (cand >= 0) & (i < cand) & atom_mask[:, None, None] & (d2 < cutoff**2)
-    flat = ok.reshape(-1)
-    n_edges = jnp.sum(flat, dtype=jnp.int32)
-    (sel,) = jnp.nonzero(flat, size=size, fill_value=0)
-    mask = jnp.arange(size) < n_edges
-    m = 27 * per_bin
-    src = (sel // m).astype(jnp.int32)
-    dst = j.reshape(-1)[sel].astype(jnp.int32)
-    img = image.reshape(-1, 3)[sel // per_bin].astype(positions.dtype)
-    shift = img - wrapped_shift[dst] + wrapped_shift[src]
-    grid_ok = jnp.all(1.0 / jnp.linalg.norm(inv, axis=0) / g >= cutoff)  # perpendicular widths over bins
-    return EdgeList(_spread(src, mask, n), _spread(dst, mask, n), jnp.where(mask[:, None], shift, 0.0), mask,
-                    n_edges, _images_needed(cell, cutoff),
-                    ~grid_ok | (jnp.max(count) > per_bin) | (n_edges > size), jnp.max(count).astype(jnp.int32))
-
-
 def neighbour_edges(positions, cell, atom_mask, cutoff: float, size: int, capacity: Capacity) -> EdgeList:
     """Half edges within ``cutoff`` (Angstrom), at most ``size``: by the cell list of ``capacity.bins``
     (:func:`build_edges_binned`, large cells) or by brute force over ``capacity.images``."""
     if capacity.bins is not None:
         return build_edges_binned(positions, cell, atom_mask, cutoff, size, capacity.bins, capacity.per_bin)
     return build_edges(positions, cell, atom_mask, cutoff, size, capacity.images)
-
-
-def _spread(index: jax.Array, mask: jax.Array, n: int) -> jax.Array:
-    """``index`` where ``mask``; padding entry k points at k mod n instead. Padding contributes
-    zero either way, but spread out it does not pile onto one row in the model's scatter-adds
-    (segment sums, and the gradients of gathers), where GPU atomics on one address serialise."""
-    return jnp.where(mask, index, jnp.arange(index.shape[0], dtype=index.dtype) % n)
 
 
 def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: float | None, capacity: Capacity,
@@ -245,8 +104,8 @@ def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: flo
         edge_dst=dst,
         edge_shift=shift,
         edge_mask=mask,
-        angle_e1=_spread(e1.astype(jnp.int32), angle_mask, n_dir),
-        angle_e2=_spread(e2.astype(jnp.int32), angle_mask, n_dir),
+        angle_e1=spread(e1.astype(jnp.int32), angle_mask, n_dir),
+        angle_e2=spread(e2.astype(jnp.int32), angle_mask, n_dir),
         angle_mask=angle_mask,
         n_edges=n_edges,
         n_angles=n_angles,
@@ -317,6 +176,6 @@ def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float 
     (sel,) = jnp.nonzero(keep, size=capacity.edges, fill_value=0)
     mask = jnp.arange(capacity.edges) < n_edges
     n = positions.shape[0]
-    return _with_angles(_spread(edges.src[sel], mask, n), _spread(edges.dst[sel], mask, n),
+    return _with_angles(spread(edges.src[sel], mask, n), spread(edges.dst[sel], mask, n),
                         jnp.where(mask[:, None], edges.shift[sel], 0.0), mask, n_edges, d2[sel], positions.shape[0],
                         bond_cut, capacity, edges.images_needed, edges.overflow)
