@@ -85,3 +85,37 @@ def test_loop_runs_and_resumes_after_kills_to_the_same_model(tmp_path):
     run(killed)
     params2, _ = final_params(killed)
     assert float(params2["epsilon"]) == eps
+
+
+def test_dispersion_acts_in_the_sampling_md_only(tmp_path, monkeypatch):
+    """--dispersion: the sampling MD gets model + D3; a dispersion checkpoint as the start is refused (its
+    fine-tuning would need weights of its own); the run's settings record the dispersion."""
+    sys.path.insert(0, str(HERE))
+    import potentials
+
+    import lycb_jax.active.loop as loop
+    from lycb_jax.active import ActiveLearningConfig, active_learn
+    from lycb_jax.io.errors import InputError
+    from lycb_jax.models import save_checkpoint
+
+    potentials.register()
+    save_checkpoint(tmp_path / "start", potentials.lj_model())
+    seen = []
+
+    class Sampled(Exception):
+        pass
+
+    def fake_sample(model, *args, **kwargs):
+        seen.append(model.name)
+        raise Sampled
+
+    monkeypatch.setattr(loop, "sample_md", fake_sample)
+    parents = {"a": potentials.argon(2, 5.30, 0)}
+    with pytest.raises(Sampled):
+        active_learn(parents, potentials.ase_lj_labeller(), tmp_path / "al", ActiveLearningConfig(),
+                     model=str(tmp_path / "start"), verbose=False, dispersion="d3bj")
+    assert seen and seen[0].endswith("+d3bj")
+    assert json.loads((tmp_path / "al" / "settings.json").read_text())["sampling_dispersion"] == "d3bj"
+    with pytest.raises(InputError, match="start active learning from chgnet-0.3.0-lycb-pbe with dispersion"):
+        active_learn(parents, potentials.ase_lj_labeller(), tmp_path / "al2", ActiveLearningConfig(),
+                     model="chgnet-0.3.0-lycb-pbe-d3", verbose=False)

@@ -130,19 +130,30 @@ def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, 
 
 def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path,
                  config: ActiveLearningConfig | None = None, model: str = DEFAULT_MODEL, workers: int = 1,
-                 verbose: bool = True, resume: bool = False) -> list[dict]:
+                 verbose: bool = True, resume: bool = False, dispersion: str | None = None) -> list[dict]:
     """Run the loop; ``parents``: name -> structure (pymatgen or ASE). With ``resume`` an existing
     ``out`` is continued (it must hold a run with the same settings), else it must not hold one.
-    Returns one record per iteration (T, structures, model folder, test metrics). The last model is
-    ``out/iter_KK_T<T_max>K/model``, loadable with :func:`lycb_jax.load_model`."""
+    ``dispersion`` (e.g. "d3bj") is added to the model of the sampling MD only, so that it explores the
+    density the corrected model runs at; the labels and the fine-tuning stay DFT alone (D3 is added at
+    inference, never learnt). Returns one record per iteration (T, structures, model folder, test
+    metrics). The last model is ``out/iter_KK_T<T_max>K/model``, loadable with :func:`lycb_jax.load_model`."""
+    from lycb_jax.io.errors import InputError
     from lycb_jax.models import load_model
+    from lycb_jax.models.paths import checkpoint_dir, dispersion_alias
     from lycb_jax.train import FinetuneConfig, finetune
     from lycb_jax.train.state import has_train_state
 
     cfg = config or ActiveLearningConfig()
     out = Path(out)
-    _check_or_write_settings(out, {"config": dataclasses.asdict(cfg), "parents": sorted(parents), "model": str(model),
-                                   "labeller": labeller.settings}, resume)
+    alias = dispersion_alias(Path(model)) or dispersion_alias(checkpoint_dir() / str(model))
+    if alias is not None:  # fine-tuning needs weights: start from the base, sample with its dispersion
+        raise InputError(f"{model} is {alias['base_checkpoint']} + {alias['dispersion']}; start active learning from "
+                         f"{alias['base_checkpoint']} with dispersion {alias['dispersion']!r} (--dispersion)")
+    settings = {"config": dataclasses.asdict(cfg), "parents": sorted(parents), "model": str(model),
+                "labeller": labeller.settings}
+    if dispersion is not None:  # recorded only when used, so runs written before keep resuming
+        settings["sampling_dispersion"] = dispersion
+    _check_or_write_settings(out, settings, resume)
     current, records, labelled_files = model, [], []
     per_parent = max(1, cfg.per_iteration // len(parents))
     for k, temperature in enumerate(cfg.temperatures()):
@@ -151,7 +162,7 @@ def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | P
         model_dir = it / "model"
         cand = it / "candidates.extxyz"
         if not verified(cand):
-            m = load_model(current)
+            m = load_model(current, dispersion=dispersion)
             frames = [a for name, s in parents.items() for a in sample_md(m, s, name, temperature, cfg, it, per_parent)]
             _atomic_write(cand, frames, "active_candidates")
         labelled = it / "labelled.extxyz"

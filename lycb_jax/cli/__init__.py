@@ -20,11 +20,12 @@ def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
 
 
-def add_dispersion_argument(p) -> None:
-    """``--dispersion d3bj[:FUNCTIONAL]``: add D3(BJ) dispersion to the model (default none)."""
+def add_dispersion_argument(p, where: str = "") -> None:
+    """``--dispersion d3bj[:FUNCTIONAL]``: add D3(BJ) dispersion to the model (default none); ``where``
+    says where it acts, if not everywhere."""
     p.add_argument("--dispersion", metavar="d3bj[:FUNCTIONAL]",
                    help="add Grimme D3(BJ) dispersion to the model's energy, forces and stress (functional: the "
-                        "model's, default PBE; pbe, pbesol, r2scan, revpbe)")
+                        "model's, default PBE; pbe, pbesol, r2scan, revpbe)" + (f"; {where}" if where else ""))
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):

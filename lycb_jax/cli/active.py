@@ -7,7 +7,7 @@ import importlib
 import json
 from pathlib import Path
 
-from lycb_jax.cli import add_model_argument
+from lycb_jax.cli import add_dispersion_argument, add_model_argument
 
 
 def _labeller(args):
@@ -39,7 +39,7 @@ def cmd_active_learn(args) -> int:
     try:
         cfg = ActiveLearningConfig(**fields)
         records = active_learn(parents, _labeller(args), args.out, cfg, model=args.model, workers=args.workers,
-                               resume=args.resume)
+                               resume=args.resume, dispersion=args.dispersion)
     except (TypeError, ValueError, FileExistsError) as err:
         raise SystemExit(f"error: {err}")
     for r in records:
@@ -55,6 +55,7 @@ def add_cli(sub) -> None:
     p = sub.add_parser("active-learn", help="iterative fine-tuning: MD at T, FPS, DFT labels, fine-tune, T += dT")
     p.add_argument("structures", nargs="+", help="parent structures (e.g. ordered LYC and LYB models)")
     add_model_argument(p, "starting checkpoint name or folder")
+    add_dispersion_argument(p, "in the sampling MD only: the labels and the fine-tuning stay DFT alone")
     p.add_argument("--out", default="active_out", help="output folder (iterations, labels.db, models)")
     p.add_argument("--t-start", type=float, help="first temperature, K (default 200)")
     p.add_argument("--t-max", type=float, help="last temperature, K (default 800)")
