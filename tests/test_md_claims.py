@@ -150,7 +150,7 @@ def cli_runs(shifted_checkpoint, tmp_path_factory):
     (work / "md.toml").write_text(MD_TOML)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LYCB_JAX_CACHE", "off")  # no compiled programs written outside the test folders
-        mp.setattr(lycb_jax.workflows.study, "check_before_md", lambda protocol: "feasibility check skipped (test)")
+        mp.setattr(lycb_jax.workflows.study, "check_before_md", lambda protocol, *a: "feasibility check skipped (test)")
         common = ["--model", str(shifted_checkpoint), "--config", str(work / "md.toml"), "-T", "300", "400"]
         assert main(["md", _cif(), *common, "--out", str(work / "md")]) == 0
         assert main(["md", _cif(), *common[2:], "--out", str(work / "md_pretrained")]) == 0  # default model

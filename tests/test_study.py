@@ -56,3 +56,25 @@ def test_study_refused_before_md(tmp_path):
     with pytest.raises(ValueError, match="too short for any diffusive window"):
         study(None, argon(2), Protocol(temperatures_K=(150.0, 250.0), **short), tmp_path)
     assert not (tmp_path / "md").exists()
+
+
+def test_precheck_uses_the_structures_li_hop():
+    """The line printed before the MD names the hop the analysis uses: the median nearest Li-Li distance of the
+    input (here from pymatgen's distance matrix), not a fixed 2.5 A; refusal still needs a hopeless production."""
+    from pathlib import Path
+
+    from pymatgen.core import Structure
+
+    from lycb_jax.workflows.study import check_before_md
+
+    cif = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "lycb_series_cpu" / "LYC0_x0.0.cif"
+    s = Structure.from_file(cif)
+    li = [i for i, site in enumerate(s) if site.specie.symbol == "Li"]
+    d = s.distance_matrix[np.ix_(li, li)]
+    np.fill_diagonal(d, np.inf)
+    hop = float(np.median(d.min(axis=1)))
+    assert 3.0 < hop < 4.0
+    line = check_before_md(Protocol(temperatures_K=(700.0, 800.0), production_ps=2.0, save_every_fs=20.0), [s])
+    assert f"one hop of {hop:.3g} A" in line
+    d_min = hop**2 / (6 * 2.0 / 6) * 1e-4  # cm^2/s: 6 D t = hop^2 at t = production / 6
+    assert f"D >= {d_min:.2g} cm^2/s" in line

@@ -140,8 +140,9 @@ def check_production(temperatures_K, production_ps: float, save_every_fs: float,
                      min_origins: int = 3) -> str:
     """Refuse (ValueError) a transport study that cannot give an Arrhenius fit or any diffusive window,
     before its MD runs: fewer than two temperatures, fewer stored production frames than any window
-    needs, or a production so short that even D = 1e-3 cm^2/s could not reach one hop.  Returns a
-    line for the log with the smallest D that can converge at these settings."""
+    needs, or a production so short that even D = 1e-3 cm^2/s could not pass the shortest plausible hop
+    (``DEFAULT_HOP_DISTANCE``).  Returns a line for the log with the smallest D that can converge at these
+    settings with ``hop_distance`` (the structure's, as the analysis uses)."""
     temps = list(temperatures_K)
     if len(set(temps)) < 2:
         raise ValueError(f"a transport study needs at least two distinct temperatures for the Arrhenius fit; got "
@@ -153,9 +154,11 @@ def check_production(temperatures_K, production_ps: float, save_every_fs: float,
                          f"frames; a diffusive window needs >= {need} ({MIN_WINDOW_FRAMES} lags with >= {min_origins} "
                          "independent time origins): save more often or run longer")
     d_min = min_converging_D(production_ps, hop_distance, min_origins)
-    if d_min > D_MAX_CM2_S:
+    shortest = min(hop_distance, DEFAULT_HOP_DISTANCE)
+    d_floor = min_converging_D(production_ps, shortest, min_origins)
+    if d_floor > D_MAX_CM2_S:
         raise ValueError(f"production of {production_ps:g} ps is too short for any diffusive window: the MSD must pass "
-                         f"one hop ({hop_distance:g} A)^2 by {production_ps / (2 * min_origins):.3g} ps, which needs "
-                         f"D >= {d_min:.2g} cm^2/s (> {D_MAX_CM2_S:g}, beyond any ion in a solid); run longer")
+                         f"one hop ({shortest:g} A)^2 by {production_ps / (2 * min_origins):.3g} ps, which needs "
+                         f"D >= {d_floor:.2g} cm^2/s (> {D_MAX_CM2_S:g}, beyond any ion in a solid); run longer")
     return (f"production {production_ps:g} ps ({n_frames} frames): a temperature converges only if its Li D >= "
             f"{d_min:.2g} cm^2/s (MSD past one hop of {hop_distance:.3g} A by {production_ps / (2 * min_origins):.3g} ps)")

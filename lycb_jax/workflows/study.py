@@ -27,13 +27,29 @@ def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=
     return analysis.analyse_md(h5_path, out, species, stage, alive, replicas, window_fs=window_fs)
 
 
-def check_before_md(protocol: Protocol) -> str:
+def check_before_md(protocol: Protocol, structures=(), species: str = "Li") -> str:
     """Refuse (ValueError) a study or sweep that cannot converge at its settings before any MD runs
-    (``lycb_jax.analysis.check_production`` with the shortest plausible Li hop, ``DEFAULT_HOP_DISTANCE``: only hopeless
-    settings are refused; the analysis then uses the structure's own Li-Li distance); returns its line
-    on the smallest D that can converge."""
-    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs,
-                                    analysis.DEFAULT_HOP_DISTANCE)
+    (``lycb_jax.analysis.check_production``: only settings hopeless even for the shortest plausible hop);
+    returns its line on the smallest D that can converge. Its hop is the one the analysis uses, the nearest
+    ``species``-``species`` distance (``analysis.nearest_distance``), here of the input structures (the
+    shortest of them); ``DEFAULT_HOP_DISTANCE`` without structures."""
+    hops = [_hop_of(s, species) for s in structures]
+    hops = [h for h in hops if h is not None]
+    hop = min(hops) if hops else analysis.DEFAULT_HOP_DISTANCE
+    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs, hop)
+
+
+def _hop_of(structure, species: str) -> float | None:
+    """Nearest ``species`` distance (A) of a pymatgen Structure or ASE Atoms; None with fewer than 2 of them."""
+    from ase.data import atomic_numbers
+
+    from lycb_jax.io.structures import to_system
+
+    system = to_system(structure)
+    mask = system.numbers == atomic_numbers[species]
+    if mask.sum() < 2:
+        return None
+    return analysis.nearest_distance(system.positions, system.cell, mask)
 
 
 def _write_json(summary: dict, out: Path) -> None:
@@ -61,7 +77,7 @@ def study(model, structure, protocol: Protocol, out, resume: bool = False, speci
     Refused before the MD (ValueError) when it cannot converge (``check_before_md``).  ``window_fs`` =
     (t0, t1) forces the fit window."""
     out = Path(out)
-    feasibility = check_before_md(protocol)
+    feasibility = check_before_md(protocol, [structure], species)
     md, h5 = _simulate(model, structure, protocol, out, resume)
     if h5 is None:
         return None
@@ -84,7 +100,7 @@ def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False
     names = list(structures)
     if not names:
         raise ValueError("sweep needs at least one structure")
-    check_before_md(protocol)
+    check_before_md(protocol, list(structures.values()), species)
     temps = tuple(protocol.temperatures_K)
     replicas = [structures[n] for n in names for _ in temps]
     swept = dataclasses.replace(protocol, temperatures_K=temps * len(names))
