@@ -50,12 +50,12 @@ def ranked(profile, steps: int, top: int) -> dict:
                 for key, value in ev.stats:
                     if key in NUMERIC_STATS and isinstance(value, (int, float)):
                         stats[ev.name][key] += float(value)
-            if not total:
+            if not total or sum(total.values()) == 0:
                 continue
             line_total = sum(total.values())
             rows = []
             for name, ns in sorted(total.items(), key=lambda kv: -kv[1])[:top]:
-                row = dict(name=name[:120], ms_per_step=ns / 1e6 / steps, share=ns / line_total, calls=count[name])
+                row = dict(name=name[:120], ms_per_step=ns / 1e6 / steps, share=ns / max(line_total, 1.0), calls=count[name])
                 for key, value in stats[name].items():
                     row[f"{key}_per_step"] = value / steps
                 if "bytes_accessed" in stats[name] and ns > 0:
@@ -109,6 +109,10 @@ def main():
     steps = args.chunks * args.steps
     files = sorted(Path(trace_dir).rglob("*.xplane.pb"))
     profile = jax.profiler.ProfileData.from_file(str(files[-1]))
+    if os.environ.get("OUT"):  # the raw trace too, for a second look (TensorBoard / xprof)
+        import shutil
+
+        shutil.copy(files[-1], Path(os.environ["OUT"]) / "profile_step.xplane.pb")
     res = dict(device=jax.devices()[0].device_kind, atoms=len(s), replicas=r, steps_traced=steps,
                capacity=str(cap), wall_ms_per_step_while_tracing=wall / steps * 1e3,
                planes=[p.name for p in profile.planes], lines=ranked(profile, steps, args.top))
