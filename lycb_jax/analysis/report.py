@@ -193,9 +193,18 @@ def plot_msd(results, outdir, stem="msd"):
                      ms=3, lw=0.6, color=c)
     hop2 = results[0].hop_distance ** 2
     ax.axhline(hop2, color="0.5", lw=0.6, ls="-.")
-    ax.text(ax.get_xlim()[0], hop2, f" hop$^2$ = {hop2:.3g} $\\AA^2$", fontsize=7, va="bottom", color="0.4")
+    ax.text(ax.get_xlim()[0], hop2, f" one hop$^2$ = ({results[0].hop_distance:.3g} $\\AA$)$^2$", fontsize=7,
+            va="bottom", color="0.4")
+    latest = [r.slope_grid_fs[-1] / 1000.0 for r in results if len(r.slope_grid_fs)]
+    if latest:  # a window must start by here (enough independent time origins after it) and above hop^2
+        for a in (ax, ax2):
+            a.axvline(max(latest), color="0.5", lw=0.6, ls="--")
+        ax.text(max(latest), 0.02, "latest window start ", transform=ax.get_xaxis_transform(), fontsize=7,
+                ha="right", va="bottom", color="0.4")
     ax.set_ylabel(r"MSD ($\AA^2$)")
-    ax.set_title("shaded: fitted window; dashed: GLS Einstein fit; dotted: not converged", fontsize=8)
+    keys = (["shaded: fitted window; dashed: GLS Einstein fit"] if any(r.converged for r in results) else []) + \
+        (["dotted: not converged"] if not all(r.converged for r in results) else [])
+    ax.set_title("; ".join(keys + ["a window starts above hop$^2$, before the dashed line"]), fontsize=7)
     ax.legend(fontsize=7)
     ax2.axhline(1.0, color="k", lw=0.6)
     ax2.set_ylim(-0.5, 2.5)
@@ -251,6 +260,11 @@ def plot_arrhenius(summary, outdir, stem="arrhenius"):
             ax.axvline(1000.0 / r["T"], color="r", lw=0.8, ls=":")
             ax.text(1000.0 / r["T"], 0.02, f" {r['T']:g} K\n not conv.", transform=ax.get_xaxis_transform(),
                     fontsize=6, color="r")
+    if not any(r["converged"] or r["collective_converged"] for r in rows):  # nothing to draw: say so, no D axis
+        ax.set_yscale("linear")
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no temperature converged:\nno diffusion coefficient, no Arrhenius fit", ha="center",
+                va="center", transform=ax.transAxes, fontsize=9)
     if notes:
         ax.set_title("\n".join(notes), fontsize=6, wrap=True)
     ax.set_xlabel("1000 / T (1/K)")
@@ -262,9 +276,12 @@ def plot_arrhenius(summary, outdir, stem="arrhenius"):
     return paths
 
 
+STAGE_NAMES = {"heat": "heat", "nvt": "NVT", "npt": "NpT", "production": "production (NVT)"}
+
+
 def plot_thermo(h5_path, out) -> Path:
     """``out``/thermo.png: temperature (K), pressure (GPa) and volume (A^3) of every replica against time
-    (ps) through the stages of an MD trajectory.h5."""
+    (ps) through the stages of an MD trajectory.h5, each stage named above its span."""
     from lycb_jax.md.trajectory import read_trajectory
     import matplotlib
 
@@ -283,6 +300,8 @@ def plot_thermo(h5_path, out) -> Path:
                 axes[2].plot(t, f[stage]["volume"][r], **kw)
             for ax in axes:
                 ax.axvline(t[-1], color="0.7", lw=0.5)
+            axes[0].text((t0 / 1000 + t[-1]) / 2, 1.01, STAGE_NAMES.get(stage, stage), ha="center", va="bottom",
+                         fontsize=7, color="0.3", transform=axes[0].get_xaxis_transform())
             t0 += f[stage]["time_fs"][-1]
     axes[0].set_ylabel("T (K)")
     axes[1].set_ylabel("P (GPa)")
