@@ -67,3 +67,24 @@ def test_sensitivity_reweights_with_the_model_the_trajectory_records(tmp_path):
     for model, dispersion in (("chgnet-0.3.0", None), (None, "d3bj:pbesol")):
         with pytest.raises(SystemExit, match="reweighting needs the same model"):
             recorded_model(new, model, dispersion)
+
+
+def test_every_command_has_an_example_that_parses():
+    """Each subcommand's --help ends with an example; every example parses with the real parser, and the input
+    files it names (structures, labels, configs) exist in the source tree."""
+    import shlex
+    from pathlib import Path
+
+    from lycb_jax.cli import EXAMPLES, build_parser
+
+    parser = build_parser()
+    root = Path(__file__).resolve().parents[1]
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(EXAMPLES) == set(commands)
+    for name, line in EXAMPLES.items():
+        argv = shlex.split(line)[1:]
+        assert argv[0] == name and commands[name].epilog == f"example: {line}"
+        parser.parse_args(argv)  # SystemExit on any unknown option or bad value
+        for word in argv:
+            if word.endswith((".cif", ".extxyz", ".toml")):
+                assert (root / word).exists(), word

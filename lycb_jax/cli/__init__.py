@@ -46,6 +46,26 @@ class _SubcommandParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+S = "benchmarks/reproduction/structures"  # the ordered 480-atom cells shipped with the source
+EXAMPLES = {  # one runnable line per command, shown under its --help
+    "study": f"lycb-jax study --structure {S}/LYC0.cif -T 650 750 --config configs/gpu.toml "
+             "--model chgnet-0.3.0-lycb-pbe-d3 --out study_out",
+    "sweep": f"lycb-jax sweep {S}/LYC0.cif {S}/LYB0.cif -T 600 700 --config configs/gpu.toml "
+             "--model chgnet-0.3.0-lycb-pbe-d3 --out sweep_out",
+    "md": f"lycb-jax md {S}/LYC0.cif -T 600 700 --config configs/small.toml --model chgnet-0.3.0-lycb-pbe --out md_out",
+    "analyze": "lycb-jax analyze sweep_out/md/trajectory.h5 --out report",
+    "predict": f"lycb-jax predict {S}/LYC0.cif {S}/LYB0.cif --model chgnet-0.3.0-lycb-pbe-d3",
+    "structures": "lycb-jax structures --parent LYC --supercell 1 1 2 --top 3 --out lyc_models",
+    "finetune": "lycb-jax finetune benchmarks/active_learning/labelled_LYC30_r0.extxyz --parent chgnet-0.3.0 "
+                "--epochs 20 --out my_model",
+    "active-learn": "lycb-jax active-learn benchmarks/active_learning/LYC30.cif benchmarks/active_learning/LYB20.cif "
+                    "--model chgnet-0.3.0-lycb-pbe --dispersion d3bj --out active_out",
+    "sensitivity": "lycb-jax sensitivity md_out/trajectory.h5 --stage npt",
+    "models": "lycb-jax models",
+    "convert": "lycb-jax convert --name chgnet-0.3.0 --out checkpoints/chgnet-0.3.0",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lycb_jax import __version__
 
@@ -61,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).add_cli(sub)
+    for name, command in sub.choices.items():
+        command.epilog = f"example: {EXAMPLES[name]}"
     return parser
 
 
