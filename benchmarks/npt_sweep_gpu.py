@@ -56,6 +56,7 @@ def main():
 
     import lycb_jax
     import lycb_jax.md.simulation as simulation_module
+    from lycb_jax.md import Protocol
 
     lycb_jax.enable_compilation_cache()
     model = lycb_jax.load_model(args.model, dispersion=args.dispersion)
@@ -66,7 +67,7 @@ def main():
     temps = tuple(args.temperatures)
     replicas = [structures[name] for name in structures for _ in temps]
     labels = [(name, t) for name in structures for t in temps]
-    protocol = simulation_module.Protocol(
+    protocol = Protocol(
         temperatures_K=temps * len(structures), dt_fs=args.dt_fs, heat_ps=args.heat_ps, nvt_ps=args.nvt_ps,
         npt_ps=args.npt_ps, npt_average_ps=args.npt_average_ps, production_ps=args.production_ps,
         pressure_bar=args.pressure_bar, barostat=args.barostat, save_every_fs=50.0, chunk_ps=0.5,

@@ -1,5 +1,5 @@
-"""The MD protocol (heating, NVT, optional NpT, production) and its driver :class:`Simulation`,
-which runs it in chunks for R replicas with output, progress, checkpoints and resume.
+"""The driver :class:`Simulation`, which runs a :class:`lycb_jax.md.protocol.Protocol` in chunks for R
+replicas with output, progress, checkpoints and resume.
 
 Units: times in ps (stage lengths) or fs (time step, saving), temperatures in K, pressure in bar,
 lengths in Angstrom.
@@ -17,8 +17,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import warnings
-
 import numpy as np
 
 import lycb_jax.md.checkpoints as md_ck
@@ -29,133 +27,12 @@ from lycb_jax.md.observables import streaming_init
 from lycb_jax.graph.capacity import Capacity
 from lycb_jax.io.structures import formula, to_system
 from lycb_jax.md.chunk import default_capacity, run_chunk_checked
-from lycb_jax.md.integrators import (BAROSTATS, IntegratorSettings, ensemble, init_replica, masses_of, real_positions,
-                                     state_cell)
+from lycb_jax.md.integrators import IntegratorSettings, ensemble, init_replica, masses_of, real_positions, state_cell
+from lycb_jax.md.protocol import Protocol
+from lycb_jax.md.stages import stage_drift, to_average_cell
 from lycb_jax.models import Model
 from lycb_jax.runtime.precision import with_precision
 from lycb_jax.units import KB
-
-
-MAX_DT_FS_WITH_LI = 5.0  # fs: the longest time step accepted for a structure with Li
-
-
-@dataclasses.dataclass
-class Protocol:
-    """The paper's MD protocol; every duration and setting can be changed (times in ps, T in K).
-
-    Maxwell-Boltzmann velocities at ``start_K``, linear heating to the target over ``heat_ps`` at
-    fixed cell (NVT), ``nvt_ps`` NVT equilibration, optionally ``npt_ps`` NpT at ``pressure_bar``
-    followed by setting the cell to its average over the last ``npt_average_ps`` (the full cell
-    matrix, positions mapped affinely), then ``production_ps`` of NVT production. ``dt_fs``,
-    ``save_every_fs``, ``tau_t_fs`` and ``tau_p_fs`` in fs; ``chunk_ps`` of MD per compiled call;
-    ``skin`` of the Verlet list in Angstrom.
-
-    ``barostat``: the NpT cell motions (:data:`lycb_jax.md.integrators.BAROSTATS`): "tri" (default:
-    every cell parameter, as LAMMPS ``fix npt ... tri``), "aniso" (x, y, z separately), "iso" (the
-    shape kept). ``drift_bound_meV``: a replica whose conserved quantity drifts faster than this
-    (meV/atom/ps, least-squares slope over the stage so far; not checked while heating) is flagged.
-    A time step above ``MAX_DT_FS_WITH_LI`` fs with Li present is refused.
-
-    ``streaming_msd_every_fs`` > 0 (fs, a multiple of ``dt_fs``; 0 = off): during production the MD also
-    accumulates the multiple-time-origin MSD of ``streaming_msd_species`` (:mod:`lycb_jax.md.observables`,
-    ``streaming_msd_levels`` levels x ``streaming_msd_block`` lags: lags up to block**levels x every_fs),
-    carried in the checkpoints and written to the trajectory (:func:`lycb_jax.md.trajectory.write_streaming_msd`).
-    """
-
-    temperatures_K: tuple[float, ...] = (600.0, 700.0, 800.0)
-    dt_fs: float = 1.0
-    tau_t_fs: float = 100.0
-    tau_p_fs: float = 1000.0
-    pressure_bar: float = 1.0
-    start_K: float = 100.0
-    heat_ps: float = 2.0
-    nvt_ps: float = 50.0
-    npt_ps: float = 0.0
-    npt_average_ps: float = 112.0
-    production_ps: float = 2000.0
-    save_every_fs: float = 50.0
-    chunk_ps: float = 1.0
-    checkpoint_every_ps: float = 10.0
-    seed: int = 0
-    skin: float = 1.0  # Verlet-list skin, Angstrom
-    max_temperature_factor: float = 3.0
-    barostat: str = "tri"
-    drift_bound_meV: float = 1.0  # meV/atom/ps
-    streaming_msd_every_fs: float = 0.0  # fs between streaming-MSD updates in production; 0 = off
-    streaming_msd_levels: int = 5
-    streaming_msd_block: int = 10
-    streaming_msd_species: str = "Li"
-
-    def validate(self) -> None:
-        t = np.asarray(self.temperatures_K, float)
-        if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
-            raise ValueError(f"temperatures must be positive (K), got {list(self.temperatures_K)}")
-        if self.start_K <= 0:
-            raise ValueError(f"start temperature must be positive, got {self.start_K} K")
-        if not 0 < self.dt_fs <= 10:
-            raise ValueError(f"time step {self.dt_fs} fs is outside (0, 10] fs")
-        if self.save_every_fs < self.dt_fs or self.chunk_ps * 1000 < self.save_every_fs:
-            raise ValueError("need dt_fs <= save_every_fs <= chunk_ps * 1000")
-        if self.npt_ps and self.npt_average_ps > self.npt_ps:
-            raise ValueError(f"npt_average_ps {self.npt_average_ps} exceeds npt_ps {self.npt_ps}")
-        if self.barostat not in BAROSTATS:
-            raise ValueError(f"unknown barostat {self.barostat!r}: use {', '.join(map(repr, BAROSTATS))}")
-        if not self.drift_bound_meV > 0:
-            raise ValueError(f"drift_bound_meV must be positive (meV/atom/ps), got {self.drift_bound_meV}")
-        self._validate_streaming_msd()
-
-    def _validate_streaming_msd(self) -> None:
-        every, levels, block = self.streaming_msd_every_fs, self.streaming_msd_levels, self.streaming_msd_block
-        if not (np.isfinite(every) and every >= 0):
-            raise ValueError(f"streaming_msd_every_fs must be >= 0 fs (0 = off), got {every}")
-        if every == 0:
-            return
-        if every < self.dt_fs or abs(every / self.dt_fs - round(every / self.dt_fs)) > 1e-6:
-            raise ValueError(f"streaming_msd_every_fs {every} fs must be a multiple of the time step {self.dt_fs} fs")
-        if not (isinstance(levels, int) and levels >= 1 and isinstance(block, int) and block >= 2):
-            raise ValueError(f"streaming MSD needs integer levels >= 1 and block >= 2, got levels {levels!r}, "
-                             f"block {block!r}")
-        if block ** levels >= 2**31:
-            raise ValueError(f"streaming MSD block**levels = {block}**{levels} overflows the int32 step counter")
-        from ase.data import atomic_numbers
-
-        if self.streaming_msd_species not in atomic_numbers:
-            raise ValueError(f"streaming_msd_species {self.streaming_msd_species!r} is not an element symbol")
-
-    def check_time_step(self, numbers) -> None:
-        """ValueError for a time step above ``MAX_DT_FS_WITH_LI`` fs when Li (Z = 3) is among ``numbers``."""
-        if self.dt_fs > MAX_DT_FS_WITH_LI and np.any(np.asarray(numbers) == 3):
-            raise ValueError(f"time step {self.dt_fs} fs is too long for Li (at most {MAX_DT_FS_WITH_LI} fs): Li's "
-                             "vibrations are not resolved and the integration breaks down (at 10 fs and 1500 K the "
-                             "conserved quantity drifted 67 meV/atom/ps); the paper used 1 fs")
-
-    def stages(self) -> list[tuple[str, str, int, bool]]:
-        """(name, ensemble, steps, heating?) of each stage with steps > 0."""
-        steps = lambda ps: int(round(ps * 1000 / self.dt_fs))  # noqa: E731
-        out = [("heat", "nvt", steps(self.heat_ps), True), ("nvt", "nvt", steps(self.nvt_ps), False)]
-        if self.npt_ps:
-            out.append(("npt", "npt", steps(self.npt_ps), False))
-        out.append(("production", "nvt", steps(self.production_ps), False))
-        return [s for s in out if s[2] > 0]
-
-
-def load_protocol(config: str | None, **overrides) -> Protocol:
-    """Protocol from a JSON or TOML file (keys = Protocol fields, optionally under ``[md]``), then
-    ``overrides`` (None ignored). ValueError for keys that are no Protocol field, naming the file."""
-    import tomllib
-
-    fields = {}
-    if config:
-        text = Path(config).read_text()
-        fields = tomllib.loads(text) if config.endswith(".toml") else json.loads(text)
-        fields = fields.get("md", fields)
-        unknown = set(fields) - {f.name for f in dataclasses.fields(Protocol)}
-        if unknown:
-            raise ValueError(f"{config}: unknown protocol settings {sorted(unknown)}")
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    if "temperatures_K" in fields:
-        fields["temperatures_K"] = tuple(float(t) for t in fields["temperatures_K"])
-    return Protocol(**fields)
 
 
 def _replica_systems(structures, n_temperatures: int) -> list:
@@ -314,20 +191,15 @@ class Simulation:
 
     def _switch(self, states, prev_stage, next_ensemble: str, cells, f, capacity):
         """(states, cells, capacity) for the next stage: same positions and momenta; after NpT the
-        cell is set to the average of the last ``npt_average_ps`` (:func:`average_cell`), positions
-        mapped affinely (same fractional coordinates) and momenta rotated into its orientation."""
+        cell is set to the average of the last ``npt_average_ps`` (:func:`lycb_jax.md.stages.to_average_cell`)."""
         prev_name, prev_ens = prev_stage[0], prev_stage[1]
         settings = self._settings(prev_ens)
         pos = np.asarray(jax.vmap(lambda st: real_positions(st, settings))(states), np.float64)
         mom = np.asarray(states.momentum, np.float64)
         if ensemble(settings).box_in_state:  # after NpT: the average cell
             cur = np.asarray(jax.vmap(lambda st: state_cell(st, settings, None))(states), np.float64)
-            avg = average_cell(f, prev_name, self.protocol.npt_average_ps * 1000)
-            cur_lt, rotation = lower_triangular(cur)
-            _warn_cell_jump(cur_lt, avg, self.protocol.temperatures_K, prev_name)
-            pos = np.einsum("rni,rij->rnj", np.einsum("rni,rij->rnj", pos, np.linalg.inv(cur)), avg)
-            mom = np.einsum("rni,rij->rnj", mom, rotation)
-            cells = avg
+            pos, mom, cells = to_average_cell(f, prev_name, self.protocol.npt_average_ps * 1000, pos, mom, cur,
+                                              self.protocol.temperatures_K)
         key = jax.random.PRNGKey(self.protocol.seed + 1)
         states, capacity = self._init_states(next_ensemble, pos, cells, mom, key, capacity)
         return states, cells, capacity
@@ -469,19 +341,14 @@ class Simulation:
                                f"{self.h5_path}")
 
     def _drift_guard(self, f, name: str, heating: bool, alive, summary: dict) -> np.ndarray:
-        """[R] replicas whose conserved quantity drifts faster than ``drift_bound_meV`` (meV/atom/ps,
-        least-squares slope over stage ``name`` so far; not while heating: the target T moves), provided
-        the change over the stage exceeds :data:`DRIFT_SIGNIFICANCE` x the fluctuation about the line. The
-        drifts are stage attributes of the trajectory (``conserved_drift_meV_per_atom_ps``,
-        ``drift_flagged``); a flagged replica is warned about once per stage and listed in the summary."""
+        """[R] replicas whose conserved quantity drifts faster than ``drift_bound_meV`` (meV/atom/ps, over
+        stage ``name`` so far; not while heating: the target T moves; :func:`lycb_jax.md.stages.stage_drift`);
+        a flagged replica is warned about once per stage and listed in the summary."""
         bound = self.protocol.drift_bound_meV
         f.attrs["drift_bound_meV_per_atom_ps"] = bound
         if heating or name not in f or f[name]["time_fs"].shape[0] < 3:
             return np.zeros(self.n_rep, bool)
-        drift, flagged = judge_drift(f[name]["conserved"][:], f[name]["time_fs"][:], self.n_atoms, bound)
-        flagged &= np.asarray(alive)
-        f[name].attrs["conserved_drift_meV_per_atom_ps"] = drift
-        f[name].attrs["drift_flagged"] = flagged
+        drift, flagged = stage_drift(f[name], self.n_atoms, bound, alive)
         for r in np.where(flagged)[0]:
             rep = int(self.replicas[r])
             summary.setdefault("drift_flagged", {}).setdefault(rep, {})[name] = float(drift[r])
@@ -530,82 +397,3 @@ def _init_batch(model_module, params, species, positions, cells, masses, keys, k
             species, positions, cells, masses, keys, kT)
     return jax.vmap(lambda sp, x, c, m, k, t, p: init_replica(model, sp, x, c, m, t, k, settings, capacity, p))(
         species, positions, cells, masses, keys, kT, momenta)
-
-
-DRIFT_SIGNIFICANCE = 3.0  # a flagged drift changes the conserved quantity by > this x its fluctuation
-DRIFT_MIN_SPAN_PS = 1.0  # ... and by more than the bound allows over this time (the NH conserved quantity
-# wanders by ~0.5 meV/atom over a few hundred fs at 1100-1300 K, dt 2 fs: not a drift)
-
-
-def conserved_drift(conserved, time_fs, n_atoms: int) -> np.ndarray:
-    """Least-squares slope (meV/atom/ps) of each replica's conserved quantity ``conserved`` [R, F]
-    (eV) against ``time_fs`` [F] (fs)."""
-    return _drift_and_noise(conserved, time_fs, n_atoms)[0]
-
-
-def _drift_and_noise(conserved, time_fs, n_atoms: int):
-    t_ps = (np.asarray(time_fs, np.float64) - time_fs[0]) / 1000
-    c = np.asarray(conserved, np.float64) / n_atoms * 1000  # meV/atom
-    t_c = t_ps - t_ps.mean()
-    c_c = c - c.mean(axis=1, keepdims=True)
-    slope = c_c @ t_c / np.sum(t_c ** 2)
-    return slope, slope * (t_ps[-1] - t_ps[0]), (c_c - slope[:, None] * t_c).std(axis=1)
-
-
-def judge_drift(conserved, time_fs, n_atoms: int, bound_meV: float) -> tuple[np.ndarray, np.ndarray]:
-    """(drift [R] meV/atom/ps, flagged [R]): a replica is flagged when its drift exceeds ``bound_meV``
-    AND its change over the span exceeds both :data:`DRIFT_SIGNIFICANCE` x the fluctuation of the
-    conserved quantity about the fitted line and ``bound_meV`` x :data:`DRIFT_MIN_SPAN_PS`: over a short
-    stage a large slope can be a slow wander of the conserved quantity, a broken integration changes
-    it far beyond that (dt = 10 fs at 1500 K: 67 meV/atom/ps)."""
-    slope, change, noise = _drift_and_noise(conserved, time_fs, n_atoms)
-    floor = np.maximum(DRIFT_SIGNIFICANCE * noise, bound_meV * DRIFT_MIN_SPAN_PS)
-    return slope, (np.abs(slope) > bound_meV) & (np.abs(change) > floor)
-
-
-def lower_triangular(cells) -> tuple[np.ndarray, np.ndarray]:
-    """Cells [..., 3, 3] (rows) turned into LAMMPS' orientation (a along x, b in the xy plane:
-    lower-triangular rows, positive diagonal) and the rotations Q [..., 3, 3] with cells @ Q = that.
-    The MTK cell update (h <- h exp(D dt)) lets the cell rotate slowly; averaging needs one orientation."""
-    cells = np.asarray(cells, np.float64)
-    q, r = np.linalg.qr(np.swapaxes(cells, -1, -2))  # cells^T = Q R -> cells Q = R^T
-    sign = np.where(np.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0)
-    q = q * sign[..., None, :]
-    return np.swapaxes(r * sign[..., :, None], -1, -2), q
-
-
-AVERAGE_CELL_STRAIN_LIMIT = 0.03  # largest principal strain from the last NpT cell to the average one
-
-
-def cell_jump_strain(last: np.ndarray, avg: np.ndarray) -> np.ndarray:
-    """Largest principal Green-Lagrange strain [R] taking each replica's ``last`` cell [R, 3, 3] (rows,
-    same orientation) to ``avg``: how hard the switch to the average cell squeezes the atoms."""
-    deform = np.linalg.solve(last, avg)  # rows: avg = last @ deform
-    green = 0.5 * (deform @ np.swapaxes(deform, -1, -2) - np.eye(3))
-    return np.abs(np.linalg.eigvalsh(green)).max(axis=-1)
-
-
-def _warn_cell_jump(last: np.ndarray, avg: np.ndarray, temperatures, stage: str) -> None:
-    """Warn, naming the replicas, where the average cell is more than
-    :data:`AVERAGE_CELL_STRAIN_LIMIT` away from the last cell of ``stage`` (the production start would
-    then be strained: a cell too small for its shape fluctuations, or a cell still drifting)."""
-    strain = cell_jump_strain(last, avg)
-    bad = np.flatnonzero(strain > AVERAGE_CELL_STRAIN_LIMIT)
-    if bad.size:
-        which = ", ".join(f"replica {r} ({temperatures[r]:.0f} K): {100 * strain[r]:.1f}%" for r in bad)
-        warnings.warn(f"after '{stage}' the average cell differs from the last cell by more than "
-                      f"{100 * AVERAGE_CELL_STRAIN_LIMIT:.0f}% strain ({which}): the cell's shape fluctuates or drifts "
-                      "too much (a cell this small, or a model that is soft here); the next stage starts strained. "
-                      "Use a larger supercell, a longer NpT stage or barostat='aniso'/'iso'", stacklevel=3)
-
-
-def average_cell(f, stage: str, last_fs: float) -> np.ndarray:
-    """Each replica's average cell [R, 3, 3] (rows, Angstrom, LAMMPS' orientation: every frame's
-    cell rotated by :func:`lower_triangular` first) over the last ``last_fs`` fs of ``stage``; also
-    stored with its volume (A^3) as attributes of the stage."""
-    t = f[stage]["time_fs"][:]
-    sel = t > t[-1] - last_fs
-    avg = lower_triangular(f[stage]["cell"][:, sel])[0].mean(axis=1)
-    f[stage].attrs["average_cell"] = avg
-    f[stage].attrs["average_volume_A3"] = np.abs(np.linalg.det(avg))
-    return avg
