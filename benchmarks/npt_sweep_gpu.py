@@ -55,7 +55,8 @@ def main():
     from pymatgen.core import Structure
 
     import lycb_jax
-    import lycb_jax.md.protocol as protocol_module
+    import lycb_jax.md.simulation as simulation_module
+    from lycb_jax.md import Protocol
 
     lycb_jax.enable_compilation_cache()
     model = lycb_jax.load_model(args.model, dispersion=args.dispersion)
@@ -66,14 +67,14 @@ def main():
     temps = tuple(args.temperatures)
     replicas = [structures[name] for name in structures for _ in temps]
     labels = [(name, t) for name in structures for t in temps]
-    protocol = protocol_module.Protocol(
+    protocol = Protocol(
         temperatures_K=temps * len(structures), dt_fs=args.dt_fs, heat_ps=args.heat_ps, nvt_ps=args.nvt_ps,
         npt_ps=args.npt_ps, npt_average_ps=args.npt_average_ps, production_ps=args.production_ps,
         pressure_bar=args.pressure_bar, barostat=args.barostat, save_every_fs=50.0, chunk_ps=0.5,
         checkpoint_every_ps=5.0)
 
     chunks = []  # (stage ensemble, steps, wall seconds, capacity in, capacity out) per chunk
-    real_run = protocol_module.run_chunk_checked
+    real_run = simulation_module.run_chunk_checked
 
     def timed(model_, species, cells, states, kT0, kT1, alive, step0, total, settings, capacity, n_frames, stride,
               *a, **k):
@@ -86,12 +87,12 @@ def main():
         print(f"chunk {len(chunks)}: {chunks[-1]}", flush=True)  # a call cut short keeps the timings
         return out, cap
 
-    protocol_module.run_chunk_checked = timed
+    simulation_module.run_chunk_checked = timed
     out = Path(args.out)
     t_md = time.perf_counter()
-    summary = protocol_module.Simulation(model, replicas, protocol, out, progress=False).run()
+    summary = simulation_module.Simulation(model, replicas, protocol, out, progress=False).run()
     md_seconds = time.perf_counter() - t_md
-    protocol_module.run_chunk_checked = real_run
+    simulation_module.run_chunk_checked = real_run
 
     n_atoms = next(iter(sizes.values()))
     total_ps = sum(c["steps"] for c in chunks) * protocol.dt_fs / 1000

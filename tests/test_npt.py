@@ -212,7 +212,7 @@ def test_drift_judged_against_the_fluctuation():
     """A short stage whose slope exceeds the bound only by the thermostat's fluctuation (an oscillation
     of 1 meV/atom over 0.6 ps: least-squares slope -1.5 meV/atom/ps) is not flagged; a steady 5
     meV/atom/ps drift under the same fluctuation is."""
-    from lycb_jax.md.protocol import judge_drift
+    from lycb_jax.md.stages import judge_drift
 
     t_fs = np.arange(0, 600, 20.0)
     wiggle = 1e-3 * np.sin(2 * np.pi * t_fs / 500.0)  # eV/atom
@@ -244,7 +244,7 @@ def test_unknown_barostat_is_refused(tmp_path):
 def test_cell_jump_strain_is_the_green_strain_and_warns_above_the_limit():
     """Against the analytic Green-Lagrange strain: a 5% stretch along x gives (1.05^2 - 1) / 2, a rigid
     rotation none; above the limit the switch to the average cell warns and names the replica."""
-    from lycb_jax.md.protocol import AVERAGE_CELL_STRAIN_LIMIT, _warn_cell_jump, cell_jump_strain
+    from lycb_jax.md.stages import AVERAGE_CELL_STRAIN_LIMIT, cell_jump_strain, warn_cell_jump
 
     last = np.array([[[6.0, 0.0, 0.0], [-3.0, 5.2, 0.0], [0.3, 0.4, 7.0]]] * 2)
     c, s = np.cos(0.3), np.sin(0.3)
@@ -254,4 +254,4 @@ def test_cell_jump_strain_is_the_green_strain_and_warns_above_the_limit():
     np.testing.assert_allclose(strain, [0.0, (1.05**2 - 1) / 2], atol=1e-12)
     assert strain[1] > AVERAGE_CELL_STRAIN_LIMIT
     with pytest.warns(UserWarning, match=r"replica 1 \(700 K\): 5.1%"):
-        _warn_cell_jump(last, avg, (600.0, 700.0), "npt")
+        warn_cell_jump(last, avg, (600.0, 700.0), "npt")

@@ -15,7 +15,9 @@ Modules, one concept each:
   (``iso``, ``aniso``, ``tri``) as ``init`` / ``apply`` pairs, the energy function,
   :class:`IntegratorSettings`, :func:`init_replica`, 3N - 3 degrees of freedom;
 * :mod:`.chunk`: :func:`run_chunk` (jitted, scanned), its sharded variant, :func:`run_chunk_checked`;
-* :mod:`.protocol`: :class:`Protocol`, :func:`load_protocol`, the stage driver :class:`Simulation`;
+* :mod:`.protocol`: :class:`Protocol` (the settings) and :func:`load_protocol`;
+* :mod:`.simulation`: the stage driver :class:`Simulation` (chunks, output, progress, checkpoints, resume);
+* :mod:`.stages`: the drift check of the conserved quantity and the switch to the average cell after NpT;
 * :mod:`.observables`: the streaming (order-n) MSD accumulator carried through the production scan;
 * :mod:`.trajectory`: the HDF5 trajectory file, its one writer and reader;
 * :mod:`.checkpoints`: the checkpoints;
@@ -51,7 +53,8 @@ from lycb_jax.md.integrators import (
 )
 from lycb_jax.md.trajectory import FRAME_FIELDS, FRAME_UNITS
 from lycb_jax.md.memory import MemoryPlan, chunk_bytes, plan_replicas
-from lycb_jax.md.protocol import Protocol, Simulation, load_protocol
+from lycb_jax.md.protocol import Protocol, load_protocol
+from lycb_jax.md.simulation import Simulation
 
 __all__ = ["BAROSTATS", "Carry", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS", "FRAME_UNITS", "Frame",
            "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
