@@ -66,6 +66,7 @@ CASES = {"LYC": ("LYC0_x0.0.cif", None), "LYB": ("LYB0_x6.0.cif", None), "LYCB_m
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.slow
 def test_matches_dftd3(case):
     name, shear = CASES[case]
     atoms = _cell(name, shear=shear)
@@ -152,6 +153,7 @@ def test_jit_vmap_and_padding():
         assert abs(float(e[k]) - e_ref) / len(atoms) < 1e-5
 
 
+@pytest.mark.slow
 def test_model_with_dispersion_is_the_sum_and_recorded():
     import lycb_jax
     from lycb_jax.io.errors import InputError
@@ -178,6 +180,7 @@ def test_model_with_dispersion_is_the_sum_and_recorded():
     assert calc.model.metadata["dispersion"]["functional"] == "r2scan"
 
 
+@pytest.mark.slow
 def test_dispersion_checkpoint_is_its_base_plus_dftd3():
     """chgnet-0.3.0-lycb-pbe-d3 (a manifest without weights) = the fine-tuned model + dftd3's D3(BJ)-PBE; giving
     a dispersion on top of it is refused, and `lycb-jax models` lists it."""

@@ -151,6 +151,7 @@ def killed(proc):
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_md_killed_at_named_points_resumes_bit_identical(inputs, tmp_path):
     ref = cli(inputs, md_args(inputs, tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-3000:]
@@ -170,6 +171,7 @@ def test_md_killed_at_named_points_resumes_bit_identical(inputs, tmp_path):
         assert np.array_equal(a[k], b[k]), k
 
 
+@pytest.mark.slow
 def test_finetune_killed_at_named_points_resumes_bit_identical_and_stops_on_a_read_only_folder(inputs, tmp_path):
     ref = cli(inputs, ft_args(inputs, tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr[-3000:]

@@ -70,6 +70,7 @@ def test_dataset_units_masks_split_hash(tmp_path, model, gpaw_set):
     assert len(buckets) == 3 and max(buckets) >= 200
 
 
+@pytest.mark.slow
 def test_packed_evaluation_matches_predict(model, gpaw_set):
     """The training-side evaluation (graphs built once at packing, padded fixed-shape batches whose
     last one wraps around) gives the energies and MAEs of the independent lycb_jax.predict path."""
@@ -139,6 +140,7 @@ def test_config_file_roundtrip(tmp_path):
         assert ft.FinetuneConfig.from_file(tmp_path / name) == cfg
 
 
+@pytest.mark.slow
 def test_loss_gradient_matches_finite_differences(model, gpaw_set):
     """d loss / d params by autodiff (second order through the forces) vs central differences, float64."""
     cfg = ft.FinetuneConfig(stress_weight=0.1, criterion="mse")
@@ -168,6 +170,7 @@ def test_loss_gradient_matches_finite_differences(model, gpaw_set):
             assert abs(g - fd) <= 1e-5 * max(abs(fd), 1e-3), (path, idx, g, fd)
 
 
+@pytest.mark.slow
 def test_overfit_tiny_set_and_frozen_groups_bit_identical(model, gpaw_set):
     tiny = gpaw_set.subset([0, 1])
     freeze = ["embeddings", "basis_expansions", "interaction_0", "composition_model"]
@@ -191,6 +194,7 @@ def test_overfit_tiny_set_and_frozen_groups_bit_identical(model, gpaw_set):
             assert not same, k
 
 
+@pytest.mark.slow
 def test_dft_adaptation_cli_and_checkpoint(tmp_path, model, gpaw_set):
     """GPAW-PBE labels (not CHGNet 0.3.0): fine-tuning through the CLI lowers held-out E and F MAE."""
     cfg = ft.FinetuneConfig(epochs=12, learning_rate=3e-3, refit_composition=True, val_fraction=0.15,
@@ -217,6 +221,7 @@ def test_dft_adaptation_cli_and_checkpoint(tmp_path, model, gpaw_set):
     assert np.isfinite(pred.energy) and pred.forces.shape == (10, 3)
 
 
+@pytest.mark.slow
 def test_defaults_adapt_to_a_new_dft_reference(tmp_path, model, gpaw_set):
     """Issue 17 item 5: with the default config (no flags) the GPAW-PBE set's held-out energy error drops from
     the parent's ~575 meV/atom (a per-element offset between codes) to the paper's scale: the composition
@@ -231,6 +236,7 @@ def test_defaults_adapt_to_a_new_dft_reference(tmp_path, model, gpaw_set):
     assert after["force_mae_meV/A"] < before["force_mae_meV/A"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, gpaw_set, monkeypatch):
     """A run killed after epoch 2 of 4 and resumed ends with the same parameters, bit for bit."""
     data = gpaw_set.subset(range(12))

@@ -64,6 +64,7 @@ def test_host_counts_match_ase(skin):
 
 
 @pytest.mark.parametrize("name", CASES)
+@pytest.mark.slow
 def test_edges_and_angles_match_ase(name):
     s = parity_set()[name]
     pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
@@ -78,6 +79,7 @@ def test_edges_and_angles_match_ase(name):
 
 @pytest.mark.parametrize("name", ["LYC_trig_skewed", "LYCB_skewed_rattled", "MgO"])
 @pytest.mark.parametrize("strain", [0.0, 0.01])
+@pytest.mark.slow
 def test_exact_graph_from_verlet_list(name, strain):
     """A Verlet list (cutoff + 1 A skin) built at x0, refined at x1 (atoms moved <= 0.3 A, cell
     strained): the refined graph is CHGNet's exact graph at x1, by ASE."""
@@ -168,6 +170,7 @@ def _edge_set(e):
 
 
 @pytest.mark.parametrize("name", ["LYC_skewed", "LYB_skewed"])
+@pytest.mark.slow
 def test_binned_edges_equal_ase_in_large_skewed_cells(name):
     """The O(N) cell-list build gives ASE's neighbour set on triclinic supercells of 1-2.5k atoms with
     unwrapped atoms and padding; a bin over capacity, a cell squeezed below the grid, and too small an

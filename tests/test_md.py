@@ -37,6 +37,7 @@ def _run(model, species, cell, states, kT, integ, capacity, n_frames, stride):
                      n_frames, stride)[:4]
 
 
+@pytest.mark.slow
 def test_nve_energy_drift_with_chgnet(model):
     """NVE with the CHGNet model at 1 fs: |drift| < 2 meV/atom/ps and fluctuations < 5 meV/atom.
 
@@ -63,6 +64,7 @@ def test_nve_energy_drift_with_chgnet(model):
     assert np.asarray(frames.temperature).mean() > 100  # it really moved
 
 
+@pytest.mark.slow
 def test_nvt_kinetic_energy_is_canonical():
     """Mean and variance of KE under the NH chain match <K> = ((3N-3)/2) kT, var = ((3N-3)/2) kT^2
     (canonical, with the total momentum fixed at zero: 3N - 3 degrees of freedom); the reported
@@ -94,6 +96,7 @@ def test_nvt_kinetic_energy_is_canonical():
     assert abs(means.mean() / (3 * len(atoms) / 2 * kt) - 1) > 4 * means.std(ddof=1) / np.sqrt(8) / mean_ref
 
 
+@pytest.mark.slow
 def test_npt_holds_target_pressure():
     model = lj_model()
     atoms = argon(2, a=5.45)
@@ -113,6 +116,7 @@ def test_npt_holds_target_pressure():
     assert v.std() > 0  # the cell really fluctuates
 
 
+@pytest.mark.slow
 def test_vmapped_temperatures_equal_separate_runs():
     model = lj_model()
     atoms = argon(2)
@@ -136,6 +140,7 @@ def _protocol(**kw):
     return Protocol(**base)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
     model = lj_model()
     atoms = argon(2)
@@ -192,6 +197,7 @@ def test_cli_md_unreadable_file(tmp_path, capsys):
     assert exc.value.code == 2 and err.startswith("error: ") and str(bad) in err, err
 
 
+@pytest.mark.slow
 def test_cell_list_run_equals_brute_force_run(tmp_path, monkeypatch):
     """A 500-atom LJ crystal through heat, NVT, NpT (tri) and production: neighbours from the O(N) cell
     list (forced on below its usual size) give the trajectory of the brute-force list (edge order, and so
@@ -213,6 +219,7 @@ def test_cell_list_run_equals_brute_force_run(tmp_path, monkeypatch):
                                            err_msg=f"{stage}/{name}")
 
 
+@pytest.mark.slow
 def test_memory_plan_predicts_larger_batches_from_two_probes():
     """The replica planner's straight line through XLA's memory analysis at 1 and 4 replicas predicts
     what XLA reports for the compiled 12-replica program within 1%; its per-replica bytes exceed the

@@ -47,6 +47,7 @@ def _runaway_protocol(temps):
                     save_every_fs=40.0, chunk_ps=0.2, checkpoint_every_ps=0.2, start_K=20.0, skin=0.5)
 
 
+@pytest.mark.slow
 def test_runaway_replica_is_frozen_and_the_others_equal_a_run_without_it(tmp_path, capsys):
     from lycb_jax.models import Model
 
@@ -166,6 +167,7 @@ def _n_li():
     return int(np.sum(read(_cif()).numbers == LI))
 
 
+@pytest.mark.slow
 def test_md_with_model_dir_uses_the_checkpoint(cli_runs):
     _check_trajectory(cli_runs / "md" / "trajectory.h5", cli_runs / "md_pretrained" / "trajectory.h5", _n_li())
 
@@ -223,6 +225,7 @@ def test_heating_ramps_linearly_from_start_to_target_then_nvt_holds_it(tmp_path)
 # -- the production cell is the average of the last npt_average_ps of NpT ------------------------------------
 
 @pytest.mark.filterwarnings("ignore:after 'npt' the average cell differs")  # 32 atoms: the shape fluctuates
+@pytest.mark.slow
 def test_production_cell_is_the_average_npt_cell(tmp_path):
     """tri barostat on argon at 500 bar (the cell fluctuates in shape and may rotate): the production
     cell equals the mean, over the NpT frames of the last npt_average_ps, of each frame's cell in ASE's

@@ -33,6 +33,7 @@ def _energy_fn(model64, s):
 
 
 @pytest.mark.parametrize("kind", ["rattled", "skewed_strained", "left_handed"])
+@pytest.mark.slow
 def test_forces_and_stress_equal_finite_differences(model, kind):
     s = rattled(lyc_trigonal(4), 0.15, seed=4)
     if kind == "skewed_strained":
@@ -74,6 +75,7 @@ def test_energy_is_invariant_to_wrapping_and_translation(model):
     np.testing.assert_allclose(a.forces, b.forces, atol=2e-4)
 
 
+@pytest.mark.slow
 def test_batch_equals_single_calls(model):
     structs = [rattled(lyc_trigonal(k), 0.1, seed=k) for k in range(3)]
     batch = lycb_jax.predict(model, structs)

@@ -84,6 +84,7 @@ def _position(path):
         return None
 
 
+@pytest.mark.slow
 def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     from ase.io import write
 

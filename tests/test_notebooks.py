@@ -1,6 +1,7 @@
 """The notebooks run as shipped, and what they show holds."""
 
 import json
+import pytest
 from pathlib import Path
 
 import jax
@@ -21,6 +22,7 @@ def run_notebook(name: str) -> dict:
     return ns
 
 
+@pytest.mark.slow
 def test_quickstart_runs_and_its_derivative_is_the_stress():
     ns = run_notebook("quickstart.ipynb")
     # the notebook's claim: dE/ds of an isotropic scaling (x s) at s = 1 equals V tr(stress) = -3 V p
@@ -30,6 +32,7 @@ def test_quickstart_runs_and_its_derivative_is_the_stress():
     assert abs(dE_ds) > 1.0  # a strained demo cell: not a trivially zero derivative
 
 
+@pytest.mark.slow
 def test_finetune_notebook_lowers_held_out_errors():
     ns = run_notebook("finetune.ipynb")
     before, after = ns["before"], ns["after"]
@@ -38,6 +41,7 @@ def test_finetune_notebook_lowers_held_out_errors():
     assert abs(ns["pred"].energy - ns["data"].energy[ns["result"].split["test"][0]]) < 0.05 * len(ns["atoms"])
 
 
+@pytest.mark.slow
 def test_sensitivity_notebook_runs_and_its_zeros_are_exact():
     """The study on a short LYC NpT run: groups outside the energy have zero sensitivity, the composition
     model moves <U> by exactly its per-atom reference energy (read from the parameters) and nothing else,

@@ -50,6 +50,7 @@ def test_numpy_lj_equals_model():
     np.testing.assert_allclose(atoms.get_stress(voigt=False) * GPA, ref.stress, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_tri_matches_ase_mtknpt(tri_run):
     """Same average cell parameters, volume and stress as ASE's MTKNPT (hcp argon, 20 K, 100 bar),
     within 4 combined standard errors (block averages); the conserved quantity drifts < 0.1 meV/atom/ps.
@@ -86,6 +87,7 @@ def test_npt_kinetic_energy_has_3n_minus_3_degrees_of_freedom(tri_run):
     assert abs(var.mean() / (dof / 2 * kt ** 2) - 1) < 4 * var.std(ddof=1) / 2 / (dof / 2 * kt ** 2) + 0.05
 
 
+@pytest.mark.slow
 def test_uniaxial_stress_in_aniso_compresses_that_axis(tri_run):
     """aniso with 0.05 GPa extra compression along z: the mean stress tensor equals the target
     (diagonal; off-diagonals zero), c shrinks by more than 1% against the hydrostatic run while a
@@ -105,6 +107,7 @@ def test_uniaxial_stress_in_aniso_compresses_that_axis(tri_run):
     assert np.abs(uni["drift"]).max() < 0.1
 
 
+@pytest.mark.slow
 def test_ideal_gas_volume_iso():
     """An ideal gas (LJ with epsilon = 0) under iso MTK: <V> = N kT / P. (Momentum fixed: the centre
     of mass sits at fixed fractional coordinates, so positions contribute V^(N-1) and, with the MTK
@@ -155,6 +158,7 @@ def _compare(a_dir, b_dir):
 
 
 @pytest.mark.parametrize("boundary", [0, 1, 2], ids=["heat-nvt", "nvt-npt", "npt-production"])
+@pytest.mark.slow
 def test_stopped_at_stage_boundary_and_resumed_equals_uninterrupted(boundary, uninterrupted, tmp_path, monkeypatch):
     """Stopped right after the checkpoint at the end of stage ``boundary``, resumed: the trajectory
     equals the uninterrupted run's. After NpT the cell grew ~40% and the capacity shrank with it: the
@@ -183,6 +187,7 @@ def test_stopped_at_stage_boundary_and_resumed_equals_uninterrupted(boundary, un
         assert np.allclose(np.triu(cell, 1), 0, atol=1e-5)  # the average cell in LAMMPS' orientation
 
 
+@pytest.mark.slow
 def test_drift_guard(uninterrupted, tmp_path, capsys):
     """Each stage's conserved-quantity drift (meV/atom/ps) is numpy's least-squares slope, stored per
     replica in the trajectory; below the default bound (1) nothing is flagged; with a bound below the

@@ -68,6 +68,7 @@ def _worst(names, a, b):
     return worst
 
 
+@pytest.mark.slow
 def test_float64_port_equals_pytorch_float64(results):
     names, _, _, ours64, ref64 = results
     assert len(names) >= 30

@@ -334,6 +334,7 @@ def test_group_scale_sensitivity_is_the_analytic_fluctuation_formula(runs):
     assert abs(res["volume_A3_per_atom"]["d_ds"]["pair"]) < 1e-9
 
 
+@pytest.mark.slow
 def test_msd_group_and_strain_sensitivity_equal_central_differences():
     """d MSD / ds and d ln MSD / d strain of the study (reverse mode through the checkpointed scan) against
     central differences with the same random numbers (the study's own windows re-run at s, strain +- h)."""
@@ -361,6 +362,7 @@ def test_msd_group_and_strain_sensitivity_equal_central_differences():
         assert res["dlnmsd_dstrain"][direction][0] == pytest.approx(fd, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_stress_refinement_recovers_the_parameter_of_a_direct_run(runs):
     """Inverse use: from frames at eps0, refine epsilon so that the reweighted mean stress equals the mean
     stress measured in an independent run at eps1; the answer must be eps1 within the statistical error

@@ -161,6 +161,7 @@ def results(sevennet):
             "ours64": ours64, "fd_base": (fd_base, base64), "fd_energies": fd_energies}
 
 
+@pytest.mark.slow
 def test_float64_port_equals_sevenn_float64(results):
     worst = _worst(SUBSET64, results["ours64"], results["ref64"])
     print("\nfloat64 jax vs float64 sevenn, largest |diff| (eV/atom, eV/A, GPa):", worst)
@@ -220,6 +221,7 @@ def test_conversion_reproduces_shipped_checkpoint(tmp_path, sevennet):
     assert "MIT" in manifest["licence"] and manifest["source_package"] == "sevenn"
 
 
+@pytest.mark.slow
 def test_calculator_and_md_take_sevennet(tmp_path, sevennet):
     """The ASE calculator gives predict's numbers in ASE units; a few NVT steps of the MD driver run;
     an element SevenNet-0 does not know gives a NaN energy (no silent number)."""
@@ -254,6 +256,7 @@ def test_calculator_and_md_take_sevennet(tmp_path, sevennet):
     assert abs(epot[0, 0] - pred.energy) < 1.0  # eV: the same potential (the cell was not changed)
 
 
+@pytest.mark.slow
 def test_one_finetune_epoch_on_pbe_labels(sevennet):
     """One epoch on GPAW-PBE labels: all SevenNet layers train by default, the shift and scale stay."""
     from lycb_jax import train as ft

@@ -1,6 +1,7 @@
 """Sharding the replica axis over 4 (forced host) devices equals the unsharded run (issue 7, CPU part)."""
 
 import os
+import pytest
 import subprocess
 import sys
 import textwrap
@@ -64,6 +65,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_sharded_replicas_equal_unsharded():
     tests = os.path.dirname(__file__)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")

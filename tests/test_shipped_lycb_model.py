@@ -44,6 +44,7 @@ def test_shipped_model_loads_by_name_and_records_its_dft_reference(name):
     assert len(data["labels"]) == 6  # LYC30 and LYB20 at rounds r0, r1, r2
 
 
+@pytest.mark.slow
 def test_shipped_model_beats_the_pretrained_one_on_heldout_pbe_labels(heldout):
     """Measured here (CPU, float32; per-structure means, stress over 6 Voigt components): E 4.84 meV/atom,
     F 60.2 meV/A, S 0.094 GPa (the trainer's metric, pooled over components, gave 4.8 / 58 / 0.085); CHGNet
@@ -55,6 +56,7 @@ def test_shipped_model_beats_the_pretrained_one_on_heldout_pbe_labels(heldout):
     assert f < 0.6 * f0 and s < 0.6 * s0, (f, f0, s, s0)
 
 
+@pytest.mark.slow
 def test_shipped_sevennet_model_meets_the_papers_thresholds_on_heldout_pbe_labels(heldout):
     """SevenNet-0 fine-tuned on the same labels (issue 20): the paper's fine-tuned-CHGNet thresholds
     (E < 3 meV/atom, F < 50 meV/A, S < 85 MPa) on structures it never saw, and half the pretrained force error.

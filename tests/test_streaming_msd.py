@@ -114,6 +114,7 @@ def _frame_msd(x, li, masses, lag, period, drift=True):
     return np.mean(np.sum(d**2, -1)), np.mean(np.sum(d.sum(1) ** 2, -1)) / li.sum(), len(t0)
 
 
+@pytest.mark.slow
 def test_md_streaming_msd_equals_frame_msd(streamed):
     """The MD's streaming MSD (updated in the scan every 20 fs) equals the MSD computed here with numpy
     from the frames saved at the same interval, over the same time origins (all origins for lags up to
@@ -202,6 +203,7 @@ def test_streaming_species_must_be_present(tmp_path):
         Simulation(lj_model(), argon(1), _protocol(streaming_msd_species="Na"), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_analyze_reads_the_streaming_curve(streamed, tmp_path):
     """`lycb-jax analyze --msd-source streaming`: the report comes from the run's streaming curve (its MSD
     equals the frames' at the stored lags, so the two verdicts agree), and a run without one is refused."""

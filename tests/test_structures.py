@@ -136,6 +136,7 @@ def test_ordered_models_keep_composition_and_framework():
     assert len(np.unique(canon, axis=0)) == len(cands)
 
 
+@pytest.mark.slow
 def test_batched_fire_matches_ase(model, tmp_path):
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE

@@ -17,6 +17,7 @@ PROTO = dict(dt_fs=4.0, start_K=50.0, heat_ps=0.2, nvt_ps=0.2, production_ps=1.2
              checkpoint_every_ps=0.4, skin=0.5)
 
 
+@pytest.mark.slow
 def test_sweep_structures_x_temperatures_writes_reports(tmp_path):
     proto = Protocol(temperatures_K=(150.0, 250.0), **PROTO)
     structures = {"dense": argon(2, a=5.3, seed=1), "open": argon(2, a=5.6, seed=2)}
