@@ -17,37 +17,21 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from ase import units
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import lyc_like
+from common import lyc_like, nvt_replicas
 
 import lycb_jax
 from lycb_jax.runtime.distributed import replica_mesh
-from lycb_jax.md import (
-    IntegratorSettings,
-    default_capacity,
-    init_replica,
-    masses_of,
-    run_chunk_checked,
-)
+from lycb_jax.md import default_capacity, run_chunk_checked
 
 
 def rate_on(model, s, k: int, per_device: int, steps: int, stride: int, repeats: int) -> dict:
     n_rep, n = k * per_device, len(s)
     mesh = replica_mesh(jax.local_devices()[:k])
-    integ = IntegratorSettings("nvt", dt_fs=1.0)
     cap = default_capacity(s.cart_coords, s.lattice.matrix)
-    species = jnp.asarray(np.tile([x.specie.Z for x in s], (n_rep, 1)), jnp.int32)
-    pos = jnp.asarray(np.tile(s.cart_coords, (n_rep, 1, 1)), jnp.float32)
-    cell = jnp.asarray(np.tile(s.lattice.matrix, (n_rep, 1, 1)), jnp.float32)
-    masses = jnp.asarray(np.tile(masses_of(species[0]), (n_rep, 1)))
-    kT = jnp.asarray(np.linspace(500, 1200, n_rep) * units.kB, jnp.float32)
-    keys = jax.random.split(jax.random.PRNGKey(0), n_rep)
-    states = jax.vmap(lambda sp, x, c, m, t, key: init_replica(model, sp, x, c, m, t, key, integ, cap)[0])(
-        species, pos, cell, masses, kT, keys)
+    species, cell, states, kT, integ = nvt_replicas(model, s, n_rep, cap)
     alive = np.ones(n_rep, bool)
     n_frames = steps // stride
 

@@ -39,3 +39,23 @@ def time_call(fn, *args, repeat=20, warmup=3):
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t)
     return first, statistics.median(times)
+
+
+def nvt_replicas(model, s, n_rep: int, capacity):
+    """R NVT replicas of structure ``s`` at 500 ... 1200 K (dt 1 fs), the batch every MD benchmark times:
+    (species [R, N], cell [R, 3, 3], states, kT [R] eV, integrator settings)."""
+    import jax.numpy as jnp
+    from ase import units
+
+    from lycb_jax.md import IntegratorSettings, init_replica, masses_of
+
+    integ = IntegratorSettings("nvt", dt_fs=1.0)
+    species = jnp.asarray(np.tile([x.specie.Z for x in s], (n_rep, 1)), jnp.int32)
+    pos = jnp.asarray(np.tile(s.cart_coords, (n_rep, 1, 1)), jnp.float32)
+    cell = jnp.asarray(np.tile(s.lattice.matrix, (n_rep, 1, 1)), jnp.float32)
+    masses = jnp.asarray(np.tile(masses_of(species[0]), (n_rep, 1)))
+    kT = jnp.asarray(np.linspace(500, 1200, n_rep) * units.kB, jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(0), n_rep)
+    states = jax.vmap(lambda sp, x, c, m, t, key: init_replica(model, sp, x, c, m, t, key, integ, capacity)[0])(
+        species, pos, cell, masses, kT, keys)
+    return species, cell, states, kT, integ

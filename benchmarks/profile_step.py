@@ -22,12 +22,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ase import units
 
 sys.path.insert(0, os.path.dirname(__file__))
 import lycb_jax  # noqa: E402
-from common import lyc_like  # noqa: E402
-from lycb_jax.md import IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk_checked  # noqa: E402
+from common import lyc_like, nvt_replicas  # noqa: E402
+from lycb_jax.md import default_capacity, run_chunk_checked  # noqa: E402
 
 NUMERIC_STATS = ("bytes_accessed", "flops", "raw_bytes_accessed", "memory_access_breakdown")
 
@@ -77,16 +76,8 @@ def main():
     model = lycb_jax.load_model()
     s = lyc_like(args.n)
     r = args.replicas
-    integ = IntegratorSettings("nvt", dt_fs=1.0)
     cap = default_capacity(s.cart_coords, s.lattice.matrix, skin=1.0, cutoffs=model.cutoffs)
-    species = jnp.asarray(np.tile([x.specie.Z for x in s], (r, 1)), jnp.int32)
-    pos = jnp.asarray(np.tile(s.cart_coords, (r, 1, 1)), jnp.float32)
-    cell = jnp.asarray(np.tile(s.lattice.matrix, (r, 1, 1)), jnp.float32)
-    masses = jnp.asarray(np.tile(masses_of(species[0]), (r, 1)))
-    kT = jnp.asarray(np.linspace(500, 1200, r) * units.kB, jnp.float32)
-    keys = jax.random.split(jax.random.PRNGKey(0), r)
-    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, integ, cap)[0])(
-        species, pos, cell, masses, kT, keys)
+    species, cell, states, kT, integ = nvt_replicas(model, s, r, cap)
     alive = jnp.ones(r, bool)
 
     def chunk(st, capacity, fit=False):
