@@ -68,21 +68,20 @@ def static_sensitivity(model, frames: Frames, temperature_K: float, npt: bool, b
     observables = {"potential_energy_eV_per_atom": (potential_energy, 1.0 / n), "virial_pressure_GPa": (virial_pressure, 1.0)}
     if npt:
         observables["volume_A3_per_atom"] = (volume, 1.0 / n)
+
+    def stacked(*args):
+        return jnp.stack([obs(*args) for obs, _ in observables.values()])
+
+    def means(s):  # all observables in one program: one compilation, one reverse pass per observable
+        mean = reweighted_mean(scale_groups(model.params, s, index), module, frames, graphs, ref, kT, stacked, batch_size)[0]
+        return mean, mean
+
+    jac, values = jax.jit(jax.jacrev(means, has_aux=True))(jnp.zeros(len(names), frames.positions.dtype))
     out = {}
-    for key, (obs, factor) in observables.items():
-        def mean(s, obs=obs):
-            return reweighted_mean(scale_groups(model.params, s, index), module, frames, graphs, ref, kT, obs,
-                                   batch_size)[0]
-
-        value, grad = jax.jit(jax.value_and_grad(mean))(jnp.zeros(len(names), frames.positions.dtype))
-        out[key] = {"value": float(value) * factor,
-                    "d_ds": {g: float(x) * factor for g, x in zip(names, np.asarray(grad))}}
+    for i, (key, (_, factor)) in enumerate(observables.items()):
+        out[key] = {"value": float(values[i]) * factor,
+                    "d_ds": {g: float(x) * factor for g, x in zip(names, np.asarray(jac[i]))}}
     return out
-
-
-def _strain(x, cell, eps, direction):
-    m = jnp.eye(3) + eps * direction
-    return x @ m, cell @ m
 
 
 def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_fs: float = 500.0,
@@ -113,12 +112,15 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
         return msd(xs[-1][mobile], x[mobile]), (moved, overflow)
 
     def one(x0, cell0, v0, key):
-        (value, aux), g_s = jax.value_and_grad(
-            lambda s: window_msd(scale_groups(model.params, s, index), x0, cell0, v0, key), has_aux=True)(
-            jnp.zeros(len(names), x0.dtype))
-        g_eps = [jax.grad(lambda eps, d=d: window_msd(model.params, *_strain(x0, cell0, eps, d), v0, key)[0])(
-            jnp.zeros((), x0.dtype)) for d in dirs]
-        return value, g_s, jnp.stack(g_eps), aux
+        # one reverse pass for all groups and strains: the strain is linear in eps, so d/d eps_d at 0 of
+        # the summed strain I + sum_d eps_d dir_d is the derivative along dir_d alone
+        def f(s, eps):
+            m = jnp.eye(3, dtype=x0.dtype) + jnp.tensordot(eps, dirs, 1)
+            return window_msd(scale_groups(model.params, s, index), x0 @ m, cell0 @ m, v0, key)
+
+        (value, aux), (g_s, g_eps) = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(
+            jnp.zeros(len(names), x0.dtype), jnp.zeros(len(dirs), x0.dtype))
+        return value, g_s, g_eps, aux
 
     one = jax.jit(one)
     keys = jax.random.split(jax.random.PRNGKey(seed), 2 * n_windows)
