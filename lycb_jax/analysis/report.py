@@ -255,11 +255,10 @@ def plot_arrhenius(summary, outdir, stem="arrhenius"):
                 notes.append(f"{what}: line through 2 temperatures only (no linearity test)")
         elif refused:
             notes.append(f"{what}: {refused}")
-    for r in rows:
-        if not r["converged"]:
-            ax.axvline(1000.0 / r["T"], color="r", lw=0.8, ls=":")
-            ax.text(1000.0 / r["T"], 0.02, f" {r['T']:g} K\n not conv.", transform=ax.get_xaxis_transform(),
-                    fontsize=6, color="r")
+    for k, r in enumerate(r for r in rows if not r["converged"]):  # labels staggered: neighbours do not overlap
+        ax.axvline(1000.0 / r["T"], color="r", lw=0.8, ls=":")
+        ax.text(1000.0 / r["T"], 0.02 + 0.07 * (k % 2), f" {r['T']:g} K\n not conv.", transform=ax.get_xaxis_transform(),
+                fontsize=6, color="r")
     if not any(r["converged"] or r["collective_converged"] for r in rows):  # nothing to draw: say so, no D axis
         ax.set_yscale("linear")
         ax.set_yticks([])
@@ -291,16 +290,19 @@ def plot_thermo(h5_path, out) -> Path:
     fig, axes = plt.subplots(3, 1, figsize=(7, 7), sharex=True)
     with read_trajectory(h5_path) as f:
         t0 = 0.0
-        for stage in [s for s in ("heat", "nvt", "npt", "production") if s in f]:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs.get("structure_names", [])]
+        several = len(set(names)) > 1  # a sweep: the legend names the structure of each replica
+        for k, stage in enumerate([s for s in ("heat", "nvt", "npt", "production") if s in f]):
             t = (f[stage]["time_fs"][:] + t0) / 1000
             for r, temp in enumerate(f.attrs["temperatures_K"]):
-                kw = dict(color=f"C{r}", lw=0.8, label=f"{temp:.0f} K" if stage == "heat" else None)
+                label = (f"{names[r]} " if several else "") + f"{temp:.0f} K"
+                kw = dict(color=f"C{r}", lw=0.8, label=label if k == 0 else None)
                 axes[0].plot(t, f[stage]["temperature"][r], **kw)
                 axes[1].plot(t, f[stage]["pressure"][r] / 1e4, **kw)
                 axes[2].plot(t, f[stage]["volume"][r], **kw)
             for ax in axes:
                 ax.axvline(t[-1], color="0.7", lw=0.5)
-            axes[0].text((t0 / 1000 + t[-1]) / 2, 1.01, STAGE_NAMES.get(stage, stage), ha="center", va="bottom",
+            axes[0].text((t0 / 1000 + t[-1]) / 2, 1.01 + 0.06 * (k % 2), STAGE_NAMES.get(stage, stage), ha="center", va="bottom",
                          fontsize=7, color="0.3", transform=axes[0].get_xaxis_transform())
             t0 += f[stage]["time_fs"][-1]
     axes[0].set_ylabel("T (K)")
