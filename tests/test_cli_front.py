@@ -25,7 +25,8 @@ def test_version_and_defaults_in_help(capsys):
             assert done.code == 0
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines by the terminal's width
     assert f"lycb-jax {lycb_jax.__version__}" in out
-    assert "(default: sweep_out)" in out and "(default: chgnet-0.3.0)" in out and "(default: None)" not in out
+    # MD commands default to the fine-tuned model with D3 (the density of experiment, docs/results.md)
+    assert "(default: sweep_out)" in out and "(default: chgnet-0.3.0-lycb-pbe-d3)" in out and "(default: None)" not in out
 
 
 def test_model_prints_in_one_line():
@@ -88,3 +89,40 @@ def test_every_command_has_an_example_that_parses():
         for word in argv:
             if word.endswith((".cif", ".extxyz", ".toml")):
                 assert (root / word).exists(), word
+
+
+def test_study_picks_its_protocol_by_the_device(monkeypatch):
+    """`lycb-jax study` without --config: the cpu protocol where JAX sees no GPU, the gpu one where it
+    does, each with its reason; an explicit --config is kept. The named files are the shipped configs/."""
+    import jax
+
+    from lycb_jax.cli.md import choose_protocol
+    from lycb_jax.md import load_protocol
+
+    assert choose_protocol("paper") == ("paper", "protocol: paper (--config)")
+    name, why = choose_protocol("auto")
+    assert jax.default_backend() == "cpu" and name == "cpu" and "JAX sees no GPU" in why
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    name, why = choose_protocol("auto")
+    assert name == "gpu" and "JAX sees a GPU" in why
+    gpu, cpu = load_protocol("gpu"), load_protocol("cpu")
+    assert gpu.temperatures_K == (600.0, 675.0, 750.0, 825.0) and gpu.production_ps == 100.0 and gpu.npt_ps == 20.0
+    assert cpu.temperatures_K == (300.0, 800.0) and cpu.npt_ps > 0 and cpu.barostat == "iso"
+
+
+def test_experimental_volume_of_the_shipped_measured_structures():
+    """The study compares its NpT volume with the measured structure of the same composition: Schlem 2021
+    as published (21.93 and 26.75 A^3/atom, benchmarks/reproduction/reference.json); none for LYCB x = 3."""
+    import json
+    from pathlib import Path
+
+    from ase.io import read
+
+    from lycb_jax.io.structures import experimental_volume
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduction"
+    ref = json.loads((root / "reference.json").read_text())
+    for name in ("LYC0", "LYB0"):
+        value, source = experimental_volume(read(root / "structures" / f"{name}.cif").numbers)
+        assert round(value, 2) == ref[name]["volume_A3_per_atom"]["value"] and source == "Schlem 2021"
+    assert experimental_volume(read(root / "structures" / "LYCB_x3.0_C2.cif").numbers) is None

@@ -154,7 +154,7 @@ def cli_runs(shifted_checkpoint, tmp_path_factory):
         mp.setattr(lycb_jax.workflows.study, "check_before_md", lambda protocol, *a: "feasibility check skipped (test)")
         common = ["--model", str(shifted_checkpoint), "--config", str(work / "md.toml"), "-T", "300", "400"]
         assert main(["md", _cif(), *common, "--out", str(work / "md")]) == 0
-        assert main(["md", _cif(), *common[2:], "--out", str(work / "md_pretrained")]) == 0  # default model
+        assert main(["md", _cif(), "--model", "chgnet-0.3.0", *common[2:], "--out", str(work / "md_pretrained")]) == 0
         assert main(["study", "--structure", _cif(), *common, "--out", str(work / "study")]) == 0
         assert main(["predict", _cif(), "--model", str(shifted_checkpoint), "-o", str(work / "ft.json")]) == 0
         assert main(["predict", _cif(), "-o", str(work / "pre.json")]) == 0

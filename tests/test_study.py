@@ -79,3 +79,25 @@ def test_precheck_uses_the_structures_li_hop():
     assert f"one hop of {hop:.3g} A" in line
     d_min = hop**2 / (6 * 2.0 / 6) * 1e-4  # cm^2/s: 6 D t = hop^2 at t = production / 6
     assert f"D >= {d_min:.2g} cm^2/s" in line
+
+
+def test_analysis_uses_the_hop_of_the_input_structure(tmp_path):
+    """One hop everywhere: the MD stores the median nearest-neighbour distance of each input structure
+    (here of Ar, the streaming-MSD species), and the analysis uses it, not the thermally disordered first
+    production frame. Reference: ASE's neighbour list on the input."""
+    from ase.neighborlist import neighbor_list
+
+    from lycb_jax.md import Simulation
+
+    atoms = argon(2, seed=3)
+    i, d = neighbor_list("id", atoms, 5.0)
+    hop = float(np.median([d[i == k].min() for k in range(len(atoms))]))
+    proto = Protocol(temperatures_K=(250.0,), streaming_msd_species="Ar", **PROTO)
+    Simulation(lj_model(), atoms, proto, tmp_path / "md", progress=False).run()
+    with h5py.File(tmp_path / "md" / "trajectory.h5", "r") as f:
+        assert f.attrs["hop_species"] == "Ar" and f.attrs["hop_distance_A"][0] == pytest.approx(hop, rel=1e-9)
+        first = f["production"]["positions"][0, 0]
+    summary = A.analyse_md(tmp_path / "md" / "trajectory.h5", tmp_path / "report", species="Ar")
+    assert summary["per_temperature"][0]["hop_distance_A"] == pytest.approx(hop, rel=1e-9)
+    i, d = neighbor_list("id", atoms.__class__(atoms.numbers, first, cell=atoms.cell, pbc=True), 5.0)
+    assert abs(float(np.median([d[i == k].min() for k in range(len(atoms))])) - hop) > 1e-3  # a different number

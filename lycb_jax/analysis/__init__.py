@@ -41,7 +41,6 @@ from lycb_jax.analysis.trajectory import (
     replica_groups,
     trajectory_from_arrays,
     trajectory_from_file,
-    nearest_distance,
 )
 from lycb_jax.analysis.wrapping import check_unwrapped, unwrap, unwrap_npt, wrap_jumps
 from lycb_jax.analysis.window import (Window, check_production, find_window, min_converging_D, min_frames, slope_test,
@@ -54,5 +53,5 @@ __all__ = [
     "GLSLine", "min_frames", "check_production", "min_converging_D", "msd_covariance_model", "displacement_moments", "slope_test", "Window",
     "fit_einstein", "msd_fft", "nernst_einstein", "plot_arrhenius", "plot_msd", "plot_thermo", "read_md_trajectory",
     "replica_groups", "species_masks", "summarize", "trajectory_from_arrays", "trajectory_from_file", "unwrap", "window_end",
-    "wls_line", "wrap_jumps", "write_report", "write_summary", "json_safe", "nearest_distance", "unwrap_npt",
+    "wls_line", "wrap_jumps", "write_report", "write_summary", "json_safe", "unwrap_npt",
 ]

@@ -17,6 +17,7 @@ from lycb_jax.analysis.diffusion import diffusion_coefficient, diffusion_from_st
 from lycb_jax.analysis.msd import species_masks
 from lycb_jax.analysis.report import write_report
 from lycb_jax.analysis.wrapping import _unwrap64, check_unwrapped, unwrap_npt
+from lycb_jax.io.structures import nearest_distance
 
 
 def _masses_of(symbols):
@@ -59,19 +60,6 @@ class Trajectory:
         """Median nearest ``species``-``species`` distance (A) in the first frame: the default hop length."""
         cell = np.asarray(self.cell)
         return nearest_distance(self.positions[0], cell[0] if cell.ndim == 3 else cell, self.masks(species)[0])
-
-
-def nearest_distance(positions, cell, mask):
-    """Median over the selected atoms of the distance (A) to their nearest selected neighbour (minimum
-    image in ``cell`` [3, 3], rows A); the default hop length of the window rule.  ValueError for < 2 atoms."""
-    from ase.geometry import get_distances
-
-    p = np.asarray(positions, np.float64)[np.asarray(mask, bool)]
-    if len(p) < 2:
-        raise ValueError("need >= 2 mobile ions for a nearest-neighbour hop distance; pass hop_distance")
-    _, d = get_distances(p, cell=np.asarray(cell, np.float64), pbc=True)
-    np.fill_diagonal(d, np.inf)
-    return float(np.median(d.min(axis=1)))
 
 
 def trajectory_from_arrays(positions, symbols, cell, dt_fs, wrapped="raise"):
@@ -131,6 +119,8 @@ class MDTrajectory(NamedTuple):
     dt_fs: float  # time between stored frames
     replicas: np.ndarray  # [R] indices of the kept replicas in the file
     cells: np.ndarray  # [R, 3, 3] first-frame cells (rows, A)
+    hop_distance: float | None = None  # A, of the input structure (written by the MD), for hop_species
+    hop_species: str | None = None
 
 
 def replica_groups(h5_path) -> dict:
@@ -179,13 +169,16 @@ def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -
         cells = f[stage]["cell"][keep] if "cell" in f[stage] else None
         vols = f[stage]["volume"][keep].astype(np.float64).mean(axis=1)
         time_fs = f[stage]["time_fs"][:]
+        hops = np.asarray(f.attrs["hop_distance_A"], float) if "hop_distance_A" in f.attrs else None
+        hop_species = str(f.attrs.get("hop_species", "")) or None
     if len(time_fs) < 2:
         raise ValueError(f"{h5_path}: stage {stage!r} has {len(time_fs)} frame(s)")
     if cells is not None and np.ptp(cells, axis=1).max() > 1e-6:  # NpT: re-unwrap with each frame's cell
         pos = np.stack([unwrap_npt(p, c) for p, c in zip(pos, cells)])
     first = cells[:, 0] if cells is not None else np.full((len(keep), 3, 3), np.nan)
     symbols = np.array([chemical_symbols[z] for z in numbers])
-    return MDTrajectory(pos, symbols, masses, temps, vols, float(time_fs[1] - time_fs[0]), keep, first)
+    return MDTrajectory(pos, symbols, masses, temps, vols, float(time_fs[1] - time_fs[0]), keep, first,
+                        float(np.median(hops[keep])) if hops is not None else None, hop_species)
 
 
 def analyse_md(h5_path, out, species="Li", stage="production", alive=None, replicas=None, window_fs=None,
@@ -193,8 +186,8 @@ def analyse_md(h5_path, out, species="Li", stage="production", alive=None, repli
     """Diffusion per replica (those in ``replicas``, default all, that are ``alive``; one composition)
     from the stage's unwrapped positions, Arrhenius fit over the converged temperatures, report files
     (transport.json/csv, msd.png/svg, arrhenius.png/svg) into ``out``; returns the summary.
-    ``window_fs`` = (t0, t1) forces the fit window; ``hop_distance`` (A) defaults to the nearest
-    ``species`` distance of the first frame. ``msd_source``: "frames" (the stored positions) or "streaming"
+    ``window_fs`` = (t0, t1) forces the fit window; ``hop_distance`` (A) defaults to the median nearest
+    ``species`` distance of the input structure (stored by the MD; of the first frame in files without it). ``msd_source``: "frames" (the stored positions) or "streaming"
     (the stage's streaming MSD curve, :func:`diffusion_from_streaming`: short lags resolved however sparse
     the frames; the framework-melting check still uses the frames)."""
     if msd_source not in ("frames", "streaming"):
@@ -210,7 +203,9 @@ def analyse_md(h5_path, out, species="Li", stage="production", alive=None, repli
     if len(md.replicas) == 0:
         raise ValueError(f"{h5_path}: no replica left to analyse (all failed or none selected)")
     mobile, framework = species_masks(md.symbols, species)
-    if hop_distance is None and np.isfinite(md.cells).all():
+    if hop_distance is None and md.hop_species == species and np.isfinite(md.hop_distance or np.nan):
+        hop_distance = md.hop_distance  # the input structure's, as the pre-MD check used (one hop everywhere)
+    elif hop_distance is None and np.isfinite(md.cells).all():  # files written without it
         hop_distance = nearest_distance(md.positions[0, 0], md.cells[0], mobile)
     if msd_source == "frames":
         results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework, md.masses,

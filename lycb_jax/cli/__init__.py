@@ -13,11 +13,11 @@ SUBCOMMAND_MODULES = ("lycb_jax.cli.predict", "lycb_jax.cli.md", "lycb_jax.cli.s
                       "lycb_jax.cli.models")  # each defines add_cli(subparsers)
 
 
-def add_model_argument(p, help: str = "checkpoint name or folder") -> None:
-    """``--model NAME_OR_DIR``, the same in every command (default the shipped CHGNet 0.3.0)."""
+def add_model_argument(p, help: str = "checkpoint name or folder", default: str | None = None) -> None:
+    """``--model NAME_OR_DIR``, the same in every command (default the shipped CHGNet 0.3.0, or ``default``)."""
     from lycb_jax.models.paths import DEFAULT_MODEL, shipped_checkpoints
 
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
+    p.add_argument("--model", default=default or DEFAULT_MODEL, help=f"{help}; shipped: {', '.join(shipped_checkpoints())}")
 
 
 def add_dispersion_argument(p, where: str = "") -> None:
@@ -48,11 +48,9 @@ class _SubcommandParser(argparse.ArgumentParser):
 
 S = "benchmarks/reproduction/structures"  # the ordered 480-atom cells shipped with the source
 EXAMPLES = {  # one runnable line per command, shown under its --help
-    "study": f"lycb-jax study --structure {S}/LYC0.cif -T 650 750 --config configs/gpu.toml "
-             "--model chgnet-0.3.0-lycb-pbe-d3 --out study_out",
-    "sweep": f"lycb-jax sweep {S}/LYC0.cif {S}/LYB0.cif -T 600 700 --config configs/gpu.toml "
-             "--model chgnet-0.3.0-lycb-pbe-d3 --out sweep_out",
-    "md": f"lycb-jax md {S}/LYC0.cif -T 600 700 --config configs/small.toml --model chgnet-0.3.0-lycb-pbe --out md_out",
+    "study": f"lycb-jax study --structure {S}/LYB0.cif -T 675 750 825 --config gpu --out study_out",
+    "sweep": f"lycb-jax sweep {S}/LYC0.cif {S}/LYB0.cif -T 600 700 --config gpu --out sweep_out",
+    "md": f"lycb-jax md {S}/LYC0.cif -T 600 700 --config gpu --model chgnet-0.3.0-lycb-pbe --out md_out",
     "analyze": "lycb-jax analyze sweep_out/md/trajectory.h5 --out report",
     "predict": f"lycb-jax predict {S}/LYC0.cif {S}/LYB0.cif --model chgnet-0.3.0-lycb-pbe-d3",
     "structures": "lycb-jax structures --parent LYC --supercell 1 1 2 --top 3 --out lyc_models",
@@ -73,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lycb-jax", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Li-ion transport in halide solid electrolytes: from a crystal structure to D, Ea and the ionic "
                     "conductivity\n(CHGNet in JAX, batched NVT/NpT MD, diffusion analysis with uncertainties).",
-        epilog="example: lycb-jax sweep LYC0.cif LYB0.cif -T 650 750 --config configs/gpu.toml "
-               "--model chgnet-0.3.0-lycb-pbe --out sweep_out\nlycb-jax COMMAND --help for each command's options.")
+        epilog="example: lycb-jax study (the main job: picks the cpu or gpu protocol by the device JAX sees)\n"
+               "lycb-jax COMMAND --help for each command's options.")
     parser.add_argument("--version", action="version", version=f"lycb-jax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
     import importlib

@@ -24,6 +24,22 @@ NON_NEGATIVE = {"weight_decay", "decay_fraction", "energy_weight", "force_weight
 FRACTIONS = {"val_fraction", "test_fraction"}  # in [0, 1)
 
 
+NAMED_PROTOCOLS = ("cpu", "gpu", "paper")  # MD protocols shipped as configs/NAME.toml (see protocol_path)
+
+
+def protocol_path(name_or_path: str | Path) -> Path:
+    """The file of a named protocol (``cpu``, ``gpu``, ``paper``): ``configs/NAME.toml`` of the source tree
+    (a checkout or an editable install), else the copy an installed wheel carries
+    (``<prefix>/share/lycb_jax/configs``; the same rule as the checkpoints); any other value is a path."""
+    if str(name_or_path) not in NAMED_PROTOCOLS:
+        return Path(name_or_path)
+    import sys
+
+    source = Path(__file__).resolve().parents[2] / "configs"
+    installed = Path(sys.prefix) / "share" / "lycb_jax" / "configs"
+    return (source if source.is_dir() or not installed.is_dir() else installed) / f"{name_or_path}.toml"
+
+
 def read_config(path: str | Path) -> dict:
     """The mapping in a TOML (.toml), YAML (.yaml/.yml) or JSON file; InputError naming the file if it is
     missing or does not parse. YAML is read with ``yaml.safe_load`` (no code runs)."""

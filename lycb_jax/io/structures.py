@@ -19,6 +19,8 @@ from lycb_jax.io.errors import InputError
 MIN_DISTANCE = 0.5  # Angstrom; closer atoms are refused as overlapping
 N_ELEMENTS = 94  # H .. Pu: the elements the models know
 DEFAULT_STRUCTURE = "Li3YCl6_P-3m1_ordered30.cif"  # the shipped demo structure (lycb_jax/data)
+LARGE_STRUCTURE = "LYC0_P-3c1_60.cif"  # the enumerated LYC0 cell; x (2,2,2) = the 480-atom cell of the GPU runs
+EXPERIMENTAL_STRUCTURES = ("Li3YCl6_P-3m1_Schlem2021.cif", "Li3YBr6_C2m_Schlem2021.cif")  # measured (lycb_jax/data)
 ORDER_FIX = "make ordered models with `lycb-jax structures` (lycb_jax.structures)"
 
 
@@ -217,10 +219,42 @@ def formula(numbers) -> str:
     return Symbols(np.asarray(numbers)).get_chemical_formula()
 
 
-def default_structure():
-    """The shipped 30-atom Li3YCl6 demo structure (P-3m1 framework), a pymatgen Structure."""
+def _shipped(name: str):
     from pymatgen.core import Structure
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Structure.from_file(str(resources.files("lycb_jax") / "data" / DEFAULT_STRUCTURE))
+        return Structure.from_file(str(resources.files("lycb_jax") / "data" / name))
+
+
+def default_structure(large: bool = False):
+    """The shipped 30-atom Li3YCl6 demo structure (P-3m1 framework), or with ``large`` the 480-atom LYC0
+    (the P-3c1 ordering of the enumeration, 2x2x2; the input of the GPU runs); a pymatgen Structure."""
+    return _shipped(LARGE_STRUCTURE) * (2, 2, 2) if large else _shipped(DEFAULT_STRUCTURE)
+
+
+def experimental_volume(numbers) -> tuple[float, str] | None:
+    """(volume, A^3 per atom, and its source) of the measured structure with the reduced composition of
+    ``numbers`` among the shipped ones (Li3YCl6, Li3YBr6: Schlem et al., Chem. Mater. 33 (2021) 327;
+    partial occupancies counted), or None."""
+    from pymatgen.core import Composition
+
+    wanted = Composition(formula(numbers)).fractional_composition
+    for name in EXPERIMENTAL_STRUCTURES:
+        s = _shipped(name)
+        if s.composition.fractional_composition.almost_equals(wanted, atol=1e-4):
+            return s.volume / s.composition.num_atoms, "Schlem 2021"
+    return None
+
+
+def nearest_distance(positions, cell, mask):
+    """Median over the selected atoms of the distance (A) to their nearest selected neighbour (minimum
+    image in ``cell`` [3, 3], rows A); the default hop length of the window rule.  ValueError for < 2 atoms."""
+    from ase.geometry import get_distances
+
+    p = np.asarray(positions, np.float64)[np.asarray(mask, bool)]
+    if len(p) < 2:
+        raise ValueError("need >= 2 mobile ions for a nearest-neighbour hop distance; pass hop_distance")
+    _, d = get_distances(p, cell=np.asarray(cell, np.float64), pbc=True)
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)))

@@ -121,12 +121,16 @@ class Protocol:
 
 
 def load_protocol(config: str | None, **overrides) -> Protocol:
-    """Protocol from a JSON or TOML file (keys = Protocol fields, optionally under ``[md]``), then
+    """Protocol from a JSON or TOML file or a named protocol (``cpu``, ``gpu``, ``paper``: configs/NAME.toml;
+    keys = Protocol fields, optionally under ``[md]``), then
     ``overrides`` (None ignored). ValueError for keys that are no Protocol field, naming the file."""
     import tomllib
 
+    from lycb_jax.io.config import protocol_path
+
     fields = {}
     if config:
+        config = str(protocol_path(config))
         text = Path(config).read_text()
         fields = tomllib.loads(text) if config.endswith(".toml") else json.loads(text)
         fields = fields.get("md", fields)

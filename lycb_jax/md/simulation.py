@@ -161,7 +161,19 @@ class Simulation:
         resumable = self.resume and (self.ck_path.exists() or self.prev_ck_path.exists())
         return md_traj.open_trajectory(self.h5_path, self.species, self.masses, self.temps, self.replicas,
                                      replace_unreadable=not resumable, names=self.names,
-                                     model=dict(name=self.model.name, dispersion=self.model.metadata.get("dispersion")))
+                                     model=dict(name=self.model.name, dispersion=self.model.metadata.get("dispersion")),
+                                     hops=(self.protocol.streaming_msd_species, self._hops()))
+
+    def _hops(self) -> list[float]:
+        """Median nearest distance (A) between the streaming-MSD species' atoms of each input structure
+        (NaN with fewer than two): the hop the analysis uses."""
+        from ase.data import atomic_numbers
+
+        from lycb_jax.io.structures import nearest_distance
+
+        z = atomic_numbers[self.protocol.streaming_msd_species]
+        return [nearest_distance(s.positions, s.cell, s.numbers == z) if (s.numbers == z).sum() >= 2 else float("nan")
+                for s in self.systems]
 
     def _append(self, f, stage, frames, t0_fs):
         md_traj.append_frames(f, stage, frames, t0_fs, self.protocol.save_every_fs)

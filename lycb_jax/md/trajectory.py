@@ -28,17 +28,19 @@ FRAME_FIELDS = ("positions", "cell", "temperature", "potential_energy", "kinetic
 FRAME_UNITS = {"positions": "Angstrom (unwrapped)", "cell": "Angstrom (rows)", "temperature": "K",
                "potential_energy": "eV", "kinetic_energy": "eV", "conserved": "eV", "pressure": "bar",
                "stress": "GPa (virial, ASE sign)", "volume": "Angstrom^3"}
-REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas", "structure_names")  # root attributes with a replica axis
+REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas", "structure_names", "hop_distance_A")  # root attributes with a replica axis
 FORMAT = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
 
 
 def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unreadable: bool = False, names=None,
-                    model: dict | None = None):
+                    model: dict | None = None, hops: tuple | None = None):
     """The trajectory file (h5py.File, appended to) with its root attributes: atomic numbers [R, N]
     (replicas may differ in composition, not in size), masses [R, N] (amu), temperatures [R] (K),
     global replica indices [R] (a block of them per process), structure names [R] (UTF-8; readers group
     replicas by them: :func:`lycb_jax.analysis.replica_groups`), and ``model``: the model's name and its
-    dispersion term (``model_name``, ``model_dispersion`` as JSON, "null" without one). A file left unreadable by a kill while it
+    dispersion term (``model_name``, ``model_dispersion`` as JSON, "null" without one), and ``hops`` = (species,
+    [R] A): the median nearest species-species distance of each input structure (``hop_distance_A``,
+    ``hop_species``), the hop of the pre-MD check and of the analysis. A file left unreadable by a kill while it
     was being written is replaced when ``replace_unreadable`` (nothing to resume from), else refused."""
     import h5py
 
@@ -61,6 +63,8 @@ def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unrea
 
         f.attrs["model_name"] = str(model.get("name"))
         f.attrs["model_dispersion"] = json.dumps(model.get("dispersion"))
+    if hops is not None:
+        f.attrs["hop_species"], f.attrs["hop_distance_A"] = hops[0], np.asarray(hops[1], np.float64)
     f.attrs["format"] = FORMAT
     return f
 

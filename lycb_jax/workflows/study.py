@@ -31,7 +31,7 @@ def check_before_md(protocol: Protocol, structures=(), species: str = "Li") -> s
     """Refuse (ValueError) a study or sweep that cannot converge at its settings before any MD runs
     (``lycb_jax.analysis.check_production``: only settings hopeless even for the shortest plausible hop);
     returns its line on the smallest D that can converge. Its hop is the one the analysis uses, the nearest
-    ``species``-``species`` distance (``analysis.nearest_distance``), here of the input structures (the
+    ``species``-``species`` distance (``io.structures.nearest_distance``), here of the input structures (the
     shortest of them); ``DEFAULT_HOP_DISTANCE`` without structures."""
     hops = [_hop_of(s, species) for s in structures]
     hops = [h for h in hops if h is not None]
@@ -43,13 +43,13 @@ def _hop_of(structure, species: str) -> float | None:
     """Nearest ``species`` distance (A) of a pymatgen Structure or ASE Atoms; None with fewer than 2 of them."""
     from ase.data import atomic_numbers
 
-    from lycb_jax.io.structures import to_system
+    from lycb_jax.io.structures import nearest_distance, to_system
 
     system = to_system(structure)
     mask = system.numbers == atomic_numbers[species]
     if mask.sum() < 2:
         return None
-    return analysis.nearest_distance(system.positions, system.cell, mask)
+    return nearest_distance(system.positions, system.cell, mask)
 
 
 def _write_json(summary: dict, out: Path) -> None:
