@@ -24,7 +24,8 @@ from common import lyc_like, time_call  # noqa: E402
 from lycb_jax.graph import capacity as caps  # noqa: E402
 from lycb_jax.graph import refine_graph  # noqa: E402
 from lycb_jax.md import (IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk,  # noqa: E402
-                         run_chunk_checked, verlet_list)
+                         run_chunk_checked)
+from lycb_jax.graph import verlet_list  # noqa: E402
 from lycb_jax.models import energy_forces_stress, potential  # noqa: E402
 from lycb_jax.runtime.precision import with_precision  # noqa: E402
 
@@ -55,13 +56,15 @@ def main():
     n_frames = args.steps // args.stride
 
     t0 = time.perf_counter()  # first chunk: compilation, and capacity growth if the graph overflows
-    out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, args.stride,
-                                 fit=True, mesh=None)  # as Simulation does: capacity fitted to what the chunk needed
+    out, cap = run_chunk_checked(model, species, cell, states, kT_start=kT, kT_end=kT, alive=alive,
+                                 step0=0, total_steps=0, settings=integ, capacity=cap, n_frames=n_frames,
+                                 stride=args.stride, fit=True, mesh=None)  # capacity fitted, as Simulation does
     first = time.perf_counter() - t0
     # compile the fitted shape, untimed; run_chunk_checked grows it here if the next chunk needs more
-    out, cap = run_chunk_checked(model, species, cell, out[0], kT, kT, alive, 0, 0, integ, cap, n_frames, args.stride,
-                                 mesh=None)
-    states = out[0]
+    out, cap = run_chunk_checked(model, species, cell, out.states, kT_start=kT, kT_end=kT, alive=alive,
+                                 step0=0, total_steps=0, settings=integ, capacity=cap, n_frames=n_frames,
+                                 stride=args.stride, mesh=None)
+    states = out.states
 
     def chunk(st):
         return run_chunk(model.module, model.params, species, cell, st, kT, kT, alive, 0, 0, integ, cap, n_frames,
@@ -72,23 +75,23 @@ def main():
         t = time.perf_counter()
         out = jax.block_until_ready(chunk(states))
         wall = time.perf_counter() - t
-        if not bool(out[3].all()):  # the graph grew while heating up: grow, recompile (untimed), redo the chunk
-            need = np.asarray(out[4]).max(0)
+        if not bool(out.ok.all()):  # the graph grew while heating up: grow, recompile (untimed), redo the chunk
+            need = np.asarray(out.need).max(0)
             print(f"regrowing {cap}: needed {need.tolist()}", flush=True)
             cap = caps.grow(cap, caps.Need.from_vector(need), cells=np.asarray(cell))
             regrown += 1
             assert regrown < 5, "capacity keeps growing"
             continue
         walls.append(wall)
-        states = out[0]
+        states = out.states
     wall = float(np.median(walls))
-    rebuilds = int(out[5])
+    rebuilds = int(out.rebuilds)
     steps = n_frames * args.stride
     atom_steps = args.replicas * n * steps / wall
     res = {"device": jax.devices()[0].device_kind, "atoms": n, "replicas": args.replicas, "capacity": str(cap), "regrown_while_timing": regrown,
            "compile_s": first - wall, "s_per_step_all_replicas": wall / steps, "atom_steps_per_s": atom_steps,
            "ns_per_day_per_replica": steps * 1e-6 / wall * 86400, "s_per_atom_per_ps": 1000 / atom_steps,
-           "final_T": np.asarray(out[1].temperature[:, -1]).round(0).tolist()}
+           "final_T": np.asarray(out.frames.temperature[:, -1]).round(0).tolist()}
     try:
         stats = jax.devices()[0].memory_stats()
         res["peak_device_memory_GB"] = stats.get("peak_bytes_in_use", 0) / 1e9

@@ -86,10 +86,10 @@ def md_chunk_cost(args):
     mobile = jnp.asarray(numbers == 3)
     msd0 = jax.vmap(lambda _: streaming_init(n, args.levels, args.block, mobile=mobile))(jnp.arange(n_rep))
     # the capacity this chunk needs (fitted, as Simulation does); both variants then run the same steps
-    out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, stride,
-                                 fit=True, mesh=None)
-    out, cap = run_chunk_checked(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames, stride,
-                                 mesh=None)
+    kw = dict(kT_start=kT, kT_end=kT, alive=alive, step0=0, total_steps=0, settings=integ, n_frames=n_frames,
+              stride=stride, mesh=None)
+    out, cap = run_chunk_checked(model, species, cell, states, capacity=cap, fit=True, **kw)
+    out, cap = run_chunk_checked(model, species, cell, states, capacity=cap, **kw)
     log(f"capacity {cap}")
 
     def chunk(msd):
@@ -102,7 +102,7 @@ def md_chunk_cost(args):
         out = jax.block_until_ready(chunk(msd))
         t_compile[key] = time.perf_counter() - t
         log(f"compiled and ran '{key}' in {t_compile[key]:.1f} s")
-        assert bool(np.all(out[3])), "graph capacity overflow in the timed chunk"
+        assert bool(np.all(out.ok)), "graph capacity overflow in the timed chunk"
     walls = {"without": [], "with": []}
     for _ in range(args.repeat):  # interleaved, so that clock or thermal drifts hit both alike
         for key, msd in (("without", None), ("with", msd0)):

@@ -36,8 +36,9 @@ def rate_on(model, s, k: int, per_device: int, steps: int, stride: int, repeats:
     n_frames = steps // stride
 
     def chunk(st, capacity, fit=False):
-        return run_chunk_checked(model, species, cell, st, kT, kT, alive, 0, 0, integ, capacity, n_frames, stride,
-                                 mesh=mesh, fit=fit)
+        return run_chunk_checked(model, species, cell, st, kT_start=kT, kT_end=kT, alive=alive,
+                                 step0=0, total_steps=0, settings=integ, capacity=capacity,
+                                 n_frames=n_frames, stride=stride, mesh=mesh, fit=fit)
 
     t0 = time.perf_counter()
     (states, *_), cap = chunk(states, cap, fit=True)  # compile, heat-up growth, capacity fitted as Simulation does

@@ -76,14 +76,12 @@ def main():
     chunks = []  # (stage ensemble, steps, wall seconds, capacity in, capacity out) per chunk
     real_run = simulation_module.run_chunk_checked
 
-    def timed(model_, species, cells, states, kT0, kT1, alive, step0, total, settings, capacity, n_frames, stride,
-              *a, **k):
+    def timed(*a, **k):
         t = time.perf_counter()
-        out, cap = real_run(model_, species, cells, states, kT0, kT1, alive, step0, total, settings, capacity,
-                            n_frames, stride, *a, **k)
-        np.asarray(out[2])  # wait for the device
-        chunks.append(dict(ensemble=settings.ensemble, steps=n_frames * stride, seconds=time.perf_counter() - t,
-                           capacity_changed=cap != capacity))
+        out, cap = real_run(*a, **k)
+        np.asarray(out.alive)  # wait for the device
+        chunks.append(dict(ensemble=k["settings"].ensemble, steps=k["n_frames"] * k["stride"],
+                           seconds=time.perf_counter() - t, capacity_changed=cap != k["capacity"]))
         print(f"chunk {len(chunks)}: {chunks[-1]}", flush=True)  # a call cut short keeps the timings
         return out, cap
 
@@ -171,12 +169,13 @@ def cost_per_step(model, replicas, protocol, steps: int) -> dict:
                             ("npt_tri", IntegratorSettings("npt", barostat="tri"))):
         states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, settings, cap)[0])(
             species, pos, cell, masses, kT, keys)
-        args = (model, species, cell, states, kT, kT, alive, 0, 0, settings)
-        (_, _, a, _), cap = run_chunk_checked(*args, cap, 1, steps, mesh=None)  # compile (and grow if needed)
-        np.asarray(a)
+        kw = dict(kT_start=kT, kT_end=kT, alive=alive, step0=0, total_steps=0, settings=settings, n_frames=1,
+                  stride=steps, mesh=None)
+        out, cap = run_chunk_checked(model, species, cell, states, capacity=cap, **kw)  # compile (and grow if needed)
+        np.asarray(out.alive)
         t = time.perf_counter()
-        (_, _, a, _), _ = run_chunk_checked(*args, cap, 1, steps, mesh=None)
-        np.asarray(a)
+        out, _ = run_chunk_checked(model, species, cell, states, capacity=cap, **kw)
+        np.asarray(out.alive)
         res[f"{label}_ms_per_step"] = (time.perf_counter() - t) / steps * 1000
     res["tri_over_iso"] = res["npt_tri_ms_per_step"] / res["npt_iso_ms_per_step"]
     return res

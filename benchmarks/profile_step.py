@@ -81,20 +81,21 @@ def main():
     alive = jnp.ones(r, bool)
 
     def chunk(st, capacity, fit=False):
-        return run_chunk_checked(model, species, cell, st, kT, kT, alive, 0, 0, integ, capacity, 1, args.steps,
-                                 fit=fit, mesh=None)
+        return run_chunk_checked(model, species, cell, st, kT_start=kT, kT_end=kT, alive=alive,
+                                 step0=0, total_steps=0, settings=integ, capacity=capacity, n_frames=1,
+                                 stride=args.steps, fit=fit, mesh=None)
 
     out, cap = chunk(states, cap, fit=True)  # compile, fit the capacity
-    out, cap = chunk(out[0], cap)  # compile the fitted shape
-    jax.block_until_ready(out[0])
+    out, cap = chunk(out.states, cap)  # compile the fitted shape
+    jax.block_until_ready(out.states)
     trace_dir = tempfile.mkdtemp(prefix="lycb_profile_")
     t = time.perf_counter()
     with jax.profiler.trace(trace_dir):
-        st = out[0]
+        st = out.states
         for _ in range(args.chunks):
             out, cap2 = chunk(st, cap)
             assert cap2 == cap, "the capacity grew while tracing; rerun"
-            st = out[0]
+            st = out.states
         jax.block_until_ready(st)
     wall = time.perf_counter() - t
     steps = args.chunks * args.steps

@@ -108,9 +108,9 @@ def run_lycb(atoms, s: RunSettings, barostat: str = "tri", replicas: int = 4, se
         for _ in range(int(round(ps / s.chunk_ps))):
             out = run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, settings, cap,
                             n_frames, stride)
-            assert bool(np.all(out[3])), "graph capacity overflow in the NpT comparison run"
-            states = out[0]
-            frames.append(out[1])
+            assert bool(np.all(out.ok)), "graph capacity overflow in the NpT comparison run"
+            states = out.states
+            frames.append(out.frames)
         return states, frames and jax.tree.map(lambda *x: np.concatenate(x, axis=1), *frames)
 
     states, _ = run(states, s.equilibrate_ps)

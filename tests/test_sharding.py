@@ -33,9 +33,10 @@ SCRIPT = textwrap.dedent('''
         states = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, integ, cap)[0])(
             species, pos, cell, masses, kT, keys)
         alive = np.ones(n_rep, bool)
-        args = (model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, 4, 10)
-        (s1, f1, a1, ok1), _ = run_chunk_checked(*args, mesh=None)
-        (s4, f4, a4, ok4), _ = run_chunk_checked(*args, mesh="auto")
+        kw = dict(kT_start=kT, kT_end=kT, alive=alive, step0=0, total_steps=0, settings=integ, capacity=cap,
+                  n_frames=4, stride=10)
+        (s1, f1, a1, ok1, _), _ = run_chunk_checked(model, species, cell, states, mesh=None, **kw)
+        (s4, f4, a4, ok4, _), _ = run_chunk_checked(model, species, cell, states, mesh="auto", **kw)
         assert f4.positions.shape[0] == n_rep and bool(ok4.all()) and bool(a4.all())
         assert lycb_md._sharded_run_chunk.cache_info().currsize == 1  # one sharded function for the one mesh
         programs.append(lycb_md._sharded_run_chunk(lycb_md.replica_mesh())._cache_size())

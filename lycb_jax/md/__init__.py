@@ -30,7 +30,8 @@ Units: Angstrom, fs, eV, K, amu; pressure in bar, stress in GPa. jax-md is unit-
 Angstrom and amu its time unit is Angstrom sqrt(amu/eV) = 10.18 fs (:data:`lycb_jax.units.FS`).
 """
 
-from lycb_jax.md.chunk import Carry, Frame, default_capacity, fit_capacity, record, run_chunk, run_chunk_checked
+from lycb_jax.md.chunk import (Carry, ChunkOut, ChunkResult, Frame, default_capacity, fit_capacity, record, run_chunk,
+                               run_chunk_checked)
 from lycb_jax.md.integrators import (
     BAROSTATS,
     ENSEMBLES,

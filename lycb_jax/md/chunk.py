@@ -62,6 +62,28 @@ class Frame(NamedTuple):
     volume: jax.Array  # A^3
 
 
+class ChunkOut(NamedTuple):
+    """What :func:`run_chunk` returns (leading axis: replicas)."""
+
+    states: Any  # jax-md states after the chunk
+    frames: Frame  # [R, F, ...] one every ``stride`` steps
+    alive: jax.Array  # [R] replicas still running
+    ok: jax.Array  # [R] every graph stayed valid; False: discard, grow the capacity to ``need``, re-run
+    need: jax.Array  # [R, Need.SIZE] largest sizes needed (capacity.Need.from_vector's layout)
+    rebuilds: jax.Array  # () list rebuilds ([n_devices] from the sharded variant)
+    msd: Any = None  # StreamingMSD [R, ...], or None (off)
+
+
+class ChunkResult(NamedTuple):
+    """What :func:`run_chunk_checked` returns besides the capacity: a chunk whose graphs all stayed valid."""
+
+    states: Any
+    frames: Frame
+    alive: np.ndarray
+    ok: np.ndarray
+    msd: Any = None
+
+
 class Carry(NamedTuple):
     """What the scan of :func:`run_chunk` carries from step to step (leading axis: replicas)."""
 
@@ -234,13 +256,12 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     kT ramps linearly from kT_start to kT_end (eV, per replica) over ``total_steps`` steps counted
     from ``step0`` of the stage. One Verlet list per replica (cutoff + skin) is rebuilt, for all
     replicas at once, when some live replica is about to move more than skin/2 from where it was
-    built; every force call takes the model's exact graph from it. Returns (states, frames
-    [R, F, ...], alive, graph_ok [R], need [R, Need.SIZE], number of list rebuilds). ``graph_ok``
+    built; every force call takes the model's exact graph from it. Returns a :class:`ChunkOut`; its ``ok``
     False means a capacity overflow or a move beyond skin/2 since the list was built: the caller
     must discard the result and re-run the chunk with capacities grown to ``need``
     (``capacity.grow(capacity, Need.from_vector(need))``). ``msd`` (StreamingMSD with leading axis R,
     or None): updated every ``msd_stride`` steps of the stage (at steps done = multiples of it, counted
-    from ``step0``), returned as the last output (None when off).
+    from ``step0``), returned in ``ChunkOut.msd`` (None when off).
     """
     if (capacity.cutoff, capacity.bond_cutoff) != tuple(model_module.cutoffs):
         raise ValueError(f"graph capacity for cutoffs {(capacity.cutoff, capacity.bond_cutoff)} A, but the model "
@@ -251,7 +272,7 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
                    total_steps, max_kT_factor, stride, msd_stride)
     carry, frames = jax.lax.scan(chunk.frame, chunk.start(states, alive, msd), jnp.arange(n_frames))
     frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
-    return carry.states, frames, carry.live, carry.ok, carry.need, carry.rebuilds, carry.msd
+    return ChunkOut(carry.states, frames, carry.live, carry.ok, carry.need, carry.rebuilds, carry.msd)
 
 
 @functools.lru_cache(maxsize=8)
@@ -267,12 +288,12 @@ def _sharded_run_chunk(mesh: jax.sharding.Mesh):
     def chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
               settings, capacity, n_frames, stride, max_kT_factor=3.0, msd=None, msd_stride=0):
         def local(params, species, cell, states, kT_start, kT_end, alive, msd, step0, total_steps, max_kT_factor):
-            *out, rebuilds, msd = run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive,
-                                            step0, total_steps, settings, capacity, n_frames, stride, max_kT_factor,
-                                            msd, msd_stride)
-            return (*out, rebuilds[None], msd)
+            out = run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+                            settings, capacity, n_frames, stride, max_kT_factor, msd, msd_stride)
+            return out._replace(rebuilds=out.rebuilds[None])
 
-        return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 7 + (rest,) * 3, out_specs=(rep,) * 7,
+        return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 7 + (rest,) * 3,
+                             out_specs=ChunkOut(*(rep,) * 7),
                              check_vma=False)(params, species, cell, states, kT_start, kT_end, alive, msd, step0,
                                               total_steps, max_kT_factor)
 
@@ -289,14 +310,14 @@ def _shard(mesh: jax.sharding.Mesh, n_rep: int, species, cells, states, kT_start
     return species, cells, states, kT_start, kT_end, alive_dev
 
 
-def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, alive, step0, total_steps,
+def run_chunk_checked(model: Model, species, cells, states, *, kT_start, kT_end, alive, step0: int, total_steps: int,
                       settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
                       retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False,
-                      msd=None, msd_stride: int = 0):
+                      msd=None, msd_stride: int = 0) -> tuple[ChunkResult, Capacity]:
     """``run_chunk``, re-run with grown graph capacity (and skin) until every live replica's graph
-    stayed valid. Returns ((states, frames, alive, ok), capacity); raises RuntimeError if it never does.
-    With a streaming MSD ``msd`` (updated every ``msd_stride`` steps, :func:`run_chunk`) the first
-    element is (states, frames, alive, ok, msd).
+    stayed valid. Returns (:class:`ChunkResult`, capacity); raises RuntimeError if it never does.
+    With a streaming MSD ``msd`` (updated every ``msd_stride`` steps, :func:`run_chunk`) the result's
+    ``msd`` is the updated one (None when off).
 
     ``cells`` [R, 3, 3] (rows, Angstrom) are the replicas' fixed cells (NpT: the stage's initial
     ones). With several devices (``mesh="auto"``: all local ones) the replica axis is sharded over
@@ -317,11 +338,11 @@ def run_chunk_checked(model: Model, species, cells, states, kT_start, kT_end, al
     for _ in range(retries + 1):
         out = chunk(model.module, model.params, *args, step0, total_steps, settings, capacity, n_frames, stride,
                     max_kT_factor, msd_in, msd_stride)
-        msd_out = jax.tree.map(lambda x: x[:n_rep], out[6])
-        out = jax.tree.map(lambda x: x[:n_rep], out[:5])
-        ok, need = np.asarray(out[3]), Need.from_vector(np.asarray(out[4]))
+        out = jax.tree.map(lambda x: x[:n_rep], out._replace(rebuilds=None))  # the padding replicas dropped
+        ok, need = np.asarray(out.ok), Need.from_vector(np.asarray(out.need))
         if ok.all():
-            return out[:4] + (() if msd is None else (msd_out,)), (caps.fit(capacity, need) if fit else capacity)
+            result = ChunkResult(out.states, out.frames, np.asarray(out.alive), ok, out.msd if msd is not None else None)
+            return result, (caps.fit(capacity, need) if fit else capacity)
         capacity = caps.grow(capacity, need, cells=cells)
     raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} (capacity {capacity}): "
                        f"atoms moved more than skin/2 = {capacity.skin / 2:.2f} A in one step; the time step is too "

@@ -325,12 +325,14 @@ class Simulation:
         stride = self.stride if n_frames else n_steps - run.step  # a tail shorter than one frame
         n_frames = max(n_frames, 1)
         t_wall = time.perf_counter()
+        kT_start, kT_end = self._kT(name)
         out, run.capacity = run_chunk_checked(
-            self.model, self.species, run.cells, run.states, *self._kT(name), run.alive, run.step,
-            n_steps if heating else 0, settings, run.capacity, n_frames, stride, p.max_temperature_factor, fit=True,
-            msd=run.msd, msd_stride=self.msd_stride)
-        new_states, frames, new_alive = out[0], out[1], np.asarray(out[2])
-        run.msd = out[4] if run.msd is not None else None
+            self.model, self.species, run.cells, run.states, kT_start=kT_start, kT_end=kT_end, alive=run.alive,
+            step0=run.step, total_steps=n_steps if heating else 0, settings=settings, capacity=run.capacity,
+            n_frames=n_frames, stride=stride, max_kT_factor=p.max_temperature_factor, fit=True, msd=run.msd,
+            msd_stride=self.msd_stride)
+        new_states, frames, new_alive = out.states, out.frames, out.alive
+        run.msd = out.msd
         wall = time.perf_counter() - t_wall
         self._report_stopped(run.alive & ~new_alive, name, (run.step + n_frames * stride) * p.dt_fs, summary)
         run.states, run.alive = new_states, new_alive
