@@ -3,6 +3,7 @@
 forces eV/A, stress GPa (ASE sign). Results into convergence.json (cached in labels.db like every label).
 
     OPENBLAS_NUM_THREADS=1 python convergence.py [LYC30|LYB20] [--round r0] [--index 0] [--only k2.5]
+    python convergence.py LYC30 --round r1 --only k2.5 k3.5   # also each setting against the previous one
 """
 import argparse
 import json
@@ -22,7 +23,7 @@ parser.add_argument("--index", type=int, default=0, help="frame in the candidate
 parser.add_argument("--only", nargs="*", default=["ecut550", "k2.5"], help="settings compared to production")
 args = parser.parse_args()
 atoms = read(here / f"cand_{args.parent}_{args.round}.extxyz", index=args.index)
-settings = {"production": (400.0, 1.5), "ecut550": (550.0, 1.5), "k2.5": (400.0, 2.5)}
+settings = {"production": (400.0, 1.5), "ecut550": (550.0, 1.5), "k2.5": (400.0, 2.5), "k3.5": (400.0, 3.5)}
 settings = {k: v for k, v in settings.items() if k == "production" or k in args.only}
 res = {}
 for key, (ecut, kd) in settings.items():
@@ -39,6 +40,12 @@ for key in args.only:
                 "dF_mae_eV_A": float(np.abs(r["forces"] - ref["forces"]).mean()),
                 "dS_max_GPa": float(np.abs(r["stress_GPa"] - ref["stress_GPa"]).max()),
                 "dP_GPa": float(-(r["stress_GPa"][:3].mean() - ref["stress_GPa"][:3].mean()))}
+for a, b in zip(args.only, args.only[1:]):  # successive settings: how much the last step still moves
+    ra, rb = res[a], res[b]
+    out[f"{b}_vs_{a}"] = {"dE_meV_atom": 1000 * (rb["e_per_atom"] - ra["e_per_atom"]),
+                          "dF_max_eV_A": float(np.abs(rb["forces"] - ra["forces"]).max()),
+                          "dS_max_GPa": float(np.abs(rb["stress_GPa"] - ra["stress_GPa"]).max()),
+                          "dP_GPa": float(-(rb["stress_GPa"][:3].mean() - ra["stress_GPa"][:3].mean()))}
 out["production_pressure_GPa"] = float(-ref["stress_GPa"][:3].mean())
 path = here / "convergence.json"
 allres = json.loads(path.read_text()) if path.exists() else {}
