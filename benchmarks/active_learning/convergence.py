@@ -4,6 +4,7 @@ forces eV/A, stress GPa (ASE sign). Results into convergence.json (cached in lab
 
     OPENBLAS_NUM_THREADS=1 python convergence.py [LYC30|LYB20] [--round r0] [--index 0] [--only k2.5]
     python convergence.py LYC30 --round r1 --only k2.5 k3.5   # also each setting against the previous one
+    python convergence.py LYC30 --round r1 --only k2.5 ecut550_k2.5 ecut700_k2.5   # the cut-off at k 2x2x3
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ parser.add_argument("--only", nargs="*", default=["ecut550", "k2.5"], help="sett
 args = parser.parse_args()
 atoms = read(here / f"cand_{args.parent}_{args.round}.extxyz", index=args.index)
 settings = {"production": (400.0, 1.5), "ecut550": (550.0, 1.5), "k2.5": (400.0, 2.5), "k3.5": (400.0, 3.5),
-            "ecut550_k2.5": (550.0, 2.5)}
+            "ecut550_k2.5": (550.0, 2.5), "ecut700_k2.5": (700.0, 2.5)}
 settings = {k: v for k, v in settings.items() if k == "production" or k in args.only}
 res = {}
 for key, (ecut, kd) in settings.items():
