@@ -44,7 +44,8 @@ def results(model, torch_model):
 
     structs = parity_set()
     ours32 = lycb_jax.predict(model, list(structs.values()))
-    ref32 = [torch_model.predict_structure(s, task="efsm") for s in structs.values()]
+    # chgnet's own batching (one graph per batch): 3x faster than one call per structure on 2 cores
+    ref32 = torch_model.predict_structure(list(structs.values()), task="efsm", batch_size=16)
     with jax.enable_x64(True):
         model64 = dataclasses.replace(model, params=jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), model.params))
         ours64 = lycb_jax.predict(model64, list(structs.values()))
@@ -53,7 +54,7 @@ def results(model, torch_model):
     try:
         torch64 = CHGNet.load(model_name="0.3.0", verbose=False).double()
         torch64.composition_model.float()  # chgnet casts the composition features with .float()
-        ref64 = [torch64.predict_structure(s, task="efsm") for s in structs.values()]
+        ref64 = torch64.predict_structure(list(structs.values()), task="efsm", batch_size=16)
     finally:
         converter.TORCH_DTYPE, chgnet_model.TORCH_DTYPE = old
     return list(structs), ours32, ref32, ours64, ref64

@@ -25,7 +25,8 @@ parser.add_argument("--only", nargs="*", default=["ecut550", "k2.5"], help="sett
 args = parser.parse_args()
 atoms = read(here / f"cand_{args.parent}_{args.round}.extxyz", index=args.index)
 settings = {"production": (400.0, 1.5), "ecut550": (550.0, 1.5), "k2.5": (400.0, 2.5), "k3.5": (400.0, 3.5),
-            "ecut550_k2.5": (550.0, 2.5), "ecut700_k2.5": (700.0, 2.5)}
+            "ecut550_k2.5": (550.0, 2.5), "ecut700_k2.5": (700.0, 2.5),
+            "ecut850_k2.5": (850.0, 2.5), "ecut1000_k2.5": (1000.0, 2.5)}
 settings = {k: v for k, v in settings.items() if k == "production" or k in args.only}
 res = {}
 for key, (ecut, kd) in settings.items():
