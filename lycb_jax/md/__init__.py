@@ -33,31 +33,27 @@ Angstrom and amu its time unit is Angstrom sqrt(amu/eV) = 10.18 fs (:data:`lycb_
 from lycb_jax.md.chunk import (Carry, ChunkOut, ChunkResult, Frame, default_capacity, fit_capacity, record, run_chunk,
                                run_chunk_checked)
 from lycb_jax.md.integrators import (
-    BAROSTATS,
     ENSEMBLES,
     Dynamics,
     Ensemble,
-    IntegratorSettings,
-    NPTState,
-    degrees_of_freedom,
     dynamics,
     energy_fn,
     init_replica,
     masses_of,
-    npt_conserved,
-    npt_mtk,
     nve,
     nvt_nose_hoover,
     real_positions,
     state_cell,
     temperature_K,
 )
+from lycb_jax.md.npt import NPTState, npt_conserved, npt_mtk
+from lycb_jax.md.settings import BAROSTATS, IntegratorSettings, degrees_of_freedom
 from lycb_jax.md.trajectory import FRAME_FIELDS, FRAME_UNITS
 from lycb_jax.md.memory import MemoryPlan, chunk_bytes, plan_replicas
 from lycb_jax.md.protocol import Protocol, load_protocol
 from lycb_jax.md.simulation import Simulation
 
-__all__ = ["BAROSTATS", "Carry", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS", "FRAME_UNITS", "Frame",
+__all__ = ["BAROSTATS", "Carry", "ChunkOut", "ChunkResult", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS", "FRAME_UNITS", "Frame",
            "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
            "degrees_of_freedom", "dynamics", "energy_fn", "fit_capacity", "init_replica",
            "load_protocol", "masses_of", "npt_conserved", "npt_mtk", "nve", "nvt_nose_hoover", "plan_replicas", "real_positions",

@@ -32,15 +32,8 @@ from lycb_jax.md.observables import relative_to_framework, streaming_update
 from lycb_jax.graph.capacity import Capacity, Need
 from lycb_jax.runtime.distributed import replica_mesh, shard_replicas
 from lycb_jax.graph import EdgeList, refine_graph
-from lycb_jax.md.integrators import (
-    IntegratorSettings,
-    conserved,
-    degrees_of_freedom,
-    dynamics,
-    real_positions,
-    state_cell,
-    temperature_K,
-)
+from lycb_jax.md.integrators import conserved, dynamics, real_positions, state_cell, temperature_K
+from lycb_jax.md.settings import IntegratorSettings, degrees_of_freedom
 from lycb_jax.graph.verlet import drift_bound, graph_sizes, verlet_list
 from lycb_jax.models import Model, energy_forces_stress
 from lycb_jax.runtime.precision import with_precision

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lycb_jax.md.chunk import default_capacity, run_chunk
-from lycb_jax.md.integrators import IntegratorSettings, init_replica, masses_of
+from lycb_jax.md.integrators import init_replica, masses_of
+from lycb_jax.md.settings import IntegratorSettings
 
 
 @dataclasses.dataclass

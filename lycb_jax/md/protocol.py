@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lycb_jax.md.integrators import BAROSTATS
+from lycb_jax.md.settings import BAROSTATS
 
 
 MAX_DT_FS_WITH_LI = 5.0  # fs: the longest time step accepted for a structure with Li
@@ -31,7 +31,7 @@ class Protocol:
     ``save_every_fs``, ``tau_t_fs`` and ``tau_p_fs`` in fs; ``chunk_ps`` of MD per compiled call;
     ``skin`` of the Verlet list in Angstrom.
 
-    ``barostat``: the NpT cell motions (:data:`lycb_jax.md.integrators.BAROSTATS`): "tri" (default:
+    ``barostat``: the NpT cell motions (:data:`lycb_jax.md.settings.BAROSTATS`): "tri" (default:
     every cell parameter, as LAMMPS ``fix npt ... tri``), "aniso" (x, y, z separately), "iso" (the
     shape kept). ``drift_bound_meV``: a replica whose conserved quantity drifts faster than this
     (meV/atom/ps, least-squares slope over the stage so far; not checked while heating) is flagged.

@@ -8,7 +8,6 @@ lengths in Angstrom.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import time
 import types
@@ -27,11 +26,11 @@ from lycb_jax.md.observables import streaming_init
 from lycb_jax.graph.capacity import Capacity
 from lycb_jax.io.structures import formula, to_system
 from lycb_jax.md.chunk import default_capacity, run_chunk_checked
-from lycb_jax.md.integrators import IntegratorSettings, ensemble, init_replica, masses_of, real_positions, state_cell
+from lycb_jax.md.integrators import ensemble, init_batch, masses_of, real_positions, state_cell
+from lycb_jax.md.settings import IntegratorSettings
 from lycb_jax.md.protocol import Protocol
 from lycb_jax.md.stages import stage_drift, to_average_cell
 from lycb_jax.models import Model
-from lycb_jax.runtime.precision import with_precision
 from lycb_jax.units import KB
 
 
@@ -134,7 +133,7 @@ class Simulation:
         return jnp.asarray(start, jnp.float32), jnp.asarray(target, jnp.float32)
 
     def _init_args(self, positions, cells, momenta, key):
-        """The arrays of :func:`_init_batch` (kT: the start of heating when momenta are drawn, else the target)."""
+        """The arrays of :func:`init_batch` (kT: the start of heating when momenta are drawn, else the target)."""
         kT = self._kT("heat")[0] if momenta is None else self._kT("nvt")[1]
         keys = jax.random.split(key, self.n_total)[self.replicas]
         return (self.model.params, jnp.asarray(self.species), jnp.asarray(positions, jnp.float32),
@@ -146,7 +145,7 @@ class Simulation:
         grown from exact host counts at this geometry where it is too small (a cell that NpT shrank)."""
         args = self._init_args(positions, cells, momenta, key)
         for _ in range(tries):
-            states, overflow = _init_batch(self.model.module, *args, settings=self._settings(ensemble),
+            states, overflow = init_batch(self.model.module, *args, settings=self._settings(ensemble),
                                            capacity=capacity)
             if not bool(jnp.any(overflow)):
                 return states, capacity
@@ -237,7 +236,7 @@ class Simulation:
         # the states' tree structure only (no graph built): the saved capacity fits the saved geometry, not the
         # initial one, which NpT may have left far behind
         settings = self._settings(ensemble)
-        template = jax.eval_shape(lambda *a: _init_batch(self.model.module, *a, settings=settings, capacity=capacity),
+        template = jax.eval_shape(lambda *a: init_batch(self.model.module, *a, settings=settings, capacity=capacity),
                                   *self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
         print(f"{ck['path']}: the run is complete" if si >= len(stages) else
               f"resuming {ck['path']} at stage {si} ({name}), step {step}")
@@ -398,16 +397,3 @@ class Simulation:
             **md_traj.frame_counts(f, [n for n, *_ in stages]), **md_ck.streaming_fields(run.msd, p.streaming_msd_every_fs)})
         run.last_checkpoint = run.step
 
-
-@functools.partial(jax.jit, static_argnames=("model_module", "settings", "capacity"))
-@with_precision
-def _init_batch(model_module, params, species, positions, cells, masses, keys, kT, momenta,
-                settings: IntegratorSettings, capacity: Capacity):
-    """:func:`init_replica` of every replica (leading axis), momenta drawn where ``momenta`` is None:
-    (states, overflow [R]). Compiled once per (model, settings, capacity), shared by every Simulation."""
-    model = Model(model_module, params)
-    if momenta is None:
-        return jax.vmap(lambda sp, x, c, m, k, t: init_replica(model, sp, x, c, m, t, k, settings, capacity))(
-            species, positions, cells, masses, keys, kT)
-    return jax.vmap(lambda sp, x, c, m, k, t, p: init_replica(model, sp, x, c, m, t, k, settings, capacity, p))(
-        species, positions, cells, masses, keys, kT, momenta)

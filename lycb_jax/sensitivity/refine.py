@@ -18,7 +18,6 @@ parameters and call again. Units: GPa, eV, K.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
