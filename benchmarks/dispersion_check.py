@@ -11,7 +11,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -21,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from ase.io import read
-from ase.units import GPa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -16,7 +16,6 @@ import h5py
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ase import Atoms
 from ase.cell import Cell
 
 from lycb_jax.md import Protocol, Simulation

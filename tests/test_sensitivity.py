@@ -341,7 +341,6 @@ def test_msd_group_and_strain_sensitivity_equal_central_differences():
     from lycb_jax.sensitivity import study
 
     species, x0, cell, mask, masses, _ = _system()
-    v0 = maxwell_boltzmann(jax.random.PRNGKey(3), masses, mask, 300.0)  # warm fcc: atoms move
     frames = Frames(species, x0[None], cell[None], mask)
     kw = dict(window_fs=200.0, dt_fs=5.0, gamma_per_ps=1.0, n_windows=1, seed=5, skin=2.0)
     base = lj_model()

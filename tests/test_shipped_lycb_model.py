@@ -5,7 +5,6 @@ rounds r0-r2, 300-800 K frames of 30-atom LYC and 20-atom LYB) was excluded from
 benchmarks/active_learning/finetune_round.py. Errors are computed here with numpy from the ASE
 batched predictions (lycb_jax.predict), against the DFT numbers in the file.
 """
-import json
 from pathlib import Path
 
 import numpy as np

@@ -8,7 +8,6 @@ pooled over independent runs (seeds).
 Writes cand_<parent>_<round>.extxyz next to this script.
 """
 import argparse
-import dataclasses
 from pathlib import Path
 
 import h5py

@@ -6,7 +6,6 @@ import sys, warnings
 import numpy as np
 from ase.io import write
 from pymatgen.core import Structure
-from pymatgen.io.ase import AseAtomsAdaptor
 warnings.simplefilter("ignore")
 import h5py
 import lycb_jax
