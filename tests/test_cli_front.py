@@ -126,3 +126,21 @@ def test_experimental_volume_of_the_shipped_measured_structures():
         value, source = experimental_volume(read(root / "structures" / f"{name}.cif").numbers)
         assert round(value, 2) == ref[name]["volume_A3_per_atom"]["value"] and source == "Schlem 2021"
     assert experimental_volume(read(root / "structures" / "LYCB_x3.0_C2.cif").numbers) is None
+
+
+def test_readme_commands_are_the_ones_ci_runs():
+    """README's two set-up commands sit in closed code blocks, and `.ci/run` runs the README's test command
+    word for word (the README is what a newcomer types)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    assert readme.count("```") % 2 == 0, "README.md has an unclosed code block"
+    blocks = readme.split("```")[1::2]
+    main_job = next(b for b in blocks if "lycb-jax study" in b)
+    assert main_job.strip().splitlines() == [
+        "python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/lycb-jax study --out study_out"]
+    tests = next(b for b in blocks if "pytest" in b)
+    readme_cmd = " ".join(tests.replace("\\\n", " ").split())
+    ci_cmd = " ".join((root / ".ci" / "run").read_text().strip().splitlines()[-1].split())
+    assert ci_cmd == readme_cmd
