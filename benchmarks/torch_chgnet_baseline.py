@@ -1,11 +1,11 @@
 # Copied unchanged (but for this line) from shared/bench/torch_chgnet_baseline.py: the PyTorch CHGNet baseline, run side by side.
 """Baseline: torch CHGNet 0.3.0 speed on the GPU, single-point and ASE-driven NVT MD."""
-import os, time, json
+import os, sys, time, json
 import numpy as np
 import torch
 from pymatgen.core import Structure, Lattice
 from chgnet.model import CHGNet
-from chgnet.model.dynamics import MolecularDynamics
+from chgnet.model.dynamics import MolecularDynamics, CHGNetCalculator
 
 def lyc_like(n=3, seed=0):
     # crude Li3YCl6-like model: rocksalt Cl sublattice, 2/3 of octahedral sites filled (Li:Y = 3:1)
