@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One GPU call for issue 31 (started in the background through device_job.sh, then packed):
+#   bash .gpu/device_job.sh start "bash benchmarks/perf_job.sh" 540; bash .gpu/device_job.sh poll 300
+#   tar czf $OUT/perf.tgz -C /tmp/job out log.txt
+# Carry [".whl_perf", ".gpu"]: the cp312 wheels without h5py/orbax (not imported here) plus chgnet 0.4.2 and
+# nvidia-ml-py3 for the PyTorch baseline, and a 5-module slice of fontTools (all that matplotlib imports) in
+# .whl_perf/site, to stay under the 64 MiB carry. Writes /tmp/job/out/perf/:
+#   torch_baseline.json   PyTorch CHGNet 0.3.0 on the same card (shared/bench's script, verbatim copy)
+#   bench_md_r{R}.json    lycb_jax NVT, R replicas x 427 atoms: the replica scaling curve
+#   ncu_step.csv          Nsight Compute on about one MD step's kernels: time, DRAM bytes, bandwidth
+set -uo pipefail
+job=${JOB:-/tmp/job}; out=$job/out/perf src=$job/src
+mkdir -p $out $src
+[ -n "${NO_WHEELS:-}" ] || { python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_perf/*.whl
+                             cp -r .whl_perf/site/fontTools /tmp/site/; }
+cp -r lycb_jax checkpoints benchmarks $src/
+export PYTHONPATH=/tmp/site:$src MPLBACKEND=Agg PYTHONUNBUFFERED=1 OUT=$out
+cd $src
+{ date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no GPU"
+  python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__)"; } > $out/device.txt 2>&1
+echo "== torch baseline"; timeout 240 python3 benchmarks/torch_chgnet_baseline.py > $out/torch_baseline.log 2>&1
+tail -3 $out/torch_baseline.log
+for r in ${REPLICAS:-1 4 8 16 32}; do
+  echo "== bench_md replicas $r"
+  timeout 150 python3 benchmarks/bench_md.py --n ${N:-4} --replicas $r --steps ${STEPS:-200} --stride 50 > $out/bench_md_r$r.log 2>&1
+  [ -f $out/bench_md.json ] && mv $out/bench_md.json $out/bench_md_r$r.json  # bench_md writes $OUT/bench_md.json
+  tail -1 $out/bench_md_r$r.log
+done
+echo "== ncu"
+ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+if [ -x "$ncu" ]; then
+  # skip compilation and the first chunk's kernels, then profile about one step's worth (~760 kernels)
+  timeout 200 $ncu --target-processes all --launch-skip ${NCU_SKIP:-60000} --launch-count ${NCU_COUNT:-800} \
+    --metrics gpu__time_duration.sum,dram__bytes.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed \
+    --csv --page raw python3 benchmarks/bench_md.py --replicas 8 --steps 100 --stride 50 > $out/ncu_step.csv 2> $out/ncu.log
+  echo "ncu rc $? lines $(wc -l < $out/ncu_step.csv)"
+else
+  echo "no ncu" | tee $out/ncu.log
+fi
+echo PERF_DONE
