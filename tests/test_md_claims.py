@@ -167,16 +167,19 @@ def _n_li():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("md_claims_cli")  # cli_runs computed once
 def test_md_with_model_dir_uses_the_checkpoint(cli_runs):
     _check_trajectory(cli_runs / "md" / "trajectory.h5", cli_runs / "md_pretrained" / "trajectory.h5", _n_li())
 
 
+@pytest.mark.xdist_group("md_claims_cli")  # cli_runs computed once
 def test_study_with_model_dir_uses_the_checkpoint(cli_runs):
     _check_trajectory(cli_runs / "study" / "md" / "trajectory.h5", cli_runs / "md_pretrained" / "trajectory.h5",
                       _n_li())
     assert (cli_runs / "study" / "transport.json").exists()
 
 
+@pytest.mark.xdist_group("md_claims_cli")  # cli_runs computed once
 def test_predict_with_model_dir_uses_the_checkpoint(cli_runs):
     import json
 

@@ -125,6 +125,8 @@ def _fd_copies(structure):
     return out
 
 
+pytestmark = pytest.mark.xdist_group("sevenn_parity")  # one worker computes the references
+
 @pytest.fixture(scope="module")
 def sevennet():
     return lycb_jax.load_model("sevennet-0")
