@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import lyc_like, nvt_replicas
 
 import lycb_jax
-from lycb_jax.runtime.distributed import replica_mesh
+from lycb_jax.runtime.devices import replica_mesh
 from lycb_jax.md import default_capacity, run_chunk_checked
 
 

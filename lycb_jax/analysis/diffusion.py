@@ -33,7 +33,7 @@ import numpy as np
 from lycb_jax.analysis.msd import _msd_core, _select, displacement_moments, msd_covariance_model
 from lycb_jax.analysis.stats import gls_line, wls_line
 from lycb_jax.analysis.window import DEFAULT_HOP_DISTANCE, MIN_WINDOW_FRAMES, find_window, slope_test, window_end
-from lycb_jax.runtime.distributed import replica_mesh, shard_replicas
+from lycb_jax.runtime.devices import replica_mesh, shard_replicas
 from lycb_jax.units import E_CHARGE, KB_J
 
 A2_PER_FS_TO_CM2_PER_S = 0.1  # 1 A^2/fs = 1e-16 cm^2 / 1e-15 s
@@ -213,7 +213,7 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
     ``z``, ``max_alpha_err``: the window rule (``lycb_jax.analysis.window``); ``window_fs`` = (t0, t1)
     forces the window.  With ``temperature`` (K) and ``volume_A3`` the conductivity (mS/cm) is added
     (scalars, or one value per replica).  Returns a ``Diffusion`` (a list for a leading replica
-    axis R).  With several local devices (``mesh="auto"`` or a ``distributed.replica_mesh``) the MSDs
+    axis R).  With several local devices (``mesh="auto"`` or a ``runtime.devices.replica_mesh``) the MSDs
     of the replicas are computed sharded over them.
     """
     pos = np.asarray(positions)

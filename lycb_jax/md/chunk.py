@@ -30,7 +30,7 @@ from jax_md import quantity
 import lycb_jax.graph.capacity as caps
 from lycb_jax.md.observables import relative_to_framework, streaming_update
 from lycb_jax.graph.capacity import Capacity, Need
-from lycb_jax.runtime.distributed import replica_mesh, shard_replicas
+from lycb_jax.runtime.devices import replica_mesh, shard_replicas
 from lycb_jax.graph import EdgeList, refine_graph
 from lycb_jax.md.integrators import conserved, dynamics, real_positions, state_cell, temperature_K
 from lycb_jax.md.settings import IntegratorSettings, degrees_of_freedom

@@ -1,7 +1,7 @@
 """Process-wide machinery, chosen explicitly (nothing here runs at import): the matrix-product precision
-(:mod:`.precision`), JAX's persistent compilation cache (:mod:`.cache`), runs over several processes and
-devices (:mod:`.distributed`), and lazy package attributes (:mod:`.lazy`), so that importing a package (and
-``lycb-jax --help``) does not start JAX."""
+(:mod:`.precision`), JAX's persistent compilation cache (:mod:`.cache`), replicas over the local devices
+(:mod:`.devices`), runs over several processes (:mod:`.distributed`), and lazy package attributes
+(:mod:`.lazy`), so that importing a package (and ``lycb-jax --help``) does not start JAX."""
 
 from lycb_jax.runtime import lazy
 

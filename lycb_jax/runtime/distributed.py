@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
@@ -127,21 +126,3 @@ def barrier(name: str) -> None:
 
         multihost_utils.sync_global_devices(name)
 
-
-def replica_mesh(devices=None) -> jax.sharding.Mesh | None:
-    """A 1-D mesh named 'replica' over the given (default: all local) devices; None for one device."""
-    devices = jax.local_devices() if devices is None else list(devices)
-    return jax.sharding.Mesh(np.array(devices), ("replica",)) if len(devices) > 1 else None
-
-
-def shard_replicas(mesh: jax.sharding.Mesh, n_pad: int, *trees):
-    """Pad axis 0 of every leaf to ``n_pad`` (copies of replica 0) and shard it over the mesh."""
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("replica"))
-
-    def pad(x):
-        x = jnp.asarray(x)
-        if x.shape[0] < n_pad:
-            x = jnp.concatenate([x, jnp.repeat(x[:1], n_pad - x.shape[0], axis=0)])
-        return jax.device_put(x, sharding)
-
-    return [jax.tree.map(pad, t) for t in trees]
