@@ -2,7 +2,7 @@
 # One GPU call for issue 31 (started in the background through device_job.sh, then packed):
 #   bash .gpu/device_job.sh start "bash benchmarks/perf_job.sh" 540; bash .gpu/device_job.sh poll 300
 #   tar czf $OUT/perf.tgz -C /tmp/job out log.txt
-# Carry [".whl_perf", ".gpu"]: the cp312 wheels without h5py/orbax (not imported here) plus chgnet 0.4.2 and
+# Build .whl_perf with benchmarks/perf_wheels.sh. Carry [".whl_perf", ".gpu"]: the cp312 wheels without h5py/orbax (not imported here) plus chgnet 0.4.2 and
 # nvidia-ml-py3 for the PyTorch baseline, and a 5-module slice of fontTools (all that matplotlib imports) in
 # .whl_perf/site, to stay under the 64 MiB carry. Writes /tmp/job/out/perf/:
 #   torch_baseline.json   PyTorch CHGNet 0.3.0 on the same card (shared/bench's script, verbatim copy)
