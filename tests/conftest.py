@@ -73,3 +73,12 @@ def model():
 def torch_model():
     chgnet_model = importlib.import_module("chgnet.model")
     return chgnet_model.CHGNet.load(model_name="0.3.0", verbose=False)
+
+
+if os.environ.get("LYCB_TEST_MEMLOG"):  # opt-in: which test raises a worker's peak memory (issue 30's 8 GB)
+    import resource
+
+    def pytest_runtest_logfinish(nodeid, location):
+        peak_mb = [resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        with open(os.environ["LYCB_TEST_MEMLOG"], "a") as fh:  # worker, its peak, its largest subprocess's, MB
+            fh.write(f"{_WORKER}\t{peak_mb[0]:.0f}\t{peak_mb[1]:.0f}\t{nodeid}\n")
