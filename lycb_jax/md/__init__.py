@@ -53,7 +53,8 @@ from lycb_jax.md.memory import MemoryPlan, chunk_bytes, plan_replicas
 from lycb_jax.md.protocol import Protocol, load_protocol
 from lycb_jax.md.simulation import Simulation
 
-__all__ = ["BAROSTATS", "Carry", "ChunkOut", "ChunkResult", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS", "FRAME_UNITS", "Frame",
+__all__ = ["BAROSTATS", "Carry", "ChunkOut", "ChunkResult", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS",
+           "FRAME_UNITS", "Frame",
            "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
            "degrees_of_freedom", "dynamics", "energy_fn", "fit_capacity", "init_replica",
            "load_protocol", "masses_of", "npt_conserved", "npt_mtk", "nve", "nvt_nose_hoover", "plan_replicas", "real_positions",

@@ -146,7 +146,7 @@ class Simulation:
         args = self._init_args(positions, cells, momenta, key)
         for _ in range(tries):
             states, overflow = init_batch(self.model.module, *args, settings=self._settings(ensemble),
-                                           capacity=capacity)
+                                          capacity=capacity)
             if not bool(jnp.any(overflow)):
                 return states, capacity
             geometries = [types.SimpleNamespace(positions=x, cell=c)
