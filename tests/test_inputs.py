@@ -52,3 +52,30 @@ def test_cell_smaller_than_the_cutoff_is_handled_not_refused(model):
     p1, p8 = lycb_jax.predict(model, [one, one.repeat((2, 2, 2))])
     assert abs(p1.energy_per_atom - p8.energy_per_atom) < 1e-5
     np.testing.assert_allclose(p1.stress, p8.stress, atol=1e-4)
+
+
+def test_predict_groups_within_budgets_and_results_do_not_depend_on_the_company(model, monkeypatch):
+    """A dense metal among halides gets its own call (it would otherwise pad every halide to its ~200 angles per
+    atom: 3.6 GB of XLA temporaries for the 27 small cells of the parity set, now 1.7 GB); every call stays
+    within both budgets, each structure is predicted once, and its result equals the one it gets alone."""
+    from lycb_jax.graph import capacity as cap
+    from lycb_jax.models import predict as predict_module
+
+    halides = [_nacl().repeat((1, 1, k)) for k in (1, 2)] + [_nacl()]
+    metal = bulk("Ni", "fcc", 3.52, cubic=True).repeat((2, 1, 1))  # 8 atoms, 12 bonds within 3 A: 132 angles/atom
+    structures = [halides[0], metal, halides[1], halides[2]]
+    calls = []
+    real = predict_module.predict_batch
+    monkeypatch.setattr(predict_module, "predict_batch", lambda m, b: calls.append(b) or real(m, b))
+    together = lycb_jax.predict(model, structures, max_angles_per_batch=4096, max_edges_per_batch=4096)
+    assert sorted(sum((list(b.counts) for b in calls), [])) == sorted(len(s) for s in structures)
+    for b in calls:
+        padded = len(b.species)  # the batch is padded to a power of two
+        assert padded * b.species.shape[1] <= 8192 and padded * max(b.capacity.angles, b.capacity.edges) <= 4096, b.capacity
+    metal_calls = [b for b in calls if 28 in b.species]
+    assert len(metal_calls) == 1 and len(metal_calls[0].counts) == 1  # the metal alone
+    assert cap.count_edges(metal.positions, metal.cell)[1] > 4 * cap.count_edges(_nacl().positions, _nacl().cell)[1]
+    for s, p in zip(structures, together):
+        alone = lycb_jax.predict(model, [s])[0]
+        assert abs(p.energy_per_atom - alone.energy_per_atom) < 1e-6
+        np.testing.assert_allclose(p.forces, alone.forces, atol=2e-5)

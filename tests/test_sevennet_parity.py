@@ -25,9 +25,6 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from structures import parity_set
 
 import lycb_jax
-from lycb_jax.io.structures import to_system
-from lycb_jax.graph.batch import pack
-from lycb_jax.models.predict import predict_batch
 from lycb_jax.units import EV_A3_TO_GPA
 
 TOL32 = {"e": 2e-5, "f": 2e-4, "s": 5e-3}  # eV/atom, eV/A, GPa (the issue's)
@@ -87,10 +84,10 @@ def _reference(calc, structure) -> dict:
             "s": atoms.get_stress(voigt=False) * EV_A3_TO_GPA}
 
 
-def _ours(model, structures, n_atoms) -> list[dict]:
-    """Our predictions through lycb_jax.predict's packing, all structures padded to ``n_atoms`` (one compile)."""
-    systems = [to_system(s) for s in structures]
-    preds = predict_batch(model, pack(systems, n_atoms=n_atoms, cutoffs=model.cutoffs))
+def _ours(model, structures) -> list[dict]:
+    """Our predictions through lycb_jax.predict; 8192 padded edges per call keep XLA's temporaries at ~1.6 GB
+    (float32; SevenNet-0 needs ~200 kB per edge on the CPU), not the 4 GB of one call for all 27 small cells."""
+    preds = lycb_jax.predict(model, structures, max_edges_per_batch=8192)
     return [{"e": p.energy_per_atom, "f": p.forces, "s": p.stress, "energy": p.energy} for p in preds]
 
 
@@ -147,16 +144,13 @@ def results(sevennet):
         ref64 = [_reference(calc64, structs[n]) for n in SUBSET64]
     finally:
         torch.set_num_threads(threads)
-    small = [n for n in names if len(structs[n]) <= 16]
-    large = [n for n in names if len(structs[n]) > 16]
-    ours = dict(zip(small, _ours(sevennet, [structs[n] for n in small], 16)))
-    ours.update(zip(large, _ours(sevennet, [structs[n] for n in large], 56)))
+    ours = dict(zip(names, _ours(sevennet, [structs[n] for n in names])))
     fd_base = structs["LYC_rattled_0.2"]
     fd = _fd_copies(fd_base)
     with jax.enable_x64(True):
         model64 = dataclasses.replace(sevennet, params=jax.tree.map(lambda x: jnp.asarray(x, jnp.float64),
                                                                     sevennet.params))
-        out64 = _ours(model64, [structs[n] for n in SUBSET64] + [fd_base] + [s for _, s in fd], 16)
+        out64 = _ours(model64, [structs[n] for n in SUBSET64] + [fd_base] + [s for _, s in fd])
     ours64, base64 = out64[:len(SUBSET64)], out64[len(SUBSET64)]
     fd_energies = {label: o["energy"] for (label, _), o in zip(fd, out64[len(SUBSET64) + 1:])}
     return {"structures": structs, "names": names, "ref32": ref32, "ours32": [ours[n] for n in names], "ref64": ref64,

@@ -25,7 +25,10 @@ class Batch:
     capacity: Capacity
 
 
-def pack(systems: Sequence[System], headroom: float = 1.15, n_atoms: int | None = None,
+PACK_HEADROOM = 1.15  # capacity over the exact counts of a packed batch (single points: nothing moves)
+
+
+def pack(systems: Sequence[System], headroom: float = PACK_HEADROOM, n_atoms: int | None = None,
          n_systems: int | None = None, cutoffs=(cap.ATOM_CUTOFF, cap.BOND_CUTOFF)) -> Batch:
     """Pad systems to a bucketed atom count (and batch size) with graph capacities from exact counts
     at the model's ``cutoffs`` (Angstrom). Padding systems are copies of the first one with every

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lycb_jax.graph import capacity as cap
-from lycb_jax.graph.batch import Batch, pack
+from lycb_jax.graph.batch import PACK_HEADROOM, Batch, pack
 from lycb_jax.graph.build import build_graph
 from lycb_jax.io.structures import to_system
 from lycb_jax.models.base import Model, energy_forces_stress
@@ -48,27 +48,51 @@ def _predict_batched(module, params, species, positions, cells, atom_mask, capac
         module, params, species, positions, cells, atom_mask, capacity)
 
 
-def predict(model: Model, structures: Iterable, max_atoms_per_batch: int = 8192) -> list[Prediction]:
+def predict(model: Model, structures: Iterable, *, max_atoms_per_batch: int = 8192,
+            max_edges_per_batch: int = 32768, max_angles_per_batch: int = 32768) -> list[Prediction]:
     """Energies, forces, stresses and magmoms of structures (pymatgen Structure or ASE Atoms).
 
-    Structures are validated, grouped by padded size (at most ``max_atoms_per_batch`` padded
-    atoms per call) and evaluated with one jit-compiled, vmapped call per group.
+    Structures are validated, grouped by padded size and, within a size, by their graph sizes (a dense metal
+    among halides would otherwise pad every halide to its ~200 angles per atom), and evaluated with one
+    jit-compiled, vmapped call per group of at most ``max_atoms_per_batch`` padded atoms, ``max_edges_per_batch``
+    padded edges and ``max_angles_per_batch`` padded angles. XLA's temporaries on the CPU, float32: CHGNet
+    ~80 kB per edge and 30-70 kB per angle, SevenNet-0 ~200 kB per edge (float64 twice that).
     """
     systems = [to_system(s) for s in structures]
     for s in systems:
         model.check_elements(s.numbers)
     results: list[Prediction | None] = [None] * len(systems)
-    by_size: dict[int, list[int]] = {}
-    for i, s in enumerate(systems):
-        by_size.setdefault(cap.bucket_size(len(s)), []).append(i)
-    for n_pad, idx in sorted(by_size.items()):
-        per_call = max(1, max_atoms_per_batch // n_pad)
-        for start in range(0, len(idx), per_call):
-            group = idx[start:start + per_call]
-            batch = pack([systems[i] for i in group], n_atoms=n_pad, cutoffs=model.cutoffs)
-            for i, pred in zip(group, predict_batch(model, batch)):
-                results[i] = pred
+    budget = {"atoms": max_atoms_per_batch, "edges": max_edges_per_batch, "angles": max_angles_per_batch}
+    for group in _groups(systems, model.cutoffs, budget):
+        batch = pack([systems[i] for i in group], n_atoms=cap.bucket_size(max(len(systems[i]) for i in group)),
+                     cutoffs=model.cutoffs)
+        for i, pred in zip(group, predict_batch(model, batch)):
+            results[i] = pred
     return results  # type: ignore[return-value]
+
+
+def _groups(systems, cutoffs, budget: dict[str, int]) -> list[list[int]]:
+    """Indices of the systems per call: one padded size per call; within a size, systems sorted by graph size
+    and cut greedily so that (count rounded up to a power of two, as ``pack`` pads) x (the call's largest
+    atoms, edges, angles) stays within ``budget``. Few calls, so few compiles."""
+    by_size: dict[int, list[tuple[tuple[int, int], int]]] = {}
+    for i, s in enumerate(systems):
+        c = cap.estimate([s], tuple(cutoffs), PACK_HEADROOM, bucketed=True)  # as pack() will size it
+        by_size.setdefault(cap.bucket_size(len(s)), []).append(((c.angles, c.edges), i))
+    groups: list[list[int]] = []
+    for n_pad, members in sorted(by_size.items()):
+        group: list[int] = []
+        largest = {"atoms": n_pad, "edges": 0, "angles": 0}
+        for (angles, edges), i in sorted(members):
+            count = 1 << len(group).bit_length()  # the padded count with this system added
+            need = {"atoms": n_pad, "edges": max(largest["edges"], edges), "angles": max(largest["angles"], angles)}
+            if group and any(count * need[k] > budget[k] for k in budget):
+                groups.append(group)
+                group, need = [], {"atoms": n_pad, "edges": edges, "angles": angles}
+            group.append(i)
+            largest = need
+        groups.append(group)
+    return groups
 
 
 def predict_batch(model: Model, batch: Batch) -> list[Prediction]:
