@@ -30,7 +30,7 @@ from lycb_jax.md import default_capacity, run_chunk_checked
 def rate_on(model, s, k: int, per_device: int, steps: int, stride: int, repeats: int) -> dict:
     n_rep, n = k * per_device, len(s)
     mesh = replica_mesh(jax.local_devices()[:k])
-    cap = default_capacity(s.cart_coords, s.lattice.matrix)
+    cap = default_capacity(s.cart_coords, s.lattice.matrix, cutoffs=model.cutoffs)
     species, cell, states, kT, integ = nvt_replicas(model, s, n_rep, cap)
     alive = np.ones(n_rep, bool)
     n_frames = steps // stride

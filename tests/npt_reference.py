@@ -74,7 +74,7 @@ def lycb_capacity(atoms):
     """A generous fixed graph capacity for LJ argon (run_chunk does not grow it; it reports an overflow)."""
     from lycb_jax.md import default_capacity
 
-    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
+    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5, cutoffs=lj_model().cutoffs)
     return dataclasses.replace(cap, edges=cap.edges * 2, angles=8192, short_per_atom=32, list_edges=cap.list_edges * 2)
 
 

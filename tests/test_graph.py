@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from ase.neighborlist import primitive_neighbor_list
 
-from lycb_jax.graph.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity, count_edges, estimate_capacity
+from lycb_jax.graph.capacity import Capacity, count_edges, estimate_capacity
+from lycb_jax.models.chgnet import CHGNetConfig
 from lycb_jax.graph import build_graph
 from structures import lyc_like, lyc_trigonal, parity_set, rattled
+
+CUTOFFS = (CHGNetConfig.atom_cutoff, CHGNetConfig.bond_cutoff)  # Angstrom: the graphs CHGNet 0.3.0 takes
 
 CASES = ["LYC_trig_30", "LYC_trig_skewed", "LYC_skewed", "LYB_skewed", "MgO", "NiAl_skewed", "LYC_rs_111",
          "LYC_strained_0.08", "LYCB_skewed_rattled", "Fe_bcc"]
@@ -34,10 +37,10 @@ def ase_edges(pos, cell, cutoff):
 def assert_matches_ase(g, pos, cell):
     """Edge set (6 A) and angle set (pairs of 3 A bonds at one centre) of ``g`` equal ASE's."""
     ours = directed_edges(g, None)
-    ref = ase_edges(pos, cell, ATOM_CUTOFF)
+    ref = ase_edges(pos, cell, CUTOFFS[0])
     assert ours == ref
     # angles: ordered pairs of distinct short directed edges with the same centre
-    short_ref = ase_edges(pos, cell, BOND_CUTOFF)
+    short_ref = ase_edges(pos, cell, CUTOFFS[1])
     by_centre = {}
     for e in short_ref:
         by_centre.setdefault(e[0], []).append(e)
@@ -58,9 +61,9 @@ def test_host_counts_match_ase(skin):
     for name in CASES:
         s = parity_set()[name]
         pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
-        edges = ase_edges(pos, cell, ATOM_CUTOFF + skin)
-        short = np.bincount([e[0] for e in ase_edges(pos, cell, BOND_CUTOFF + skin)], minlength=len(pos))
-        assert count_edges(pos, cell, skin) == (len(edges) // 2, int(np.sum(short * (short - 1))), int(short.max())), name
+        edges = ase_edges(pos, cell, CUTOFFS[0] + skin)
+        short = np.bincount([e[0] for e in ase_edges(pos, cell, CUTOFFS[1] + skin)], minlength=len(pos))
+        assert count_edges(pos, cell, skin, cutoff=6.0, bond_cutoff=3.0) == (len(edges) // 2, int(np.sum(short * (short - 1))), int(short.max())), name
 
 
 @pytest.mark.parametrize("name", CASES)
@@ -70,7 +73,7 @@ def test_edges_and_angles_match_ase(name):
     pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
     # unwrap some atoms by whole cells: the graph must not depend on wrapping
     pos = pos + np.outer(np.arange(len(pos)) % 3 - 1, cell[0] + cell[2])
-    cap = estimate_capacity(pos, cell)
+    cap = estimate_capacity(pos, cell, cutoffs=CUTOFFS)
     g = jax.jit(build_graph, static_argnums=3)(jnp.asarray(pos, jnp.float32), jnp.asarray(cell, jnp.float32),
                                                jnp.ones(len(pos), bool), cap)
     assert not bool(g.overflow)
@@ -93,16 +96,16 @@ def test_exact_graph_from_verlet_list(name, strain):
     deform = np.eye(3) + strain * np.diag([1.0, -0.5, 0.7])
     pos1, cell1 = pos0 @ deform + step, cell0 @ deform
     skin = 1.0
-    cap0 = estimate_capacity(pos0, cell0, skin=skin)
-    cap1 = estimate_capacity(pos1, cell1)
-    cap = Capacity(cap1.edges, cap1.angles, cap1.short_per_atom, cap0.images, skin, cap0.edges)
+    cap0 = estimate_capacity(pos0, cell0, skin=skin, cutoffs=CUTOFFS)
+    cap1 = estimate_capacity(pos1, cell1, cutoffs=CUTOFFS)
+    cap = Capacity(cap1.edges, cap1.angles, cap1.short_per_atom, cap0.images, skin, cap0.edges, *CUTOFFS)
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    edges = build_edges(f32(pos0), f32(cell0), jnp.ones(len(pos0), bool), ATOM_CUTOFF + skin, cap.list_edges,
+    edges = build_edges(f32(pos0), f32(cell0), jnp.ones(len(pos0), bool), CUTOFFS[0] + skin, cap.list_edges,
                         cap.images)
     g = jax.jit(refine_graph, static_argnums=3)(edges, f32(pos1), f32(cell1), cap)
     assert not bool(g.overflow)
     assert int(edges.n_edges) > int(g.n_edges)  # the list really is a superset
-    sizes = [int(x) for x in exact_sizes(edges, f32(pos1), f32(cell1))]  # what MD checks capacities with
+    sizes = [int(x) for x in exact_sizes(edges, f32(pos1), f32(cell1), CUTOFFS)]  # what MD checks capacities with
     assert sizes == [int(g.n_edges), int(g.n_angles), int(g.max_short_per_atom)]
     assert_matches_ase(g, pos1, cell1)
 
@@ -110,12 +113,12 @@ def test_exact_graph_from_verlet_list(name, strain):
 def test_overflow_is_flagged_not_silent():
     s = lyc_trigonal(0)
     pos, cell = jnp.asarray(s.cart_coords, jnp.float32), jnp.asarray(s.lattice.matrix, jnp.float32)
-    cap = estimate_capacity(s.cart_coords, s.lattice.matrix)
+    cap = estimate_capacity(s.cart_coords, s.lattice.matrix, cutoffs=CUTOFFS)
     mask = jnp.ones(len(s), bool)
-    for small in (Capacity(64, cap.angles, cap.short_per_atom, cap.images),
-                  Capacity(cap.edges, 64, cap.short_per_atom, cap.images),
-                  Capacity(cap.edges, cap.angles, 2, cap.images),
-                  Capacity(cap.edges, cap.angles, cap.short_per_atom, (1, 1, 0))):
+    for small in (Capacity(64, cap.angles, cap.short_per_atom, cap.images, cutoff=6.0, bond_cutoff=3.0),
+                  Capacity(cap.edges, 64, cap.short_per_atom, cap.images, cutoff=6.0, bond_cutoff=3.0),
+                  Capacity(cap.edges, cap.angles, 2, cap.images, cutoff=6.0, bond_cutoff=3.0),
+                  Capacity(cap.edges, cap.angles, cap.short_per_atom, (1, 1, 0), cutoff=6.0, bond_cutoff=3.0)):
         g = build_graph(pos, cell, mask, small)
         assert bool(g.overflow), small
         grown = small.grown(g)
@@ -126,7 +129,7 @@ def test_overflow_is_flagged_not_silent():
 
 def test_shrinking_cell_beyond_image_range_overflows():
     s = lyc_trigonal(0)
-    cap = estimate_capacity(s.cart_coords, s.lattice.matrix)
+    cap = estimate_capacity(s.cart_coords, s.lattice.matrix, cutoffs=CUTOFFS)
     cell = np.asarray(s.lattice.matrix) * np.array([[1.0], [1.0], [0.55]])  # c: 6.05 -> 3.3 A
     pos = s.frac_coords @ cell
     g = build_graph(jnp.asarray(pos, jnp.float32), jnp.asarray(cell, jnp.float32), jnp.ones(len(s), bool), cap)
@@ -135,8 +138,8 @@ def test_shrinking_cell_beyond_image_range_overflows():
 
 def test_vmap_over_systems_equals_single():
     a, b = rattled(lyc_like((2, 1, 1), seed=1), 0.2, 1), rattled(lyc_like((2, 1, 1), seed=2), 0.2, 2)
-    cap = estimate_capacity(a.cart_coords, a.lattice.matrix)
-    cap = Capacity(cap.edges + 128, cap.angles + 256, cap.short_per_atom + 4, cap.images)
+    cap = estimate_capacity(a.cart_coords, a.lattice.matrix, cutoffs=CUTOFFS)
+    cap = Capacity(cap.edges + 128, cap.angles + 256, cap.short_per_atom + 4, cap.images, cutoff=6.0, bond_cutoff=3.0)
     pos = jnp.asarray(np.stack([a.cart_coords, b.cart_coords]), jnp.float32)
     cell = jnp.asarray(np.stack([a.lattice.matrix, b.lattice.matrix]), jnp.float32)
     mask = jnp.ones((2, len(a)), bool)
@@ -153,11 +156,11 @@ def test_padding_atoms_get_no_edges():
     n = len(s)
     pos = np.concatenate([s.cart_coords, np.repeat(s.cart_coords[:1], 5, 0)])
     mask = np.arange(n + 5) < n
-    cap = estimate_capacity(s.cart_coords, s.lattice.matrix)
+    cap = estimate_capacity(s.cart_coords, s.lattice.matrix, cutoffs=CUTOFFS)
     g = build_graph(jnp.asarray(pos, jnp.float32), jnp.asarray(s.lattice.matrix, jnp.float32), jnp.asarray(mask), cap)
     m = np.asarray(g.edge_mask)
     assert np.asarray(g.edge_src)[m].max() < n and np.asarray(g.edge_dst)[m].max() < n
-    assert directed_edges(g, cap.edges) == ase_edges(s.cart_coords, s.lattice.matrix, ATOM_CUTOFF)
+    assert directed_edges(g, cap.edges) == ase_edges(s.cart_coords, s.lattice.matrix, CUTOFFS[0])
 
 
 def _edge_set(e):
@@ -180,10 +183,10 @@ def test_binned_edges_equal_ase_in_large_skewed_cells(name):
     s = parity_set()[name]
     lat = np.asarray(s.lattice.matrix)
     widths = abs(np.linalg.det(lat)) / np.linalg.norm(np.cross(lat[[1, 2, 0]], lat[[2, 0, 1]]), axis=1)
-    s = s * np.ceil(3 * (ATOM_CUTOFF + 1.0) / widths).astype(int)
+    s = s * np.ceil(3 * (CUTOFFS[0] + 1.0) / widths).astype(int)
     pos, cell = np.asarray(s.cart_coords), np.asarray(s.lattice.matrix)
     pos = pos + np.outer(np.arange(len(pos)) % 3 - 1, cell[0] - cell[2])  # unwrapped by whole cells
-    cut = ATOM_CUTOFF + 1.0
+    cut = CUTOFFS[0] + 1.0
     grid = bin_grid(cell, cut)
     assert grid is not None
     n = len(pos)

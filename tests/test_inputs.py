@@ -74,7 +74,8 @@ def test_predict_groups_within_budgets_and_results_do_not_depend_on_the_company(
         assert padded * b.species.shape[1] <= 8192 and padded * max(b.capacity.angles, b.capacity.edges) <= 4096, b.capacity
     metal_calls = [b for b in calls if 28 in b.species]
     assert len(metal_calls) == 1 and len(metal_calls[0].counts) == 1  # the metal alone
-    assert cap.count_edges(metal.positions, metal.cell)[1] > 4 * cap.count_edges(_nacl().positions, _nacl().cell)[1]
+    assert (cap.count_edges(metal.positions, metal.cell, cutoff=6.0, bond_cutoff=3.0)[1]
+            > 4 * cap.count_edges(_nacl().positions, _nacl().cell, cutoff=6.0, bond_cutoff=3.0)[1])
     for s, p in zip(structures, together):
         alone = lycb_jax.predict(model, [s])[0]
         assert abs(p.energy_per_atom - alone.energy_per_atom) < 1e-6

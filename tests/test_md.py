@@ -27,7 +27,7 @@ def _states(model, atoms_list, temps, integ, capacity, seed=0):
 
 def _lj_capacity(atoms):
     """Generous fixed capacity for LJ argon tests (the Simulation driver grows it; run_chunk does not)."""
-    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
+    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5, cutoffs=lj_model().cutoffs)
     return dataclasses.replace(cap, edges=cap.edges * 2, angles=8192, short_per_atom=32, list_edges=cap.list_edges * 2)
 
 
@@ -50,7 +50,7 @@ def test_nve_energy_drift_with_chgnet(model):
 
     atoms = AseAtomsAdaptor.get_atoms(lyc_trigonal(0))
     integ = IntegratorSettings("nve", dt_fs=1.0)
-    cap = default_capacity(atoms.positions, atoms.cell[:])
+    cap = default_capacity(atoms.positions, atoms.cell[:], cutoffs=model.cutoffs)
     species, cell, states, kT = _states(model, [atoms], [600.0], integ, cap)
     st, frames, alive, ok = _run(model, species, cell, states, kT, integ, cap, n_frames=30, stride=10)
     assert bool(ok.all()) and bool(alive.all())

@@ -15,7 +15,7 @@ from structures import lyc_trigonal, rattled, skewed, strained
 
 
 def _energy_fn(model64, s):
-    b = pack([to_system(s)])
+    b = pack([to_system(s)], cutoffs=model64.cutoffs)
     n = len(s)
     pad = b.species.shape[1] - n
     species, mask = jnp.asarray(b.species[0]), jnp.asarray(b.atom_mask[0])

@@ -22,6 +22,8 @@ from structures import parity_set
 # (AtomRef is float32 in chgnet, `.float()`), 4.7e-9 eV/A, 2.4e-8 GPa, 1.4e-9 muB.
 TOL32 = {"e": 2e-6, "f": 1e-4, "s": 1e-4, "m": 1.5e-6}  # eV/atom, eV/A, GPa, muB
 TOL64 = {"e": 1e-6, "f": 2e-8, "s": 1e-7, "m": 5e-9}
+# padded edges and angles per predict call: ~0.7 GB of XLA temporaries in float64 on the CPU instead of ~3 GB
+BUDGET = {"max_edges_per_batch": 8192, "max_angles_per_batch": 8192}
 pytestmark = pytest.mark.xdist_group("torch_chgnet_parity")  # one worker computes the references
 
 
@@ -44,14 +46,14 @@ def results(model, torch_model):
     from chgnet.model import CHGNet
 
     structs = parity_set()
-    ours32 = lycb_jax.predict(model, list(structs.values()))
+    ours32 = lycb_jax.predict(model, list(structs.values()), **BUDGET)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # OpenMP threads spin on a loaded 2-core machine (the sevenn fixture measured ~10x)
     # chgnet's own batching (one graph per batch): 3x faster than one call per structure on 2 cores
     ref32 = torch_model.predict_structure(list(structs.values()), task="efsm", batch_size=16)
     with jax.enable_x64(True):
         model64 = dataclasses.replace(model, params=jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), model.params))
-        ours64 = lycb_jax.predict(model64, list(structs.values()))
+        ours64 = lycb_jax.predict(model64, list(structs.values()), **BUDGET)
     old = converter.TORCH_DTYPE, chgnet_model.TORCH_DTYPE
     converter.TORCH_DTYPE = chgnet_model.TORCH_DTYPE = torch.float64
     try:

@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent('''
     model = lj_model()
     atoms = argon(2)
     integ = IntegratorSettings("nvt", dt_fs=2.0)
-    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5)
+    cap = default_capacity(atoms.positions, atoms.cell[:], skin=0.5, cutoffs=model.cutoffs)
     cap = dataclasses.replace(cap, edges=cap.edges * 2, angles=8192, short_per_atom=32, list_edges=cap.list_edges * 2)
     programs = []  # compiled programs of the sharded chunk after each replica count
     for n_rep in (3, 4, 6):

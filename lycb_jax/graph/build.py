@@ -21,7 +21,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from lycb_jax.graph.capacity import ATOM_CUTOFF, BOND_CUTOFF, Capacity
+from lycb_jax.graph.capacity import Capacity
 from lycb_jax.graph.cells import build_edges_binned
 from lycb_jax.graph.edges import EdgeList, build_edges, spread
 
@@ -141,8 +141,8 @@ def refine_graph(edges: EdgeList, positions: jax.Array, cell: jax.Array, capacit
     return _refined(edges, positions, cell, capacity.cutoff, capacity.bond_cutoff, capacity, select=True)
 
 
-def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array, cutoffs: tuple[float, float | None] = (
-        ATOM_CUTOFF, BOND_CUTOFF)) -> tuple[jax.Array, jax.Array, jax.Array]:
+def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array,
+                cutoffs: tuple[float, float | None]) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(half edges, angles, largest number of short bonds at one atom) of the graph that
     :func:`refine_graph` would take from ``edges``, without building it (for capacity checks;
     ``cutoffs[1]`` None: no angles, so 0 and 0)."""

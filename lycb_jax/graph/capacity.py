@@ -14,8 +14,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-ATOM_CUTOFF = 6.0  # Angstrom, default atom-graph cutoff (CHGNet's)
-BOND_CUTOFF = 3.0  # Angstrom, default bond-graph cutoff for angles (CHGNet's)
 IMAGE_SLACK = 0.5  # Angstrom added to the cutoff when choosing the image range, for cells that deform
 BINNED_MIN_ATOMS = 2000  # from this size on, neighbours come from a cell list (O(N)) instead of brute force (O(N^2))
 BIN_SLACK = 1.05  # bins are chosen this much wider than the cutoff, so that a cell may shrink 5% before regridding
@@ -38,10 +36,15 @@ class Capacity:
     images: tuple[int, int, int] = (1, 1, 1)
     skin: float = 0.0
     list_edges: int = 0
-    cutoff: float = ATOM_CUTOFF
-    bond_cutoff: float | None = BOND_CUTOFF
+    cutoff: float = 0.0  # required: the model's (``model.cutoffs``); 0 is refused below
+    bond_cutoff: float | None = None
     bins: tuple[int, int, int] | None = None  # cell-list grid (bin_grid); None: brute force
     per_bin: int = 0  # atoms one bin can hold
+
+    def __post_init__(self):
+        if not self.cutoff > 0:
+            raise ValueError("Capacity needs the model's cutoffs (Angstrom): pass cutoff=model.cutoffs.atom, "
+                             "bond_cutoff=model.cutoffs.bond, or build it with estimate(..., model.cutoffs)")
 
     def grown(self, graph=None, factor: float = 1.25) -> "Capacity":
         """Large enough for ``graph``'s true counts (a :class:`lycb_jax.graph.build.Graph`, host side),
@@ -93,7 +96,7 @@ def bucket_size(n: int) -> int:
     return 2 * p
 
 
-def image_range(cell: np.ndarray, cutoff: float = ATOM_CUTOFF + IMAGE_SLACK) -> tuple[int, int, int]:
+def image_range(cell: np.ndarray, cutoff: float) -> tuple[int, int, int]:
     """Images needed along each lattice vector so that every pair within ``cutoff`` is found.
 
     Lattice planes k are 1/|b_k| apart (b: reciprocal vectors), and wrapped fractional
@@ -104,8 +107,8 @@ def image_range(cell: np.ndarray, cutoff: float = ATOM_CUTOFF + IMAGE_SLACK) -> 
     return tuple(int(math.floor(cutoff * np.linalg.norm(recip[k]))) + 1 for k in range(3))
 
 
-def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0, cutoff: float = ATOM_CUTOFF,
-                bond_cutoff: float | None = BOND_CUTOFF) -> tuple[int, int, int]:
+def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0, *, cutoff: float,
+                bond_cutoff: float | None) -> tuple[int, int, int]:
     """(half edges, angles, max short bonds per atom) of one system, on the host (``bond_cutoff``
     None: no angles, so 0 and 0).
 
@@ -125,7 +128,8 @@ def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0, cuto
     return int(keep.sum()) // 2, int(np.sum(short * (short - 1))), int(short.max(initial=0))
 
 
-def measure(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), skin: float = 0.0, with_list: bool = False) -> Need:
+def measure(systems: Sequence, cutoffs: tuple[float, float | None], skin: float = 0.0,
+            with_list: bool = False) -> Need:
     """What the graphs of ``systems`` (objects with ``positions`` [N, 3] and ``cell`` [3, 3], Angstrom)
     need at their current geometry: maxima over the systems. With ``with_list`` also the length of
     a Verlet list within cutoff + ``skin`` (the graph itself at the cutoffs); without, the graph is
@@ -134,15 +138,15 @@ def measure(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), skin: float =
     need = Need(0, 0, 0, (1, 1, 1))
     for s in systems:
         pos, cell = np.asarray(s.positions, np.float64), np.asarray(s.cell, np.float64)
-        ne, na, ns = count_edges(pos, cell, 0.0 if with_list else skin, cut, bond)  # no list: the graph has the skin
-        nl = count_edges(pos, cell, skin, cut, bond)[0] if with_list else 0
+        ne, na, ns = count_edges(pos, cell, 0.0 if with_list else skin, cutoff=cut, bond_cutoff=bond)  # no list: the
+        nl = count_edges(pos, cell, skin, cutoff=cut, bond_cutoff=bond)[0] if with_list else 0  # graph has the skin
         img = image_range(cell, cut + skin + IMAGE_SLACK)
         need = Need(max(need.edges, ne), max(need.angles, na), max(need.short_per_atom, ns),
                     tuple(max(a, b) for a, b in zip(need.images, img)), max(need.list_edges, nl))
     return need
 
 
-def estimate(systems: Sequence, cutoffs=(ATOM_CUTOFF, BOND_CUTOFF), headroom: float = 1.3,
+def estimate(systems: Sequence, cutoffs: tuple[float, float | None], headroom: float = 1.3,
              angle_headroom: float | None = None, skin: float = 0.0, with_list: bool = False,
              bucketed: bool = False) -> Capacity:
     """Capacity for ``systems`` from exact host counts plus headroom (angles fluctuate more: their
@@ -185,8 +189,8 @@ def binning(systems: Sequence, cutoff: float, headroom: float = 1.3) -> tuple[tu
     return grid, bucket_size(max(most * headroom, most + 8))
 
 
-def estimate_capacity(positions: np.ndarray, cell: np.ndarray, headroom: float = 1.3, skin: float = 0.0,
-                      cutoffs=(ATOM_CUTOFF, BOND_CUTOFF)) -> Capacity:
+def estimate_capacity(positions: np.ndarray, cell: np.ndarray, *, cutoffs: tuple[float, float | None],
+                      headroom: float = 1.3, skin: float = 0.0) -> Capacity:
     """:func:`estimate` for one system given as arrays (positions [N, 3], cell [3, 3], Angstrom)."""
     return estimate([_Geometry(np.asarray(positions), np.asarray(cell))], cutoffs, headroom, skin=skin)
 

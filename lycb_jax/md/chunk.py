@@ -348,12 +348,11 @@ def fit_capacity(capacity: Capacity, need, shrink_below: float = 0.7) -> Capacit
     return caps.fit(capacity, Need.from_vector(need), shrink_below)
 
 
-def default_capacity(positions: np.ndarray, cell: np.ndarray, skin: float = 1.0, headroom: float = 1.25,
-                     cutoffs=None) -> Capacity:
+def default_capacity(positions: np.ndarray, cell: np.ndarray, *, cutoffs: tuple[float, float | None],
+                     skin: float = 1.0, headroom: float = 1.25) -> Capacity:
     """Graph capacity for MD from one geometry (positions [N, 3], cell [3, 3] rows, Angstrom):
-    exact counts at the model's ``cutoffs`` (Angstrom; default CHGNet's, those of
-    :mod:`lycb_jax.graph.capacity`) and at cutoff + ``skin`` for the Verlet list, plus ``headroom`` for
-    thermal fluctuations (angles: its square); a run regrows it when exceeded."""
+    exact counts at the model's ``cutoffs`` (Angstrom, ``model.cutoffs``) and at cutoff + ``skin`` for the
+    Verlet list, plus ``headroom`` for thermal fluctuations (angles: its square); a run regrows it when exceeded."""
     system = types.SimpleNamespace(positions=positions, cell=cell)
-    kw = {} if cutoffs is None else {"cutoffs": tuple(cutoffs)}
-    return caps.estimate([system], headroom=headroom, angle_headroom=headroom ** 2, skin=skin, with_list=True, **kw)
+    return caps.estimate([system], tuple(cutoffs), headroom=headroom, angle_headroom=headroom ** 2, skin=skin,
+                         with_list=True)
