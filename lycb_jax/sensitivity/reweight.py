@@ -62,10 +62,13 @@ def frames_from_trajectory(path, stage: str = "production", replica: int = 0, ev
     return Frames(jnp.asarray(numbers), jnp.asarray(pos), jnp.asarray(cells), jnp.asarray(numbers > 0))
 
 
+GRAPH_BATCH = 64  # frames per vectorised graph build: temporaries of one batch, not of the whole trajectory
+
+
 @functools.partial(jax.jit, static_argnames="capacity")
 def _graphs(frames: Frames, capacity: Capacity) -> Graph:
-    return jax.vmap(build_graph, in_axes=(0, 0, None, None))(frames.positions, frames.cells, frames.atom_mask,
-                                                            capacity)
+    return jax.lax.map(lambda pc: build_graph(pc[0], pc[1], frames.atom_mask, capacity),
+                       (frames.positions, frames.cells), batch_size=GRAPH_BATCH)
 
 
 def check_frames(frames: Frames) -> None:
