@@ -2,17 +2,15 @@
 # One GPU call for issue 31 (started in the background through device_job.sh, then packed):
 #   bash .gpu/device_job.sh start "bash benchmarks/perf_job.sh" 540; bash .gpu/device_job.sh poll 300
 #   tar czf $OUT/perf.tgz -C /tmp/job out log.txt
-# Build .whl_perf with benchmarks/perf_wheels.sh. Carry [".whl_perf", ".gpu"]: the cp312 wheels without h5py/orbax (not imported here) plus chgnet 0.4.2 and
-# nvidia-ml-py3 for the PyTorch baseline, and a 5-module slice of fontTools (all that matplotlib imports) in
-# .whl_perf/site, to stay under the 64 MiB carry. Writes /tmp/job/out/perf/:
+# Build .whl_perf with benchmarks/perf_wheels.sh. Carry [".whl_perf", ".gpu"]: the cp312 wheels the GPU image lacks
+# plus chgnet 0.4.2 and nvidia-ml-py3 for the PyTorch baseline, to stay under the 64 MiB carry. Writes /tmp/job/out/perf/:
 #   torch_baseline.json   PyTorch CHGNet 0.3.0 on the same card (shared/bench's script, verbatim copy)
 #   bench_md_r{R}.json    lycb_jax NVT, R replicas x 427 atoms: the replica scaling curve
 #   ncu_step.csv          Nsight Compute on about one MD step's kernels: time, DRAM bytes, bandwidth
 set -uo pipefail
 job=${JOB:-/tmp/job}; out=$job/out/perf src=$job/src
 mkdir -p $out $src
-[ -n "${NO_WHEELS:-}" ] || { python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_perf/*.whl
-                             cp -r .whl_perf/site/fontTools /tmp/site/; }
+[ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_perf/*.whl
 cp -r lycb_jax checkpoints benchmarks $src/
 export PYTHONPATH=/tmp/site:$src MPLBACKEND=Agg PYTHONUNBUFFERED=1 OUT=$out
 cd $src

@@ -3,6 +3,8 @@
 # independent numpy cross-check (xcheck.py), into /tmp/job/out/<name>/; then pack.sh packs it for the trip
 # back. Started in the background through device_job.sh:
 #   bash .gpu/device_job.sh start "bash benchmarks/reproduction/run_sweep.sh NAME MODEL PRESSURE_BAR 'T1 T2 ..' S1.cif S2.cif" 560
+# .whl: shared/bench/fetch_wheels.sh's cp312 wheels less those the GPU image has (matplotlib, fonttools, h5py,
+# kiwisolver, contourpy; /work/.library/device/KINDS.md): the tree plus .whl must stay under 64 MiB.
 # Local CPU rehearsal: JOB=/tmp/tiny NO_WHEELS=1 CONFIG=tiny.toml with .venv/bin first on PATH.
 # Runs from a private copy of the source (/tmp/job/src), so later calls that re-send the tree cannot change it.
 set -euo pipefail
