@@ -20,7 +20,7 @@ echo "== torch baseline"; timeout 240 python3 benchmarks/torch_chgnet_baseline.p
 tail -3 $out/torch_baseline.log
 for r in ${REPLICAS:-1 4 8 16 32}; do
   echo "== bench_md replicas $r"
-  timeout 150 python3 benchmarks/bench_md.py --n ${N:-4} --replicas $r --steps ${STEPS:-200} --stride 50 > $out/bench_md_r$r.log 2>&1
+  timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/bench_md.py --n ${N:-4} --replicas $r --steps ${STEPS:-200} --stride 50 > $out/bench_md_r$r.log 2>&1
   [ -f $out/bench_md.json ] && mv $out/bench_md.json $out/bench_md_r$r.json  # bench_md writes $OUT/bench_md.json
   tail -1 $out/bench_md_r$r.log
 done
