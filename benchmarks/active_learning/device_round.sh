@@ -7,6 +7,7 @@
 # 2. CPU: GPAW labels of every cand_*_ROUND.extxyz not yet labelled (device_label.sh, 15 processes);
 # 3. GPU: fine-tuning on FT_ROUNDS (finetune_round.py) once the labels are complete;
 # 4. GPU: NpT validation (npt_validation.py) of NPT_MODELS ("FT": the model of step 3).
+# Carry [".whl", ".dftpack"] (the MD wheels of shared/bench/fetch_wheels.sh; make_dftpack.sh).
 # Every step is optional (empty variable) and bounded by BUDGET_S; everything is packed into
 # $OUT/results.tar.gz (a call returns at most 8 files), also after a timeout.
 set -uo pipefail
@@ -15,7 +16,7 @@ AL=benchmarks/active_learning
 pack() { cp $AL/cand_*_${ROUND}.extxyz $AL/labelled_*_${ROUND}.extxyz $RES/ 2>/dev/null; tar -czf "$FINAL_OUT/results.tar.gz" -C "$RES" . ; }
 trap pack EXIT TERM
 T0=$(date +%s); left() { echo $(( ${BUDGET_S:-570} - ($(date +%s) - T0) )); }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whlmd/*.whl 2>/dev/null
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null  # shared/bench/fetch_wheels.sh
 export PYTHONPATH=/tmp/site:$PWD/.dftpack/src LYCB_JAX_CHECKPOINTS=$PWD/checkpoints XLA_PYTHON_CLIENT_PREALLOCATE=false
 npt_validation() {
   for M in ${NPT_MODELS:-}; do
