@@ -62,6 +62,7 @@ def test_kpoint_grid_equals_ase_density_rule(density):
         assert kpoint_grid(atoms.cell[:], density) == tuple(kptdensity2monkhorstpack(atoms, density, even=False))
 
 
+@pytest.mark.slow
 def test_gpaw_labeller_equals_gpaw_run_directly(tmp_path):
     from gpaw import GPAW, PW
 

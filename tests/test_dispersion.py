@@ -89,6 +89,7 @@ def test_other_functional_and_cutoffs_match_dftd3():
     assert np.abs(f - f_ref).max() < 1e-4 and np.abs(s - s_ref).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_large_cell_matches_dftd3():
     """2160 atoms (LYB 6x3x3): energy and a few force components."""
     atoms = _cell("LYB0_x6.0.cif", (6, 3, 3))

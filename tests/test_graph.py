@@ -136,6 +136,7 @@ def test_shrinking_cell_beyond_image_range_overflows():
     assert bool(g.overflow)
 
 
+@pytest.mark.slow
 def test_vmap_over_systems_equals_single():
     a, b = rattled(lyc_like((2, 1, 1), seed=1), 0.2, 1), rattled(lyc_like((2, 1, 1), seed=2), 0.2, 2)
     cap = estimate_capacity(a.cart_coords, a.lattice.matrix, cutoffs=CUTOFFS)

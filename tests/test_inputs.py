@@ -54,6 +54,7 @@ def test_cell_smaller_than_the_cutoff_is_handled_not_refused(model):
     np.testing.assert_allclose(p1.stress, p8.stress, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_predict_groups_within_budgets_and_results_do_not_depend_on_the_company(model, monkeypatch):
     """A dense metal among halides gets its own call (it would otherwise pad every halide to its ~200 angles per
     atom: 3.6 GB of XLA temporaries for the 27 small cells of the parity set, now 1.7 GB); every call stays

@@ -172,6 +172,7 @@ def test_md_with_model_dir_uses_the_checkpoint(cli_runs):
     _check_trajectory(cli_runs / "md" / "trajectory.h5", cli_runs / "md_pretrained" / "trajectory.h5", _n_li())
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("md_claims_cli")  # cli_runs computed once
 def test_study_with_model_dir_uses_the_checkpoint(cli_runs):
     _check_trajectory(cli_runs / "study" / "md" / "trajectory.h5", cli_runs / "md_pretrained" / "trajectory.h5",
@@ -179,6 +180,7 @@ def test_study_with_model_dir_uses_the_checkpoint(cli_runs):
     assert (cli_runs / "study" / "transport.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("md_claims_cli")  # cli_runs computed once
 def test_predict_with_model_dir_uses_the_checkpoint(cli_runs):
     import json
@@ -191,6 +193,7 @@ def test_predict_with_model_dir_uses_the_checkpoint(cli_runs):
 
 # -- heating ramp, then NVT at T -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_heating_ramps_linearly_from_start_to_target_then_nvt_holds_it(tmp_path):
     """8 argon replicas heated from 20 K to 80 K over 4 ps (tau_t 40 fs: the thermostat follows its
     target within ~1 K). The replica mean of the instantaneous temperature, in 8 windows of 0.5 ps,

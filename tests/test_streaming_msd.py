@@ -142,6 +142,7 @@ def test_md_streaming_msd_equals_frame_msd(streamed):
     assert drift_effect > 100 * RTOL  # the check above would see a missing or wrong drift removal
 
 
+@pytest.mark.slow
 def test_md_streaming_msd_survives_kill_and_resume(streamed, tmp_path, monkeypatch):
     """Stopped one chunk after the mid-production checkpoint (frames beyond the checkpoint written,
     then dropped at resume), resumed: the streaming MSD equals the uninterrupted run's. The checkpoint

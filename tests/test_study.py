@@ -81,6 +81,7 @@ def test_precheck_uses_the_structures_li_hop():
     assert f"D >= {d_min:.2g} cm^2/s" in line
 
 
+@pytest.mark.slow
 def test_analysis_uses_the_hop_of_the_input_structure(tmp_path):
     """One hop everywhere: the MD stores the median nearest-neighbour distance of each input structure
     (here of Ar, the streaming-MSD species), and the analysis uses it, not the thermally disordered first

@@ -7,9 +7,10 @@ T0=$(date +%s)
 NCPU=$(python3 -c "import os; print(len(os.sched_getaffinity(0)))")   # before OMP_NUM_THREADS=1, which nproc obeys
 # .dftpack (benchmarks/active_learning/make_dftpack.sh) is all it needs: label.py imports ase, numpy and lycb_jax
 [ -d /tmp/dft/wheels ] || { mkdir -p /tmp/dft && tar -xJf .dftpack/dftkit.tar.xz -C /tmp/dft; }
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site /tmp/dft/wheels/*.whl
-export PYTHONPATH=/tmp/site:$PWD/.dftpack/src   # the committed package, not a tree being edited
-if [ ! -d /tmp/site/gpaw ]; then   # built once per machine
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site_dft /tmp/dft/wheels/*.whl
+mkdir -p "$OUT" /tmp/dft/src && cp -r .dftpack/src/. /tmp/dft/src/   # private copies: later calls may re-send the tree without .dftpack
+export PYTHONPATH=/tmp/site_dft:/tmp/dft/src   # the committed package, not a tree being edited
+if [ ! -d /tmp/site_dft/gpaw ]; then   # built once per machine
 (cd /tmp/dft/lib && ln -sf libxc.so.9 libxc.so && ln -sf libfftw3.so.3 libfftw3.so && ln -sf libblas.so.3 libblas.so)
 cat > /tmp/dft/siteconfig.py <<'CFG'
 compiler = "gcc"
@@ -22,7 +23,7 @@ library_dirs += ["/tmp/dft/lib"]
 runtime_library_dirs += ["/tmp/dft/lib"]
 CFG
 GPAW_CONFIG=/tmp/dft/siteconfig.py python3 -m pip install -q --no-index --no-deps --no-build-isolation \
-  --target /tmp/site /tmp/dft/gpaw-26.7.0.tar > $OUT/gpaw_build.log 2>&1 || { tail -40 $OUT/gpaw_build.log; exit 1; }
+  --target /tmp/site_dft /tmp/dft/gpaw-26.7.0.tar > $OUT/gpaw_build.log 2>&1 || { tail -40 $OUT/gpaw_build.log; exit 1; }
 fi
 export LD_LIBRARY_PATH=/tmp/dft/lib:${LD_LIBRARY_PATH:-} GPAW_SETUP_PATH=/tmp/dft/setups
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 JAX_PLATFORMS=cpu
