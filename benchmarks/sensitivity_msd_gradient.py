@@ -41,7 +41,8 @@ def main():
     mask = species > 0
     cell = jnp.asarray(atoms.cell[:])
     masses = jnp.asarray(masses_of(atoms.numbers), jnp.float64)
-    cap = caps.estimate_capacity(atoms.positions, atoms.cell[:], headroom=1.5, skin=args.skin, cutoffs=(6.0, None))
+    cap = caps.estimate_capacity(atoms.positions, atoms.cell[:], headroom=1.5, skin=args.skin, cutoffs=(6.0, None),
+                                 with_list=True)
     t_k, dt = args.temperature, args.dt_fs
     params = {"epsilon": jnp.float64(EPS)}
 

@@ -50,7 +50,8 @@ def x64():
 def _system(n=2, seed=1):
     atoms = argon(n, seed=seed)
     species = jnp.asarray(atoms.numbers)
-    cap = caps.estimate_capacity(atoms.positions, atoms.cell[:], headroom=1.5, skin=1.0, cutoffs=(6.0, None))
+    cap = caps.estimate_capacity(atoms.positions, atoms.cell[:], headroom=1.5, skin=1.0, cutoffs=(6.0, None),
+                                 with_list=True)
     return (species, jnp.asarray(atoms.positions), jnp.asarray(atoms.cell[:]), species > 0,
             jnp.asarray(masses_of(atoms.numbers), jnp.float64), cap)
 

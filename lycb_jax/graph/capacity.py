@@ -190,9 +190,10 @@ def binning(systems: Sequence, cutoff: float, headroom: float = 1.3) -> tuple[tu
 
 
 def estimate_capacity(positions: np.ndarray, cell: np.ndarray, *, cutoffs: tuple[float, float | None],
-                      headroom: float = 1.3, skin: float = 0.0) -> Capacity:
+                      headroom: float = 1.3, skin: float = 0.0, with_list: bool = False) -> Capacity:
     """:func:`estimate` for one system given as arrays (positions [N, 3], cell [3, 3], Angstrom)."""
-    return estimate([_Geometry(np.asarray(positions), np.asarray(cell))], cutoffs, headroom, skin=skin)
+    return estimate([_Geometry(np.asarray(positions), np.asarray(cell))], cutoffs, headroom, skin=skin,
+                    with_list=with_list)
 
 
 class _Geometry(NamedTuple):

@@ -4,9 +4,11 @@ and for cheap fixed-cell sampling in tests.
 
 Hand-written rather than lycb_jax.md because gradients must flow from the parameters through every
 force call, with the random numbers fixed by the key (common random numbers for finite differences).
-The graph (cutoff + ``capacity.skin``) is rebuilt, without gradient, at the start of every block of
-``save_every`` steps and kept within it; the largest displacement within a block is returned and must stay
-below skin / 2 for the forces to be exact (checked by :func:`langevin_checked`).
+A Verlet list (cutoff + ``capacity.skin``, ``capacity.list_edges`` long) is rebuilt, without gradient, at the
+start of every block of ``save_every`` steps, and every force call takes the model's exact graph from it (as
+:mod:`lycb_jax.md` does: at a 2 A skin the graph itself would carry ~28x CHGNet's angles); the largest
+displacement within a block is returned and must stay below skin / 2 for the forces to be exact (checked by
+:func:`langevin_checked`). Size ``capacity`` with ``capacity.estimate(..., skin=..., with_list=True)``.
 Units: Angstrom, eV, amu, K, fs; velocities in Angstrom per jax-md time unit (:data:`lycb_jax.units.FS`).
 """
 
@@ -17,8 +19,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lycb_jax.graph.build import refine_graph
 from lycb_jax.graph.capacity import Capacity
-from lycb_jax.graph import build_graph
+from lycb_jax.graph.verlet import verlet_list
 from lycb_jax.models.base import potential
 from lycb_jax.units import FS, KB
 
@@ -42,33 +45,40 @@ def langevin(params, module, species, positions, velocities, cell, atom_mask, ma
     final (positions, velocities); largest displacement within a graph block (Angstrom), which must be
     below capacity.skin / 2; graph overflow flag). Differentiable in ``params`` (and positions/velocities); each step is
     ``jax.checkpoint``-ed, so reverse mode stores only one state per step."""
+    if capacity.list_edges <= 0:
+        raise ValueError(f"capacity {capacity} has no Verlet list (list_edges = 0): size it with "
+                         "lycb_jax.graph.capacity.estimate(..., skin=..., with_list=True)")
     dt = dt_fs * FS
     inv_m = (1.0 / masses)[:, None] * atom_mask[:, None]
     kT = KB * temperature_K
     c1 = jnp.exp(-gamma_per_ps * 1e-3 * dt_fs)
     c2 = jnp.sqrt((1.0 - c1**2) * kT) * jnp.sqrt(inv_m)
 
-    def graph_at(x):
-        return build_graph(jax.lax.stop_gradient(x), cell, atom_mask, capacity)
+    def list_at(x):
+        return verlet_list(jax.lax.stop_gradient(x), cell, atom_mask, capacity)
 
-    f0 = forces(module, params, species, positions, cell, atom_mask, graph_at(positions))[1]
+    def forces_on_list(x, edges):
+        graph = refine_graph(edges, x, cell, capacity)
+        return (*forces(module, params, species, x, cell, atom_mask, graph), graph.overflow)
+
+    f0 = forces_on_list(positions, list_at(positions))[1]
 
     @jax.checkpoint
-    def step(carry, k, graph):
+    def step(carry, k, edges):
         x, v, f = carry
         v = v + 0.5 * dt * f * inv_m
         x = x + 0.5 * dt * v
         v = c1 * v + c2 * jax.random.normal(k, v.shape, v.dtype)
         x = x + 0.5 * dt * v
-        e, f = forces(module, params, species, x, cell, atom_mask, graph)
+        e, f, overflow = forces_on_list(x, edges)
         v = v + 0.5 * dt * f * inv_m
-        return (x, v, f), (e, x)
+        return (x, v, f), (e, x, overflow)
 
     def block(carry, k):
-        graph = graph_at(carry[0])
-        new, (e, x) = jax.lax.scan(lambda c, kk: step(c, kk, graph), carry, jax.random.split(k, save_every))
+        edges = list_at(carry[0])
+        new, (e, x, overflow) = jax.lax.scan(lambda c, kk: step(c, kk, edges), carry, jax.random.split(k, save_every))
         moved = jnp.max(jnp.sqrt(jnp.sum(jax.lax.stop_gradient(x - carry[0]) ** 2, -1)))
-        return new, (new[0], e[-1], moved, graph.overflow)
+        return new, (new[0], e[-1], moved, jnp.any(overflow))
 
     (x, v, _), (xs, es, moved, overflow) = jax.lax.scan(block, (positions, velocities, f0),
                                                         jax.random.split(key, n_saves))

@@ -89,7 +89,7 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
                     skin: float = 2.0) -> dict:
     """Mean MSD (A^2) of the ``mobile`` atoms after ``window_fs`` of Langevin MD from ``n_windows`` stored
     frames, d MSD / d s_g per layer group and d ln MSD / d epsilon per strain of :data:`STRAINS`, each with the
-    standard error over windows. The graph is rebuilt every 10 steps with ``skin`` (A): the largest
+    standard error over windows. The Verlet list is rebuilt every 10 steps with ``skin`` (A): the largest
     displacement within 10 steps must stay below skin / 2 (RuntimeError otherwise)."""
     import lycb_jax.graph.capacity as caps
     from lycb_jax.md import masses_of
@@ -103,7 +103,7 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
     window_fs = n_blocks * block * dt_fs
     starts = np.linspace(0, len(frames.positions) - 1, n_windows).round().astype(int)
     cap = caps.estimate([caps._Geometry(np.asarray(frames.positions[i]), np.asarray(frames.cells[i])) for i in starts],
-                        tuple(model.module.cutoffs), headroom=1.5, skin=skin)
+                        tuple(model.module.cutoffs), headroom=1.5, skin=skin, with_list=True)
     dirs = jnp.asarray(np.stack(list(STRAINS.values())), frames.positions.dtype)
 
     def window_msd(params, x, cell, v0, key):
