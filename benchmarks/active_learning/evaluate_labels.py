@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from ase.io import read
+from ase.stress import full_3x3_to_voigt_6_stress
 
 import lycb_jax
 from lycb_jax.active.labellers import LabelCache, gpaw_labeller
@@ -50,7 +51,7 @@ out = {"candidates": args.candidates, "frames_labelled": [k for k, _ in labelled
 for name in args.models:
     preds = lycb_jax.predict(lycb_jax.load_model(name), frames)
     de = np.array([p.energy_per_atom for p in preds]) - e_dft
-    voigt = [np.asarray(p.stress)[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]] for p in preds]
+    voigt = [full_3x3_to_voigt_6_stress(np.asarray(p.stress)) for p in preds]  # ASE's order, as s_dft
     per = [{"frame": k, "dE_meV_atom": 1e3 * float(d - de.mean()), "force_mae_meV_A": 1e3 * float(np.abs(p.forces - f).mean()),
             "stress_mae_GPa": float(np.abs(v - s).mean()), "pressure_GPa": float(-v[:3].mean())}
            for (k, _), d, p, f, v, s in zip(labelled, de, preds, f_dft, voigt, s_dft)]
