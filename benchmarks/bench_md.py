@@ -67,7 +67,7 @@ def main():
     states = out.states
 
     def chunk(st):
-        return run_chunk(model.module, model.params, species, cell, st, kT, kT, alive, 0, 0, integ, cap, n_frames,
+        return run_chunk(model, species, cell, st, kT, kT, alive, 0, 0, integ, cap, n_frames,
                          args.stride)
 
     walls, regrown = [], 0

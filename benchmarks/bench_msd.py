@@ -93,7 +93,7 @@ def md_chunk_cost(args):
     log(f"capacity {cap}")
 
     def chunk(msd):
-        return run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames,
+        return run_chunk(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames,
                          stride, 3.0, msd, args.msd_every if msd is not None else 0)
 
     t_compile = {}

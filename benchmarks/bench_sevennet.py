@@ -62,7 +62,7 @@ def main():
     cases.append((f"batch{args.batch}_N{len(lyc_like(3))}", [lyc_like(3, seed=i) for i in range(args.batch)]))
     for name, structs in cases:
         b = pack([to_system(s) for s in structs], cutoffs=model.cutoffs)
-        inputs = (model.module, model.params, jnp.asarray(b.species), jnp.asarray(b.positions, jnp.float32),
+        inputs = (model, jnp.asarray(b.species), jnp.asarray(b.positions, jnp.float32),
                   jnp.asarray(b.cells, jnp.float32), jnp.asarray(b.atom_mask), b.capacity)
         first, med = time_call(lambda *a: _predict_batched(*a), *inputs, repeat=args.repeat)
         ours = lycb_jax.predict(model, structs)

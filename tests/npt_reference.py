@@ -106,7 +106,7 @@ def run_lycb(atoms, s: RunSettings, barostat: str = "tri", replicas: int = 4, se
     def run(states, ps):
         frames = []
         for _ in range(int(round(ps / s.chunk_ps))):
-            out = run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, settings, cap,
+            out = run_chunk(model, species, cell, states, kT, kT, alive, 0, 0, settings, cap,
                             n_frames, stride)
             assert bool(np.all(out.ok)), "graph capacity overflow in the NpT comparison run"
             states = out.states

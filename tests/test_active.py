@@ -12,6 +12,17 @@ from scipy.spatial.distance import cdist
 from lycb_jax.active import farthest_point_sampling, gpaw_labeller, kpoint_grid, label_structures, position_features
 
 
+def test_labellers_import_no_jax():
+    """The DFT labelling kit (benchmarks/active_learning/device_label.sh) has ase and numpy, not JAX."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lycb_jax.active.labellers; "
+            "heavy = sorted(m for m in ('jax', 'flax', 'jax_md') if m in sys.modules); print(heavy); sys.exit(bool(heavy))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def brute_force_fps(x, n, first=0):
     chosen = [first]
     while len(chosen) < n:

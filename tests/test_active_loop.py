@@ -19,14 +19,16 @@ sys.path.insert(0, {str(HERE)!r})
 import potentials
 potentials.register()
 from lycb_jax.active import ActiveLearningConfig, active_learn
+from lycb_jax.active.loop import sampling_protocol
 from lycb_jax.models import save_checkpoint
 
 out = sys.argv[1]
 import os
 if not os.path.exists(out + "/start/manifest.json"):
     save_checkpoint(out + "/start", potentials.lj_model())
-cfg = ActiveLearningConfig(t_start_K=40, t_max_K=80, dt_K=40, per_iteration=8, md_dt_fs=5.0, heat_ps=0.1,
-                           npt_ps=0.5, npt_average_ps=0.25, sample_ps=0.5, save_every_fs=25.0, pressure_bar=1.0,
+cfg = ActiveLearningConfig(t_start_K=40, t_max_K=80, dt_K=40, per_iteration=8,
+                           md=sampling_protocol(dt_fs=5.0, heat_ps=0.1, npt_ps=0.5, npt_average_ps=0.25,
+                                                production_ps=0.5, save_every_fs=25.0, pressure_bar=1.0),
                            finetune=dict(epochs=40, batch_size=2, learning_rate=1e-3, val_fraction=0.25,
                                          test_fraction=0.25, refit_composition=False))
 records = active_learn({{"a": potentials.argon(2, 5.30, 0), "b": potentials.argon(2, 5.45, 1)}},
@@ -119,3 +121,24 @@ def test_dispersion_acts_in_the_sampling_md_only(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="start active learning from chgnet-0.3.0-lycb-pbe with dispersion"):
         active_learn(parents, potentials.ase_lj_labeller(), tmp_path / "al2", ActiveLearningConfig(),
                      model="chgnet-0.3.0-lycb-pbe-d3", verbose=False)
+
+
+def test_cli_config_md_table_overrides_the_loop_defaults(tmp_path, monkeypatch):
+    """`active-learn --config`: an [md] table changes the named fields of the loop's sampling MD and keeps its
+    other defaults (2 fs, 1 ps heating, 6 ps NpT averaged over 4 ps, 10 ps production), not Protocol's."""
+    import lycb_jax.active
+    from lycb_jax.cli import main
+
+    seen = []
+    monkeypatch.setattr(lycb_jax.active, "active_learn", lambda parents, labeller, out, cfg, **_: seen.append(cfg) or [])
+    config = tmp_path / "al.toml"
+    config.write_text("t_start_K = 300.0\n[md]\nnpt_ps = 8.0\nbarostat = \"aniso\"\n[finetune]\nepochs = 3\n")
+    cif = Path(__file__).resolve().parents[1] / "lycb_jax" / "data" / "Li3YCl6_P-3m1_ordered30.cif"
+    assert main(["active-learn", str(cif), "--config", str(config), "--labeller", "ase.calculators.lj:LennardJones",
+                 "--out", str(tmp_path / "al")]) == 0
+    (cfg,) = seen
+    assert (cfg.t_start_K, cfg.t_max_K, cfg.finetune) == (300.0, 800.0, {"epochs": 3})
+    md = cfg.md
+    assert (md.npt_ps, md.barostat) == (8.0, "aniso")
+    assert (md.dt_fs, md.heat_ps, md.nvt_ps, md.npt_average_ps, md.production_ps, md.save_every_fs,
+            md.pressure_bar, md.checkpoint_every_ps, md.seed) == (2.0, 1.0, 0.0, 4.0, 10.0, 50.0, 1.0, 1.0, 0)

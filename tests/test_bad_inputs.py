@@ -358,6 +358,21 @@ CASES = [
         lambda t: ["active-learn", str(ORDERED_CIF), "--config", text(t, "al.json", '{"finetune": {"epoch": 3}}')],
         r"\[finetune\]: unknown setting 'epoch' for FinetuneConfig; did you mean 'epochs'\?",
     ),
+    Case(
+        "active-learn config with an MD key from before the [md] table",
+        lambda t: ["active-learn", str(ORDERED_CIF), "--config", text(t, "al.toml", "md_dt_fs = 2.0\n")],
+        r"al\.toml: setting 'md_dt_fs' of ActiveLearningConfig is now 'dt_fs' in the \[md\] table",
+    ),
+    Case(
+        "active-learn MD setting misspelt",
+        lambda t: ["active-learn", str(ORDERED_CIF), "--config", text(t, "al.toml", "[md]\nheat_sp = 1.0\n")],
+        r"al\.toml: \[md\]: unknown setting 'heat_sp' for Protocol; did you mean 'heat_ps'\?",
+    ),
+    Case(
+        "active-learn MD temperatures (the loop sets them)",
+        lambda t: ["active-learn", str(ORDERED_CIF), "--config", text(t, "al.json", '{"md": {"temperatures_K": [300]}}')],
+        r"al\.json: \[md\] temperatures_K is set by the loop: use t_start_K, t_max_K and dt_K",
+    ),
     # ---- checkpoints (--model)
     Case(
         "unknown checkpoint name",

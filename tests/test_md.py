@@ -33,7 +33,7 @@ def _lj_capacity(atoms):
 
 def _run(model, species, cell, states, kT, integ, capacity, n_frames, stride):
     alive = jnp.ones(species.shape[0], bool)
-    return run_chunk(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, integ, capacity,
+    return run_chunk(model, species, cell, states, kT, kT, alive, 0, 0, integ, capacity,
                      n_frames, stride)[:4]
 
 
@@ -131,6 +131,30 @@ def test_vmapped_temperatures_equal_separate_runs():
         np.testing.assert_allclose(np.asarray(single.positions[0]), np.asarray(batched.positions[r]), atol=1e-5)
         np.testing.assert_allclose(np.asarray(single.temperature[0]), np.asarray(batched.temperature[r]), rtol=1e-5)
     assert np.asarray(batched.temperature)[:, -1].std() > 5  # the replicas really differ
+
+
+@pytest.mark.slow
+def test_an_equal_model_with_new_parameters_reuses_the_compiled_chunk():
+    """run_chunk takes the Model as a pytree (static module, name and metadata; parameters as leaves): a Model
+    equal but for new parameter arrays of the same shapes (another epsilon) reuses the compiled chunk, and its
+    frames follow the new parameters (potential energy of the last frame = the eager energy there)."""
+    from lycb_jax.graph import build_graph
+    from lycb_jax.models import Model, potential
+
+    model = lj_model()
+    atoms = argon(2)
+    integ = IntegratorSettings("nvt", dt_fs=2.0)
+    cap = _lj_capacity(atoms)
+    species, cell, states, kT = _states(model, [atoms], [40.0], integ, cap)
+    _run(model, species, cell, states, kT, integ, cap, n_frames=2, stride=3)
+    compiled = run_chunk._cache_size()
+    stronger = Model(model.module, {"epsilon": 2 * model.params["epsilon"]}, model.name, dict(model.metadata))
+    _, fr, alive, ok = _run(stronger, species, cell, states, kT, integ, cap, n_frames=2, stride=3)
+    assert run_chunk._cache_size() == compiled  # no new program
+    assert bool(ok.all()) and bool(alive.all())
+    x, c, mask = fr.positions[0, -1], fr.cell[0, -1], species[0] > 0
+    eager, _ = potential(stronger.module, stronger.params, species[0], x, c, mask, build_graph(x, c, mask, cap))
+    assert float(fr.potential_energy[0, -1]) == pytest.approx(float(eager), rel=1e-5)
 
 
 def _protocol(**kw):

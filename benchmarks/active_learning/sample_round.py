@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 from ase.io import read, write
 
-from lycb_jax.active.loop import ActiveLearningConfig, sample_md
+from lycb_jax.active.loop import sample_md, sampling_protocol
 from lycb_jax.active.sampling import farthest_point_sampling, position_features
 from lycb_jax.md import Protocol
 from lycb_jax.models import load_model
@@ -41,12 +41,13 @@ model = load_model(args.model)
 parent = read(here / f"{args.parent}.cif")
 pos, cells = [], []
 for seed in args.seeds:
-    cfg = ActiveLearningConfig(npt_ps=args.npt_ps, npt_average_ps=args.npt_ps * 2 / 3, sample_ps=args.sample_ps,
-                               save_every_fs=50.0, pressure_bar=args.pressure_bar, barostat=args.barostat, seed=seed)
+    md = sampling_protocol(npt_ps=args.npt_ps, npt_average_ps=args.npt_ps * 2 / 3, production_ps=args.sample_ps,
+                           save_every_fs=50.0, pressure_bar=args.pressure_bar, barostat=args.barostat, seed=seed)
     work = Path(args.work) / f"{args.round}_{args.parent}_T{args.temperature:.0f}_s{seed}"
     work.mkdir(parents=True, exist_ok=True)
     try:
-        sample_md(model, parent, args.parent, args.temperature, cfg, work, n=1)  # runs (or resumes) the MD
+        # runs (or resumes) the MD
+        sample_md(model, parent, name=args.parent, temperature_K=args.temperature, md=md, out=work, n=1)
     except RuntimeError as err:  # the model failed at T: the frames before the failure are still candidates
         print(f"seed {seed}: {err}")
     with h5py.File(work / f"md_{args.parent}" / "trajectory.h5") as f:

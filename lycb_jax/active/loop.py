@@ -1,7 +1,8 @@
 """The paper's iterative fine-tuning (its Fig. 6): for T = t_start, t_start + dT, ..., t_max:
 
-1. MD of every parent structure with the current model at T: heat, NpT at ``pressure_bar`` to find
-   the volume, then NVT at the NpT-averaged cell (``lycb_jax.md.Simulation``);
+1. MD of every parent structure with the current model at T (the :class:`lycb_jax.md.Protocol` ``md`` of
+   :class:`ActiveLearningConfig`): heat, NpT to find the volume, then NVT at the NpT-averaged cell
+   (``lycb_jax.md.Simulation``);
 2. farthest-point sampling of the NVT frames on the mean squared difference of atom positions,
    ``per_iteration`` structures split equally over the parents;
 3. labels from a labeller (DFT), cached in ``labels.db`` by structure and settings;
@@ -21,6 +22,7 @@ import dataclasses
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from ase import Atoms
@@ -31,28 +33,43 @@ from lycb_jax.active.sampling import farthest_point_sampling, position_features
 from lycb_jax.io.durable import atomic_write, verified, write_with_digest
 from lycb_jax.models.paths import DEFAULT_MODEL
 
+if TYPE_CHECKING:  # lycb_jax.md imports JAX; the labellers of this package must import without it (the DFT kit)
+    from lycb_jax.md.protocol import Protocol
+
+
+def sampling_protocol(**changes) -> Protocol:
+    """The loop's sampling MD with ``changes`` (fields of :class:`lycb_jax.md.Protocol`): 2 fs steps,
+    heating from 100 K over 1 ps, 6 ps NpT at 1 bar with the cell averaged over its last 4 ps, then 10 ps
+    of NVT production saved every 50 fs; a checkpoint every ps. Each iteration sets the temperature."""
+    from lycb_jax.md.protocol import Protocol
+
+    return Protocol(**{"dt_fs": 2.0, "heat_ps": 1.0, "nvt_ps": 0.0, "npt_ps": 6.0, "npt_average_ps": 4.0,
+                       "production_ps": 10.0, "checkpoint_every_ps": 1.0, **changes})
+
 
 @dataclasses.dataclass
 class ActiveLearningConfig:
-    """Settings of the loop (temperatures K, times ps, pressure bar). ``barostat`` "iso"/"aniso"/"tri"
-    (:class:`lycb_jax.md.Protocol`): DFT-sized cells of 20-30 atoms fluctuate so much in shape under
-    "tri" that the averaged cell can be far from the last one; "aniso" (x, y, z scaled separately) has no shear. ``finetune`` holds overrides
-    of :class:`lycb_jax.train.FinetuneConfig` (epochs, learning_rate, freeze, ...)."""
+    """Settings of the loop: the temperatures ``t_start_K``, ``t_start_K + dt_K``, ... up to ``t_max_K``
+    (K); ``per_iteration`` structures labelled per iteration, split over the parents; ``md`` the sampling
+    MD (:func:`sampling_protocol`; its ``temperatures_K`` are not used, each iteration runs at its own,
+    and its ``seed`` also seeds the fine-tuning); ``finetune`` overrides of
+    :class:`lycb_jax.train.FinetuneConfig` (epochs, learning_rate, freeze, ...).
+
+    ``md.barostat``: DFT-sized cells of 20-30 atoms fluctuate so much in shape under "tri" that the
+    averaged cell can be far from the last one; "aniso" (x, y, z scaled separately) has no shear."""
 
     t_start_K: float = 200.0
     t_max_K: float = 800.0
     dt_K: float = 200.0
     per_iteration: int = 40
-    md_dt_fs: float = 2.0
-    heat_ps: float = 1.0
-    npt_ps: float = 6.0
-    npt_average_ps: float = 4.0
-    sample_ps: float = 10.0
-    save_every_fs: float = 50.0
-    pressure_bar: float = 1.0
-    barostat: str = "tri"
-    seed: int = 0
+    md: Protocol = dataclasses.field(default_factory=sampling_protocol)
     finetune: dict = dataclasses.field(default_factory=dict)
+
+    # keys of a settings file written before the MD settings moved into ``md`` -> where they are now
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "md_dt_fs": "md.dt_fs", "sample_ps": "md.production_ps",
+        **{k: f"md.{k}" for k in ("heat_ps", "npt_ps", "npt_average_ps", "save_every_fs", "pressure_bar",
+                                  "barostat", "seed")}}
 
     def temperatures(self) -> list[float]:
         if self.dt_K <= 0 or self.t_max_K < self.t_start_K:
@@ -75,16 +92,15 @@ def _write_json(path: Path, obj, point: str) -> None:
     atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1, default=str).encode()), point)
 
 
-def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningConfig, out: Path, n: int) -> list[Atoms]:
-    """Steps 1-2 for one parent: MD at ``temperature`` (K) into ``out/md_<name>``, then ``n`` frames by FPS."""
+def sample_md(model, parent, *, name: str, temperature_K: float, md: Protocol, out: Path, n: int) -> list[Atoms]:
+    """Steps 1-2 for one parent: the MD ``md`` at ``temperature_K`` (K; heating from ``md.start_K`` or
+    ``temperature_K`` if lower, chunks no longer than the production) into ``out/md_<name>``, then ``n``
+    frames by FPS."""
+    from lycb_jax.md.simulation import Simulation
     from lycb_jax.md.trajectory import read_trajectory
 
-    from lycb_jax.md import Protocol, Simulation
-
-    proto = Protocol(temperatures_K=(temperature,), dt_fs=cfg.md_dt_fs, start_K=min(100.0, temperature),
-                     heat_ps=cfg.heat_ps, nvt_ps=0.0, npt_ps=cfg.npt_ps, npt_average_ps=cfg.npt_average_ps,
-                     pressure_bar=cfg.pressure_bar, barostat=cfg.barostat, production_ps=cfg.sample_ps, save_every_fs=cfg.save_every_fs,
-                     chunk_ps=min(1.0, cfg.sample_ps), checkpoint_every_ps=1.0, seed=cfg.seed)
+    proto = dataclasses.replace(md, temperatures_K=(temperature_K,), start_K=min(md.start_K, temperature_K),
+                                chunk_ps=min(md.chunk_ps, md.production_ps))
     md_dir = out / f"md_{name}"
     Simulation(model, parent, proto, md_dir, resume=True, progress=False).run()
     with read_trajectory(md_dir / "trajectory.h5") as f:
@@ -95,7 +111,7 @@ def sample_md(model, parent, name: str, temperature: float, cfg: ActiveLearningC
     for k in pick:
         atoms = Atoms(numbers=numbers, positions=pos[k], cell=cells[k], pbc=True)
         atoms.wrap()
-        atoms.info.update(parent=name, T_K=float(temperature), md_frame=int(k))
+        atoms.info.update(parent=name, T_K=float(temperature_K), md_frame=int(k))
         frames.append(atoms)
     return frames
 
@@ -163,7 +179,8 @@ def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | P
         cand = it / "candidates.extxyz"
         if not verified(cand):
             m = load_model(current, dispersion=dispersion)
-            frames = [a for name, s in parents.items() for a in sample_md(m, s, name, temperature, cfg, it, per_parent)]
+            frames = [a for name, s in parents.items()
+                      for a in sample_md(m, s, name=name, temperature_K=temperature, md=cfg.md, out=it, n=per_parent)]
             _atomic_write(cand, frames, "active_candidates")
         labelled = it / "labelled.extxyz"
         if not verified(labelled):
@@ -174,7 +191,7 @@ def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | P
         labelled_files.append(labelled)
         if not (model_dir / "manifest.json").exists() or has_train_state(model_dir):
             data = [a for f in labelled_files for a in read(f, ":")]
-            ft = FinetuneConfig(parent=str(current), seed=cfg.seed, **cfg.finetune)
+            ft = FinetuneConfig(parent=str(current), seed=cfg.md.seed, **cfg.finetune)
             finetune(data, ft, out=model_dir, verbose=verbose, resume=has_train_state(model_dir))
         _record_iteration(model_dir, k, temperature, str(current), labeller)
         manifest = json.loads((model_dir / "manifest.json").read_text())

@@ -25,6 +25,28 @@ def _labeller(args):
     return ASELabeller(lambda atoms: factory(), {"code": args.labeller})
 
 
+def _md_settings(md, source: str):
+    """The sampling MD from the ``[md]`` table of an active-learn config (fields of lycb_jax.md.Protocol);
+    InputError for a value that is no table, an unknown key, the temperatures (the loop sets them) or
+    settings that Protocol.validate refuses."""
+    from lycb_jax.active.loop import sampling_protocol
+    from lycb_jax.io.config import check_settings
+    from lycb_jax.io.errors import InputError
+    from lycb_jax.md.protocol import Protocol
+
+    if not isinstance(md, dict):
+        raise InputError(f"{source}: [md] must be a table of MD settings (lycb_jax.md.Protocol), got {md!r}")
+    check_settings(md, Protocol, f"{source}: [md]")
+    if "temperatures_K" in md:
+        raise InputError(f"{source}: [md] temperatures_K is set by the loop: use t_start_K, t_max_K and dt_K")
+    protocol = sampling_protocol(**md)
+    try:
+        protocol.validate()
+    except ValueError as err:
+        raise InputError(f"{source}: [md] {err}") from None
+    return protocol
+
+
 def cmd_active_learn(args) -> int:
     from lycb_jax.active import ActiveLearningConfig, active_learn
     from lycb_jax.cli.predict import read_structure_or_exit
@@ -36,6 +58,7 @@ def cmd_active_learn(args) -> int:
     fields = settings_from(args.config, ActiveLearningConfig, t_start_K=args.t_start, t_max_K=args.t_max,
                            dt_K=args.dt, per_iteration=args.per_iteration)  # InputError: keys, types, units
     check_settings(fields.get("finetune", {}), FinetuneConfig, f"{args.config}: [finetune]")
+    fields["md"] = _md_settings(fields.get("md", {}), str(args.config))
     try:
         cfg = ActiveLearningConfig(**fields)
         records = active_learn(parents, _labeller(args), args.out, cfg, model=args.model, workers=args.workers,
@@ -61,8 +84,8 @@ def add_cli(sub) -> None:
     p.add_argument("--t-max", type=float, help="last temperature, K (default 800)")
     p.add_argument("--dt", type=float, help="temperature step, K (default 200)")
     p.add_argument("--per-iteration", type=int, help="structures labelled per iteration, split over the parents (40)")
-    p.add_argument("--config", help="JSON, TOML or YAML file with ActiveLearningConfig fields (MD times, finetune "
-                   "overrides)")
+    p.add_argument("--config", help="JSON, TOML or YAML file with ActiveLearningConfig fields: the sampling MD in "
+                   "an [md] table (lycb_jax.md.Protocol fields), fine-tuning overrides in [finetune]")
     p.add_argument("--labeller", default="gpaw", help="gpaw, vasp, or module:Calculator (any ASE calculator)")
     p.add_argument("--ecut", type=float, default=400.0, help="GPAW plane-wave cutoff, eV")
     p.add_argument("--kpoint-density", type=float, default=1.5, help="GPAW k-points per 2 pi / A")

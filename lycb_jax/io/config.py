@@ -70,10 +70,15 @@ def read_config(path: str | Path) -> dict:
 
 def check_settings(data: dict, cls, source: str) -> dict:
     """``data`` checked against the fields of dataclass ``cls``: no unknown keys (the closest field is
-    suggested), values of the field's type, and unit rules (times, temperatures, time steps). Returns
+    suggested; a key that moved, listed in ``cls.MOVED_KEYS`` as old -> "table.key", is named at its new
+    place), values of the field's type, and unit rules (times, temperatures, time steps). Returns
     ``data``; InputError naming ``source`` (the file, or "command line") otherwise."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    moved = getattr(cls, "MOVED_KEYS", {})
     for key in data:
+        if key in moved and key not in fields:
+            table, new = moved[key].rsplit(".", 1)
+            raise InputError(f"{source}: setting {key!r} of {cls.__name__} is now {new!r} in the [{table}] table")
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(fields)}"

@@ -236,12 +236,12 @@ class _Chunk(NamedTuple):
         return carry, jax.vmap(one)(self.species, self.cell, carry.states, kT, carry.edges)
 
 
-STATIC = ("model_module", "settings", "capacity", "n_frames", "stride", "msd_stride")
+STATIC = ("settings", "capacity", "n_frames", "stride", "msd_stride")
 
 
 @functools.partial(jax.jit, static_argnames=STATIC)
 @with_precision
-def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+def run_chunk(model: Model, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
               settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
               msd=None, msd_stride: int = 0):
     """Advance R replicas by n_frames * stride steps; record a Frame every ``stride`` steps.
@@ -256,12 +256,12 @@ def run_chunk(model_module, params, species, cell, states, kT_start, kT_end, ali
     or None): updated every ``msd_stride`` steps of the stage (at steps done = multiples of it, counted
     from ``step0``), returned in ``ChunkOut.msd`` (None when off).
     """
-    if (capacity.cutoff, capacity.bond_cutoff) != tuple(model_module.cutoffs):
+    if (capacity.cutoff, capacity.bond_cutoff) != tuple(model.cutoffs):
         raise ValueError(f"graph capacity for cutoffs {(capacity.cutoff, capacity.bond_cutoff)} A, but the model "
-                         f"needs {tuple(model_module.cutoffs)} A: estimate it with cutoffs=model.cutoffs")
+                         f"needs {tuple(model.cutoffs)} A: estimate it with cutoffs=model.cutoffs")
     if msd is not None and msd_stride < 1:
         raise ValueError(f"streaming MSD given with msd_stride {msd_stride}: it must be >= 1 step")
-    chunk = _Chunk(Model(model_module, params), species, cell, settings, capacity, kT_start, kT_end, step0,
+    chunk = _Chunk(model, species, cell, settings, capacity, kT_start, kT_end, step0,
                    total_steps, max_kT_factor, stride, msd_stride)
     carry, frames = jax.lax.scan(chunk.frame, chunk.start(states, alive, msd), jnp.arange(n_frames))
     frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
@@ -278,16 +278,16 @@ def _sharded_run_chunk(mesh: jax.sharding.Mesh):
 
     @functools.partial(jax.jit, static_argnames=STATIC)
     @with_precision
-    def chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+    def chunk(model, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
               settings, capacity, n_frames, stride, max_kT_factor=3.0, msd=None, msd_stride=0):
-        def local(params, species, cell, states, kT_start, kT_end, alive, msd, step0, total_steps, max_kT_factor):
-            out = run_chunk(model_module, params, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
+        def local(model, species, cell, states, kT_start, kT_end, alive, msd, step0, total_steps, max_kT_factor):
+            out = run_chunk(model, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
                             settings, capacity, n_frames, stride, max_kT_factor, msd, msd_stride)
             return out._replace(rebuilds=out.rebuilds[None])
 
         return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 7 + (rest,) * 3,
                              out_specs=ChunkOut(*(rep,) * 7),
-                             check_vma=False)(params, species, cell, states, kT_start, kT_end, alive, msd, step0,
+                             check_vma=False)(model, species, cell, states, kT_start, kT_end, alive, msd, step0,
                                               total_steps, max_kT_factor)
 
     return chunk
@@ -329,7 +329,7 @@ def run_chunk_checked(model: Model, species, cells, states, *, kT_start, kT_end,
         msd_in = None if msd is None else shard_replicas(mesh, -(-n_rep // n_dev) * n_dev, msd)[0]
     chunk = run_chunk if mesh is None else _sharded_run_chunk(mesh)
     for _ in range(retries + 1):
-        out = chunk(model.module, model.params, *args, step0, total_steps, settings, capacity, n_frames, stride,
+        out = chunk(model, *args, step0, total_steps, settings, capacity, n_frames, stride,
                     max_kT_factor, msd_in, msd_stride)
         out = jax.tree.map(lambda x: x[:n_rep], out._replace(rebuilds=None))  # the padding replicas dropped
         ok, need = np.asarray(out.ok), Need.from_vector(np.asarray(out.need))

@@ -205,13 +205,12 @@ def init_replica(model: Model, species, positions, cell, masses, kT, key, settin
     return dyn.init(key, positions, cell, masses, kT, edges, momenta), overflow
 
 
-@functools.partial(jax.jit, static_argnames=("model_module", "settings", "capacity"))
+@functools.partial(jax.jit, static_argnames=("settings", "capacity"))
 @with_precision
-def init_batch(model_module, params, species, positions, cells, masses, keys, kT, momenta,
-                settings: IntegratorSettings, capacity: Capacity):
+def init_batch(model: Model, species, positions, cells, masses, keys, kT, momenta,
+               settings: IntegratorSettings, capacity: Capacity):
     """:func:`init_replica` of every replica (leading axis), momenta drawn where ``momenta`` is None:
     (states, overflow [R]). Compiled once per (model, settings, capacity), shared by every Simulation."""
-    model = Model(model_module, params)
     if momenta is None:
         return jax.vmap(lambda sp, x, c, m, k, t: init_replica(model, sp, x, c, m, t, k, settings, capacity))(
             species, positions, cells, masses, keys, kT)

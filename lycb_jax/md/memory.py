@@ -47,7 +47,7 @@ def chunk_bytes(model, atoms, replicas: int, settings: IntegratorSettings, n_fra
     init = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, settings, capacity)[0])
     states = jax.eval_shape(init, species, pos, cell, masses, kT, keys)  # shapes only
     alive = jax.ShapeDtypeStruct((r,), jnp.bool_)
-    lowered = run_chunk.lower(model.module, model.params, species, cell, states, kT, kT, alive, 0, 0, settings,
+    lowered = run_chunk.lower(model, species, cell, states, kT, kT, alive, 0, 0, settings,
                               capacity, n_frames, stride)
     mem = lowered.compile().memory_analysis()
     if mem is None:

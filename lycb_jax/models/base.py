@@ -8,7 +8,8 @@ A *potential* is a hashable object (static under ``jax.jit``; a Flax module is o
   system and per-atom magnetic moments [N] (muB; zeros if the model has none);
 * ``layer_groups()``: :class:`LayerGroups`, the named parameter groups that fine-tuning can freeze.
 
-A :class:`Model` pairs a potential with its parameters. Forces and stress come from
+A :class:`Model` pairs a potential with its parameters; it is a pytree (the parameters are its
+leaves), so it crosses ``jax.jit``, ``vmap`` and ``grad`` as it is. Forces and stress come from
 :func:`energy_forces_stress` by autodiff for any potential. A second model is one new module
 under ``lycb_jax/models/`` that implements the three members and registers its architecture
 in :data:`lycb_jax.models.checkpoint.ARCHITECTURES`.
@@ -17,6 +18,7 @@ in :data:`lycb_jax.models.checkpoint.ARCHITECTURES`.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -55,14 +57,50 @@ class Potential(Protocol):
     def layer_groups(self) -> LayerGroups: ...
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _StaticMetadata:
+    """A model's metadata as static pytree data: hashed and compared by its canonical JSON (sorted keys,
+    other values by ``str``, as ``manifest.json`` is written), so that equal manifests are equal."""
+
+    value: dict
+    key: str = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "key", json.dumps(self.value, sort_keys=True, default=str))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _StaticMetadata) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:  # in treedefs and jit errors: the keys, not a whole manifest
+        return f"metadata({', '.join(map(str, self.value))})"
+
+
+@jax.tree_util.register_pytree_with_keys_class
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A potential (``module``) with its parameter pytree, a name and its checkpoint manifest."""
+    """A potential (``module``) with its parameter pytree, a name and its checkpoint manifest.
+
+    A pytree: ``params`` are the leaves; ``module``, ``name`` and ``metadata`` are static (compared by
+    value; ``metadata`` by its canonical JSON). A jitted function that takes a Model therefore compiles
+    once per (module, name, metadata, parameter shapes): new parameter arrays of the same shapes reuse
+    the program, while a model with another name or manifest (a fine-tuned one) compiles its own."""
 
     module: Any  # a Potential
     params: Any
     name: str = "chgnet"
     metadata: dict = dataclasses.field(default_factory=dict)
+
+    def tree_flatten_with_keys(self):
+        return ((jax.tree_util.GetAttrKey("params"), self.params),), (self.module, self.name,
+                                                                     _StaticMetadata(self.metadata))
+
+    @classmethod
+    def tree_unflatten(cls, static, children) -> Model:
+        module, name, metadata = static
+        return cls(module, children[0], name, metadata.value)
 
     @property
     def cutoffs(self) -> Cutoffs:

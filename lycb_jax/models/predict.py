@@ -41,11 +41,11 @@ def single_point(module, params, species, positions, cell, atom_mask, capacity):
     return e, f, s, m, graph.overflow
 
 
-@functools.partial(jax.jit, static_argnames=("module", "capacity"))
+@functools.partial(jax.jit, static_argnames="capacity")
 @with_precision
-def _predict_batched(module, params, species, positions, cells, atom_mask, capacity):
+def _predict_batched(model: Model, species, positions, cells, atom_mask, capacity):
     return jax.vmap(single_point, in_axes=(None, None, 0, 0, 0, 0, None))(
-        module, params, species, positions, cells, atom_mask, capacity)
+        model.module, model.params, species, positions, cells, atom_mask, capacity)
 
 
 def predict(model: Model, structures: Iterable, *, max_atoms_per_batch: int = 8192,
@@ -99,7 +99,7 @@ def predict_batch(model: Model, batch: Batch) -> list[Prediction]:
     """Evaluate one padded batch; raises if a graph capacity was exceeded (never truncates)."""
     dtype = jax.tree.leaves(model.params)[0].dtype  # float32, or float64 for x64 checks
     e, f, s, m, overflow = _predict_batched(
-        model.module, model.params, jnp.asarray(batch.species), jnp.asarray(batch.positions, dtype),
+        model, jnp.asarray(batch.species), jnp.asarray(batch.positions, dtype),
         jnp.asarray(batch.cells, dtype), jnp.asarray(batch.atom_mask), batch.capacity)
     if bool(np.any(np.asarray(overflow)[:len(batch.counts)])):
         raise RuntimeError(f"neighbour-list overflow with capacity {batch.capacity}: the host-side count "

@@ -21,7 +21,7 @@ from pymatgen.core import Lattice, Structure
 from lycb_jax.graph import capacity as cap
 from lycb_jax.graph import build_graph
 from lycb_jax.io.structures import System, to_system
-from lycb_jax.models import energy_forces_stress
+from lycb_jax.models import Model, energy_forces_stress
 from lycb_jax.graph.batch import pack
 from lycb_jax.runtime.precision import with_precision
 from lycb_jax.structures.fire import FireState, fire_apply, fire_init
@@ -90,25 +90,26 @@ def _where(mask, new, old):
     return jax.tree.map(lambda a, b: jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "capacity"))
+@functools.partial(jax.jit, static_argnames="capacity")
 @with_precision
-def _evaluate(module, params, state: RelaxState, fresh, fmax, capacity) -> RelaxState:
+def _evaluate(model: Model, state: RelaxState, fresh, fmax, capacity) -> RelaxState:
     """Energies and forces of every slot at its DOFs (after a refill or a new capacity); the ``fresh``
     slots [B] (new candidates) start FIRE anew at step 0."""
-    e, g, ovf = jax.vmap(functools.partial(frechet_forces, module, params, capacity=capacity))(
+    e, g, ovf = jax.vmap(functools.partial(frechet_forces, model.module, model.params, capacity=capacity))(
         state.system, state.fire.x)
     fire = _where(fresh, fire_init(state.fire.x, e, g), state.fire._replace(e=e, g=g))
     return state._replace(fire=fire, step=jnp.where(fresh, 0, state.step), done=_fnorm(g) < fmax, overflow=ovf)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "capacity"))
+@functools.partial(jax.jit, static_argnames="capacity")
 @with_precision
-def _fire_loop(module, params, state: RelaxState, fmax, max_steps, min_active, capacity) -> RelaxState:
+def _fire_loop(model: Model, state: RelaxState, fmax, max_steps, min_active, capacity) -> RelaxState:
     """FIRE steps inside one while_loop until fewer than min_active systems are still running,
     or a graph overflowed (the caller grows the capacity and re-evaluates)."""
 
     def step_one(fire, system):
-        return fire_apply(fire, functools.partial(frechet_forces, module, params, system, capacity=capacity))
+        return fire_apply(fire, functools.partial(frechet_forces, model.module, model.params, system,
+                                                  capacity=capacity))
 
     def running(s):
         return ~s.done & ~s.idle & (s.step < max_steps)
@@ -201,8 +202,7 @@ class _Group:
                 state = self._evaluate(state, np.zeros(n_slots, bool), fmax32)
                 continue
             min_active = max(1, math.ceil(n_slots * (1 - refill_fraction))) if self.queue else 1
-            state = _fire_loop(self.model.module, self.model.params, state, fmax32, max_steps, min_active,
-                               self.capacity)
+            state = _fire_loop(self.model, state, fmax32, max_steps, min_active, self.capacity)
             if bool(jnp.any(state.overflow)):
                 continue
             host = jax.tree.map(np.array, state)  # writable host copies
@@ -223,7 +223,7 @@ class _Group:
             state = self._evaluate(host, fresh, fmax32)
 
     def _evaluate(self, state, fresh, fmax) -> RelaxState:
-        return _evaluate(self.model.module, self.model.params, state, fresh, fmax, self.capacity)
+        return _evaluate(self.model, state, fresh, fmax, self.capacity)
 
     def _empty_state(self, n_slots: int) -> RelaxState:
         """Host arrays of the right shapes and dtypes (every slot is loaded before the first evaluation)."""
