@@ -1,3 +1,4 @@
+import ctypes
 import faulthandler
 import importlib
 import os
@@ -45,6 +46,8 @@ def _release_compiled_programs():
 
     jax.clear_caches()
     gc.collect()
+    if hasattr(ctypes.CDLL(None), "malloc_trim"):  # glibc keeps freed pages: hand them back, so a worker's
+        ctypes.CDLL(None).malloc_trim(0)  # resident memory follows its current module, not its largest one
 
 
 def pytest_runtest_logstart(nodeid, location):
