@@ -82,9 +82,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_finetune import device_slug, gpu_scale_data
 
-    from lycb_jax.models import load_model
+    from lycb_jax.models import load_model, param_labels
     from lycb_jax.train import (FinetuneConfig, batched_graphs, choose_buckets, iter_batches, make_optimizer,
-                                make_steps, pack_dataset, param_labels, read_dataset, select_packed)
+                                make_steps, pack_dataset, read_dataset, select_packed)
 
     data = args.data if Path(args.data).exists() else str(gpu_scale_data())
     ds = read_dataset(data)

@@ -23,8 +23,8 @@ import lycb_jax  # noqa: E402
 from common import lyc_like, time_call  # noqa: E402
 from lycb_jax.graph import capacity as caps  # noqa: E402
 from lycb_jax.graph import refine_graph  # noqa: E402
-from lycb_jax.md import (IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk,  # noqa: E402
-                         run_chunk_checked)
+from lycb_jax.md import (ChunkInputs, ChunkSpec, IntegratorSettings, default_capacity, init_replica,  # noqa: E402
+                         masses_of, run_chunk, run_chunk_checked)
 from lycb_jax.graph import verlet_list  # noqa: E402
 from lycb_jax.models import energy_forces_stress, potential  # noqa: E402
 from lycb_jax.runtime.precision import with_precision  # noqa: E402
@@ -56,19 +56,18 @@ def main():
     n_frames = args.steps // args.stride
 
     t0 = time.perf_counter()  # first chunk: compilation, and capacity growth if the graph overflows
-    out, cap = run_chunk_checked(model, species, cell, states, kT_start=kT, kT_end=kT, alive=alive,
-                                 step0=0, total_steps=0, settings=integ, capacity=cap, n_frames=n_frames,
-                                 stride=args.stride, fit=True, mesh=None)  # capacity fitted, as Simulation does
+    out, cap = run_chunk_checked(model, ChunkInputs(species, cell, states, kT, kT, alive),
+                                 ChunkSpec(integ, cap, n_frames, args.stride), fit=True,
+                                 mesh=None)  # capacity fitted, as Simulation does
     first = time.perf_counter() - t0
     # compile the fitted shape, untimed; run_chunk_checked grows it here if the next chunk needs more
-    out, cap = run_chunk_checked(model, species, cell, out.states, kT_start=kT, kT_end=kT, alive=alive,
-                                 step0=0, total_steps=0, settings=integ, capacity=cap, n_frames=n_frames,
-                                 stride=args.stride, mesh=None)
+    out, cap = run_chunk_checked(model, ChunkInputs(species, cell, out.states, kT, kT, alive),
+                                 ChunkSpec(integ, cap, n_frames, args.stride), mesh=None)
     states = out.states
 
     def chunk(st):
-        return run_chunk(model, species, cell, st, kT, kT, alive, 0, 0, integ, cap, n_frames,
-                         args.stride)
+        return run_chunk(model, ChunkInputs(species, cell, st, kT, kT, alive),
+                         ChunkSpec(integ, cap, n_frames, args.stride))
 
     walls, regrown = [], 0
     while len(walls) < 3:

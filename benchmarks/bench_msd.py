@@ -54,6 +54,8 @@ def md_chunk_cost(args):
 
     import lycb_jax
     from lycb_jax.md import (
+        ChunkInputs,
+        ChunkSpec,
         IntegratorSettings,
         default_capacity,
         init_replica,
@@ -86,15 +88,14 @@ def md_chunk_cost(args):
     mobile = jnp.asarray(numbers == 3)
     msd0 = jax.vmap(lambda _: streaming_init(n, args.levels, args.block, mobile=mobile))(jnp.arange(n_rep))
     # the capacity this chunk needs (fitted, as Simulation does); both variants then run the same steps
-    kw = dict(kT_start=kT, kT_end=kT, alive=alive, step0=0, total_steps=0, settings=integ, n_frames=n_frames,
-              stride=stride, mesh=None)
-    out, cap = run_chunk_checked(model, species, cell, states, capacity=cap, fit=True, **kw)
-    out, cap = run_chunk_checked(model, species, cell, states, capacity=cap, **kw)
+    inputs = ChunkInputs(species, cell, states, kT, kT, alive)
+    out, cap = run_chunk_checked(model, inputs, ChunkSpec(integ, cap, n_frames, stride), fit=True, mesh=None)
+    out, cap = run_chunk_checked(model, inputs, ChunkSpec(integ, cap, n_frames, stride), mesh=None)
     log(f"capacity {cap}")
 
     def chunk(msd):
-        return run_chunk(model, species, cell, states, kT, kT, alive, 0, 0, integ, cap, n_frames,
-                         stride, 3.0, msd, args.msd_every if msd is not None else 0)
+        return run_chunk(model, ChunkInputs(species, cell, states, kT, kT, alive, msd=msd),
+                         ChunkSpec(integ, cap, n_frames, stride, msd_stride=args.msd_every if msd is not None else 0))
 
     t_compile = {}
     for key, msd in (("without", None), ("with", msd0)):

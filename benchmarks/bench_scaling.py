@@ -24,7 +24,7 @@ from common import lyc_like, nvt_replicas
 
 import lycb_jax
 from lycb_jax.runtime.devices import replica_mesh
-from lycb_jax.md import default_capacity, run_chunk_checked
+from lycb_jax.md import ChunkInputs, ChunkSpec, default_capacity, run_chunk_checked
 
 
 def rate_on(model, s, k: int, per_device: int, steps: int, stride: int, repeats: int) -> dict:
@@ -36,9 +36,8 @@ def rate_on(model, s, k: int, per_device: int, steps: int, stride: int, repeats:
     n_frames = steps // stride
 
     def chunk(st, capacity, fit=False):
-        return run_chunk_checked(model, species, cell, st, kT_start=kT, kT_end=kT, alive=alive,
-                                 step0=0, total_steps=0, settings=integ, capacity=capacity,
-                                 n_frames=n_frames, stride=stride, mesh=mesh, fit=fit)
+        return run_chunk_checked(model, ChunkInputs(species, cell, st, kT, kT, alive),
+                                 ChunkSpec(integ, capacity, n_frames, stride), mesh=mesh, fit=fit)
 
     t0 = time.perf_counter()
     (states, *_), cap = chunk(states, cap, fit=True)  # compile, heat-up growth, capacity fitted as Simulation does

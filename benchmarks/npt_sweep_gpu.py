@@ -153,7 +153,8 @@ def cost_per_step(model, replicas, protocol, steps: int) -> dict:
     import jax.numpy as jnp
     from ase import units
 
-    from lycb_jax.md import IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk_checked
+    from lycb_jax.md import (ChunkInputs, ChunkSpec, IntegratorSettings, default_capacity, init_replica, masses_of,
+                             run_chunk_checked)
 
     species = jnp.asarray(np.stack([[site.specie.Z for site in s] for s in replicas]), jnp.int32)
     pos = jnp.asarray(np.stack([s.cart_coords for s in replicas]), jnp.float32)
@@ -169,12 +170,12 @@ def cost_per_step(model, replicas, protocol, steps: int) -> dict:
                             ("npt_tri", IntegratorSettings("npt", barostat="tri"))):
         states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, settings, cap)[0])(
             species, pos, cell, masses, kT, keys)
-        kw = dict(kT_start=kT, kT_end=kT, alive=alive, step0=0, total_steps=0, settings=settings, n_frames=1,
-                  stride=steps, mesh=None)
-        out, cap = run_chunk_checked(model, species, cell, states, capacity=cap, **kw)  # compile (and grow if needed)
+        inputs = ChunkInputs(species, cell, states, kT, kT, alive)
+        out, cap = run_chunk_checked(model, inputs, ChunkSpec(settings, cap, n_frames=1, stride=steps),
+                                     mesh=None)  # compile (and grow if needed)
         np.asarray(out.alive)
         t = time.perf_counter()
-        out, _ = run_chunk_checked(model, species, cell, states, capacity=cap, **kw)
+        out, _ = run_chunk_checked(model, inputs, ChunkSpec(settings, cap, n_frames=1, stride=steps), mesh=None)
         np.asarray(out.alive)
         res[f"{label}_ms_per_step"] = (time.perf_counter() - t) / steps * 1000
     res["tri_over_iso"] = res["npt_tri_ms_per_step"] / res["npt_iso_ms_per_step"]

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(__file__))
 import lycb_jax  # noqa: E402
 from common import lyc_like, nvt_replicas  # noqa: E402
-from lycb_jax.md import default_capacity, run_chunk_checked  # noqa: E402
+from lycb_jax.md import ChunkInputs, ChunkSpec, default_capacity, run_chunk_checked  # noqa: E402
 
 NUMERIC_STATS = ("bytes_accessed", "flops", "raw_bytes_accessed", "memory_access_breakdown")
 
@@ -80,9 +80,8 @@ def main():
     alive = jnp.ones(r, bool)
 
     def chunk(st, capacity, fit=False):
-        return run_chunk_checked(model, species, cell, st, kT_start=kT, kT_end=kT, alive=alive,
-                                 step0=0, total_steps=0, settings=integ, capacity=capacity, n_frames=1,
-                                 stride=args.steps, fit=fit, mesh=None)
+        return run_chunk_checked(model, ChunkInputs(species, cell, st, kT, kT, alive),
+                                 ChunkSpec(integ, capacity, n_frames=1, stride=args.steps), fit=fit, mesh=None)
 
     out, cap = chunk(states, cap, fit=True)  # compile, fit the capacity
     out, cap = chunk(out.states, cap)  # compile the fitted shape

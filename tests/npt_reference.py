@@ -83,7 +83,7 @@ def run_lycb(atoms, s: RunSettings, barostat: str = "tri", replicas: int = 4, se
     """lycb_jax's MTK NpT: ``replicas`` independent runs (vmapped). Returns time series [R, F] of
     cell [.., 3, 3] (rows, A), stress [.., 3, 3] (GPa, virial + kinetic, ASE sign), volume (A^3),
     conserved (eV), temperature (K), kinetic energy (eV), and ``time_ps`` [F]."""
-    from lycb_jax.md import IntegratorSettings, init_replica, masses_of, run_chunk
+    from lycb_jax.md import ChunkInputs, ChunkSpec, IntegratorSettings, init_replica, masses_of, run_chunk
 
     model = model or lj_model()
     settings = IntegratorSettings("npt", dt_fs=s.dt_fs, tau_t_fs=s.tau_t_fs, tau_p_fs=s.tau_p_fs,
@@ -106,8 +106,8 @@ def run_lycb(atoms, s: RunSettings, barostat: str = "tri", replicas: int = 4, se
     def run(states, ps):
         frames = []
         for _ in range(int(round(ps / s.chunk_ps))):
-            out = run_chunk(model, species, cell, states, kT, kT, alive, 0, 0, settings, cap,
-                            n_frames, stride)
+            out = run_chunk(model, ChunkInputs(species, cell, states, kT, kT, alive),
+                            ChunkSpec(settings, cap, n_frames, stride))
             assert bool(np.all(out.ok)), "graph capacity overflow in the NpT comparison run"
             states = out.states
             frames.append(out.frames)

@@ -97,7 +97,7 @@ def test_study_picks_its_protocol_by_the_device(monkeypatch):
     import jax
 
     from lycb_jax.cli.md import choose_protocol
-    from lycb_jax.md import load_protocol
+    from lycb_jax.md import Protocol
 
     assert choose_protocol("paper") == ("paper", "protocol: paper (--config)")
     name, why = choose_protocol("auto")
@@ -105,7 +105,7 @@ def test_study_picks_its_protocol_by_the_device(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     name, why = choose_protocol("auto")
     assert name == "gpu" and "JAX sees a GPU" in why
-    gpu, cpu = load_protocol("gpu"), load_protocol("cpu")
+    gpu, cpu = Protocol.load("gpu"), Protocol.load("cpu")
     assert gpu.temperatures_K == (600.0, 675.0, 750.0, 825.0) and gpu.production_ps == 100.0 and gpu.npt_ps == 20.0
     assert cpu.temperatures_K == (300.0, 800.0) and cpu.npt_ps > 0 and cpu.barostat == "iso"
 

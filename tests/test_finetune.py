@@ -17,6 +17,7 @@ from flax import traverse_util
 import lycb_jax
 from lycb_jax import train as ft
 from lycb_jax.cli.finetune import add_cli
+from lycb_jax.models import groups as layer_groups
 from lycb_jax.train import loop
 from lycb_jax.units import EV_A3_TO_GPA
 
@@ -35,14 +36,14 @@ def gpaw_set():
 
 def test_layer_groups_and_default_freeze(model):
     groups = model.module.layer_groups()
-    sizes = ft.group_sizes(model.params, groups)
+    sizes = layer_groups.group_sizes(model.params, groups)
     assert sum(sizes.values()) == sum(np.size(x) for x in jax.tree.leaves(model.params))
-    frozen = set(ft.resolve_groups(groups.default_frozen, groups))
+    frozen = set(layer_groups.resolve_groups(groups.default_frozen, groups))
     # CHGNet's fine_tuning notebook leaves 54,082 trainable parameters
     assert sum(n for g, n in sizes.items() if g not in frozen) == 54_082
-    assert ft.resolve_groups(["interaction_1"], groups) == ["angle_layer_1", "atom_conv_1", "bond_conv_1"]
+    assert layer_groups.resolve_groups(["interaction_1"], groups) == ["angle_layer_1", "atom_conv_1", "bond_conv_1"]
     with pytest.raises(ValueError, match="unknown layer group"):
-        ft.resolve_groups(["decoder"], groups)
+        layer_groups.resolve_groups(["decoder"], groups)
 
 
 def test_dataset_units_masks_split_hash(tmp_path, model, gpaw_set):
@@ -98,7 +99,7 @@ def test_train_program_independent_of_learning_rate_and_epochs(model, gpaw_set):
     texts = []
     for cfg in (ft.FinetuneConfig(learning_rate=1e-3, epochs=5), ft.FinetuneConfig(learning_rate=3e-2, epochs=40,
                                                                                    scheduler="constant")):
-        labels = ft.param_labels(model.params, cfg.freeze, model.module.layer_groups())
+        labels = layer_groups.param_labels(model.params, cfg.freeze, model.module.layer_groups())
         tx = ft.make_optimizer(cfg, labels)
         train_step, _ = ft.make_steps(model.module, tx, labels, cfg)
         texts.append(train_step.lower(model.params, tx.init(model.params), batch, np.float32(0.0)).as_text())
@@ -184,9 +185,9 @@ def test_overfit_tiny_set_and_frozen_groups_bit_identical(model, gpaw_set):
     # frozen groups unchanged bit for bit, trainable groups changed
     before, after = traverse_util.flatten_dict(model.params), traverse_util.flatten_dict(res.model.params)
     groups = model.module.layer_groups()
-    frozen = set(ft.resolve_groups(freeze, groups)) - {"composition_model"}  # atom_ref was refit before training
+    frozen = set(layer_groups.resolve_groups(freeze, groups)) - {"composition_model"}  # atom_ref was refit before training
     for k in before:
-        group = ft.group_of(k, groups)
+        group = layer_groups.group_of(k, groups)
         same = np.asarray(before[k]).tobytes() == np.asarray(after[k]).tobytes()
         if group in frozen:
             assert same, k

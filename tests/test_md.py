@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from ase import units
 
-from lycb_jax.md import IntegratorSettings, Protocol, Simulation, default_capacity, init_replica, masses_of, run_chunk
+from lycb_jax.md import (ChunkInputs, ChunkSpec, IntegratorSettings, Protocol, Simulation, default_capacity,
+                         init_replica, masses_of, run_chunk)
 from potentials import argon, lj_model
 from structures import lyc_trigonal
 
@@ -33,8 +34,8 @@ def _lj_capacity(atoms):
 
 def _run(model, species, cell, states, kT, integ, capacity, n_frames, stride):
     alive = jnp.ones(species.shape[0], bool)
-    return run_chunk(model, species, cell, states, kT, kT, alive, 0, 0, integ, capacity,
-                     n_frames, stride)[:4]
+    return run_chunk(model, ChunkInputs(species, cell, states, kT, kT, alive),
+                     ChunkSpec(integ, capacity, n_frames, stride))[:4]
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def _position(path):
 def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     from ase.io import write
 
-    from lycb_jax.md import Simulation, load_protocol
+    from lycb_jax.md import Protocol, Simulation
     from potentials import argon, lj_model
 
     write(tmp_path / "ar.xyz", argon(2), format="extxyz")
@@ -97,7 +97,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     first = _launch(tmp_path, "first", DIE_AT="3")  # process 1 dies before its 3rd checkpoint
     try:
         # meanwhile the reference: the same protocol in this (single-device) process
-        Simulation(lj_model(), argon(2), load_protocol(str(tmp_path / "cfg.toml")), tmp_path / "ref",
+        Simulation(lj_model(), argon(2), Protocol.load(tmp_path / "cfg.toml"), tmp_path / "ref",
                    progress=False).run()
         assert first[1].wait(timeout=600) == 9, _logs(tmp_path, "first")
         t0 = time.time()  # process 0 still writes its 3rd checkpoint, then waits for process 1 forever

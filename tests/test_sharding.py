@@ -13,7 +13,8 @@ SCRIPT = textwrap.dedent('''
     assert len(jax.devices()) == 4, jax.devices()
     from ase import units
     import lycb_jax.md.chunk as lycb_md
-    from lycb_jax.md import IntegratorSettings, default_capacity, init_replica, masses_of, run_chunk_checked
+    from lycb_jax.md import (ChunkInputs, ChunkSpec, IntegratorSettings, default_capacity, init_replica, masses_of,
+                             run_chunk_checked)
     import dataclasses
     from potentials import argon, lj_model
     model = lj_model()
@@ -33,10 +34,9 @@ SCRIPT = textwrap.dedent('''
         states = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, integ, cap)[0])(
             species, pos, cell, masses, kT, keys)
         alive = np.ones(n_rep, bool)
-        kw = dict(kT_start=kT, kT_end=kT, alive=alive, step0=0, total_steps=0, settings=integ, capacity=cap,
-                  n_frames=4, stride=10)
-        (s1, f1, a1, ok1, _), _ = run_chunk_checked(model, species, cell, states, mesh=None, **kw)
-        (s4, f4, a4, ok4, _), _ = run_chunk_checked(model, species, cell, states, mesh="auto", **kw)
+        inputs, spec = ChunkInputs(species, cell, states, kT, kT, alive), ChunkSpec(integ, cap, n_frames=4, stride=10)
+        (s1, f1, a1, ok1, _), _ = run_chunk_checked(model, inputs, spec, mesh=None)
+        (s4, f4, a4, ok4, _), _ = run_chunk_checked(model, inputs, spec, mesh="auto")
         assert f4.positions.shape[0] == n_rep and bool(ok4.all()) and bool(a4.all())
         assert lycb_md._sharded_run_chunk.cache_info().currsize == 1  # one sharded function for the one mesh
         programs.append(lycb_md._sharded_run_chunk(lycb_md.replica_mesh())._cache_size())

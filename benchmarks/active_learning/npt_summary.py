@@ -7,14 +7,15 @@ pressure, and a runaway flag. Replica order: LYC at each temperature, then LYB (
 import argparse
 import json
 
-import h5py
 import numpy as np
+
+from lycb_jax.md.trajectory import read_trajectory
 
 EXPERIMENT = {"LYC": 21.93, "LYB": 26.75}  # A^3/atom, Schlem et al. 2021 (../shared/reference)
 
 
 def summarize(path, names, temps):
-    with h5py.File(path, "r") as f:
+    with read_trajectory(path) as f:
         g = f["npt"]
         n_atoms = g["positions"].shape[2]
         vol = np.asarray(g["volume"]) / n_atoms  # [replica, frame], A^3/atom

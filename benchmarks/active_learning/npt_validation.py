@@ -11,11 +11,11 @@ import json
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 from ase.io import read
 
 from lycb_jax import md
+from lycb_jax.md.trajectory import read_trajectory
 from lycb_jax.models import load_model
 
 here = Path(__file__).parent
@@ -52,7 +52,7 @@ for spec in args.model:
     t0 = time.time()
     md.Simulation(model, structures, proto, out, resume=args.resume).run()
     wall = time.time() - t0
-    with h5py.File(out / "trajectory.h5", "r") as f:
+    with read_trajectory(out / "trajectory.h5") as f:
         g = f["npt"]
         vol = np.asarray(g["volume"]) / len(structures[0])  # [replica, frame], A^3/atom
         cell = np.asarray(g["cell"])  # [replica, frame, 3, 3]

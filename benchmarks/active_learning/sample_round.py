@@ -10,7 +10,6 @@ Writes cand_<parent>_<round>.extxyz next to this script.
 import argparse
 from pathlib import Path
 
-import h5py
 import numpy as np
 from ase import Atoms
 from ase.io import read, write
@@ -18,6 +17,7 @@ from ase.io import read, write
 from lycb_jax.active.loop import sample_md, sampling_protocol
 from lycb_jax.active.sampling import farthest_point_sampling, position_features
 from lycb_jax.md import Protocol
+from lycb_jax.md.trajectory import read_trajectory
 from lycb_jax.models import load_model
 
 here = Path(__file__).parent
@@ -50,7 +50,7 @@ for seed in args.seeds:
         sample_md(model, parent, name=args.parent, temperature_K=args.temperature, md=md, out=work, n=1)
     except RuntimeError as err:  # the model failed at T: the frames before the failure are still candidates
         print(f"seed {seed}: {err}")
-    with h5py.File(work / f"md_{args.parent}" / "trajectory.h5") as f:
+    with read_trajectory(work / f"md_{args.parent}" / "trajectory.h5") as f:
         if "production" not in f:
             continue
         temperature, x = f["production"]["temperature"][0], f["production"]["positions"][0]

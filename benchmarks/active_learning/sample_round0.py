@@ -7,9 +7,9 @@ import numpy as np
 from ase.io import write
 from pymatgen.core import Structure
 warnings.simplefilter("ignore")
-import h5py
 import lycb_jax
 from lycb_jax.md import Protocol, Simulation
+from lycb_jax.md.trajectory import read_trajectory
 
 name, n_pick = sys.argv[1], int(sys.argv[2])
 base = Structure.from_file(f"{name}.cif")
@@ -23,7 +23,7 @@ p = Protocol(temperatures_K=tuple(tlist), dt_fs=2.0, start_K=100.0, heat_ps=0.4,
              production_ps=6.0, save_every_fs=100.0, chunk_ps=1.0, checkpoint_every_ps=2.0, seed=0)
 out = f"md_{name}"
 Simulation(lycb_jax.load_model("chgnet-0.3.0"), structs, p, out, resume=True, progress=False).run()
-with h5py.File(f"{out}/trajectory.h5") as f:
+with read_trajectory(f"{out}/trajectory.h5") as f:
     pos = f["production"]["positions"][:]  # [R, F, N, 3]
     cell = f["production"]["cell"][:]
     numbers = np.atleast_2d(f.attrs["numbers"])[0]

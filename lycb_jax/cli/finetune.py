@@ -55,7 +55,7 @@ def config_from_args(args) -> FinetuneConfig:
 def list_groups(cfg: FinetuneConfig) -> None:
     """Print the parent model's layer groups (sizes, frozen or not under ``cfg``) and aliases."""
     from lycb_jax.models import load_model
-    from lycb_jax.train.groups import group_sizes, resolve_groups
+    from lycb_jax.models.groups import group_sizes, resolve_groups
 
     model = load_model(cfg.parent)
     groups = model.module.layer_groups()

@@ -61,15 +61,12 @@ def add_cli(subparsers) -> None:
 
 def protocol_from_args(args):
     """The Protocol of ``--config`` and the flags; SystemExit with the message if they are wrong."""
-    from lycb_jax.io.config import protocol_path, settings_from
-    from lycb_jax.md import Protocol, load_protocol
+    from lycb_jax.md import Protocol
 
-    config = protocol_path(args.config) if args.config else None
     try:  # the file and flags checked by lycb_jax.io (unknown keys, types, units); InputError is a ValueError
-        return load_protocol(None, **settings_from(config, Protocol, "md", temperatures_K=args.temperatures,
-                                                   npt_ps=args.npt_ps, production_ps=args.production_ps,
-                                                   pressure_bar=args.pressure_bar, barostat=args.barostat,
-                                                   drift_bound_meV=args.drift_bound))
+        return Protocol.load(args.config, temperatures_K=args.temperatures, npt_ps=args.npt_ps,
+                             production_ps=args.production_ps, pressure_bar=args.pressure_bar,
+                             barostat=args.barostat, drift_bound_meV=args.drift_bound)
     except (TypeError, ValueError) as err:
         raise SystemExit(f"error: {err}")
 

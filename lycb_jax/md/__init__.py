@@ -14,8 +14,9 @@ Modules, one concept each:
 * :mod:`.integrators`: NVT Nose-Hoover and NVE (jax-md's), NpT MTK with a full-cell barostat
   (``iso``, ``aniso``, ``tri``) as ``init`` / ``apply`` pairs, the energy function,
   :class:`IntegratorSettings`, :func:`init_replica`, 3N - 3 degrees of freedom;
-* :mod:`.chunk`: :func:`run_chunk` (jitted, scanned), its sharded variant, :func:`run_chunk_checked`;
-* :mod:`.protocol`: :class:`Protocol` (the settings) and :func:`load_protocol`;
+* :mod:`.chunk`: :func:`run_chunk` (jitted, scanned; :class:`ChunkInputs` in, static :class:`ChunkSpec`,
+  :class:`ChunkOut` out), its sharded variant, :func:`run_chunk_checked`;
+* :mod:`.protocol`: :class:`Protocol` (the settings, their validation, :meth:`Protocol.load`);
 * :mod:`.simulation`: the stage driver :class:`Simulation` (chunks, output, progress, checkpoints, resume);
 * :mod:`.stages`: the drift check of the conserved quantity and the switch to the average cell after NpT;
 * :mod:`.observables`: the streaming (order-n) MSD accumulator carried through the production scan;
@@ -30,8 +31,8 @@ Units: Angstrom, fs, eV, K, amu; pressure in bar, stress in GPa. jax-md is unit-
 Angstrom and amu its time unit is Angstrom sqrt(amu/eV) = 10.18 fs (:data:`lycb_jax.units.FS`).
 """
 
-from lycb_jax.md.chunk import (Carry, ChunkOut, ChunkResult, Frame, default_capacity, fit_capacity, record, run_chunk,
-                               run_chunk_checked)
+from lycb_jax.md.chunk import (Carry, ChunkInputs, ChunkOut, ChunkResult, ChunkSpec, Frame, default_capacity,
+                               fit_capacity, record, run_chunk, run_chunk_checked)
 from lycb_jax.md.integrators import (
     ENSEMBLES,
     Dynamics,
@@ -50,12 +51,12 @@ from lycb_jax.md.npt import NPTState, npt_conserved, npt_mtk
 from lycb_jax.md.settings import BAROSTATS, IntegratorSettings, degrees_of_freedom
 from lycb_jax.md.trajectory import FRAME_FIELDS, FRAME_UNITS
 from lycb_jax.md.memory import MemoryPlan, chunk_bytes, plan_replicas
-from lycb_jax.md.protocol import Protocol, load_protocol
+from lycb_jax.md.protocol import Protocol
 from lycb_jax.md.simulation import Simulation
 
-__all__ = ["BAROSTATS", "Carry", "ChunkOut", "ChunkResult", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS",
+__all__ = ["BAROSTATS", "Carry", "ChunkInputs", "ChunkOut", "ChunkResult", "ChunkSpec", "Dynamics", "ENSEMBLES", "Ensemble", "FRAME_FIELDS",
            "FRAME_UNITS", "Frame",
            "IntegratorSettings", "MemoryPlan", "NPTState", "Protocol", "Simulation", "chunk_bytes", "default_capacity",
            "degrees_of_freedom", "dynamics", "energy_fn", "fit_capacity", "init_replica",
-           "load_protocol", "masses_of", "npt_conserved", "npt_mtk", "nve", "nvt_nose_hoover", "plan_replicas", "real_positions",
+           "masses_of", "npt_conserved", "npt_mtk", "nve", "nvt_nose_hoover", "plan_replicas", "real_positions",
            "record", "run_chunk", "run_chunk_checked", "state_cell", "temperature_K"]

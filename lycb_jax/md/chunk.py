@@ -1,5 +1,7 @@
 """One chunk of batched MD: R replicas advance together in one jit-compiled program (``jax.vmap``),
 ``n_frames * stride`` steps inside ``lax.scan``, with a :class:`Frame` recorded every ``stride`` steps.
+:func:`run_chunk` takes the model, the traced inputs (:class:`ChunkInputs`, a pytree) and the static
+:class:`ChunkSpec` (one compiled program per spec and input shapes), and returns a :class:`ChunkOut`.
 
 Each replica keeps a Verlet list (:mod:`lycb_jax.graph.verlet`), rebuilt for all replicas at once
 only when some live replica could have moved more than skin/2 since it was built. Every step is
@@ -8,8 +10,8 @@ marks the chunk invalid; :func:`run_chunk_checked` then re-runs it with capaciti
 :func:`lycb_jax.graph.capacity.grow`. A replica whose temperature runs away or whose positions become
 non-finite is frozen and reported.
 
-Optionally (``msd``: a :class:`lycb_jax.md.observables.StreamingMSD` per replica) the scan also
-carries the streaming multiple-time-origin MSD, updated every ``msd_stride`` steps of the stage with
+Optionally (``ChunkInputs.msd``: a :class:`lycb_jax.md.observables.StreamingMSD` per replica) the scan also
+carries the streaming multiple-time-origin MSD, updated every ``ChunkSpec.msd_stride`` steps of the stage with
 the unwrapped positions relative to the framework's centre of mass (the rule of
 :mod:`lycb_jax.analysis.msd`), so that long runs need not keep every frame.
 
@@ -18,6 +20,7 @@ Units: Angstrom, fs, eV, K, amu; pressure in bar, stress in GPa.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 from typing import Any, NamedTuple
@@ -77,6 +80,32 @@ class ChunkResult(NamedTuple):
     msd: Any = None
 
 
+class ChunkInputs(NamedTuple):
+    """The traced inputs of :func:`run_chunk` (a pytree; leading axis of the arrays: replicas R)."""
+
+    species: Any  # [R, N] int32 atomic numbers, 0 = padding
+    cells: Any  # [R, 3, 3] rows, Angstrom: the fixed cells (NVT, NVE; NpT: the stage's initial ones)
+    states: Any  # jax-md states [R, ...] (lycb_jax.md.init_replica)
+    kT_start: Any  # [R] eV, target kT at step 0 of the stage
+    kT_end: Any  # [R] eV, target kT from step ``total_steps`` of the stage on
+    alive: Any  # [R] bool, replicas still running (frozen ones are carried unchanged)
+    step0: Any = 0  # () steps of the stage done before this chunk
+    total_steps: Any = 0  # () steps of the linear kT ramp (0: kT_end from the first step on)
+    max_kT_factor: Any = 3.0  # () a replica hotter than this x the target kT is frozen
+    msd: Any = None  # StreamingMSD [R, ...] (lycb_jax.md.observables), or None: off
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkSpec:
+    """The static part of :func:`run_chunk` (hashable: one compiled program per distinct spec and input shapes)."""
+
+    settings: IntegratorSettings
+    capacity: Capacity  # graph capacity (and Verlet skin)
+    n_frames: int  # frames recorded
+    stride: int  # MD steps between frames (the chunk runs n_frames * stride steps)
+    msd_stride: int = 0  # steps of the stage between streaming-MSD updates (0: none; >= 1 with ChunkInputs.msd)
+
+
 class Carry(NamedTuple):
     """What the scan of :func:`run_chunk` carries from step to step (leading axis: replicas)."""
 
@@ -125,20 +154,19 @@ def _select(live, new, old):
 
 
 class _Chunk(NamedTuple):
-    """The fixed inputs of one :func:`run_chunk` trace, and the pieces of its step (all vmapped over replicas)."""
+    """One :func:`run_chunk` trace: its inputs, its spec, and the pieces of its step (all vmapped over replicas)."""
 
     model: Model
-    species: jax.Array  # [R, N]
-    cell: jax.Array  # [R, 3, 3] the fixed cells (NVT, NVE; NpT: the states carry theirs)
-    settings: IntegratorSettings
-    capacity: Capacity
-    kT_start: jax.Array  # [R] eV
-    kT_end: jax.Array  # [R] eV
-    step0: jax.Array
-    total_steps: jax.Array
-    max_kT_factor: jax.Array
-    stride: int
-    msd_stride: int = 0  # steps of the stage between streaming-MSD updates (0: none)
+    x: ChunkInputs
+    spec: ChunkSpec
+
+    @property
+    def settings(self) -> IntegratorSettings:
+        return self.spec.settings
+
+    @property
+    def capacity(self) -> Capacity:
+        return self.spec.capacity
 
     @property
     def half_skin(self) -> float:
@@ -146,14 +174,15 @@ class _Chunk(NamedTuple):
 
     def ramp(self, k):
         """kT (eV, [R]) at step k of the stage: linear from kT_start to kT_end over total_steps."""
-        return self.kT_start + (self.kT_end - self.kT_start) * jnp.minimum(k / jnp.maximum(self.total_steps, 1), 1.0)
+        x = self.x
+        return x.kT_start + (x.kT_end - x.kT_start) * jnp.minimum(k / jnp.maximum(x.total_steps, 1), 1.0)
 
     def cells(self, states):
-        return jax.vmap(lambda st, c: state_cell(st, self.settings, c))(states, self.cell)
+        return jax.vmap(lambda st, c: state_cell(st, self.settings, c))(states, self.x.cells)
 
     def lists(self, states, cells):
         return jax.vmap(lambda st, c, m: verlet_list(real_positions(st, self.settings), c, m, self.capacity))(
-            states, cells, self.species > 0)
+            states, cells, self.x.species > 0)
 
     def drift(self, states, cells, ref, ref_cell):
         return jax.vmap(lambda st, c, r, rc: drift_bound(real_positions(st, self.settings), c,
@@ -169,22 +198,24 @@ class _Chunk(NamedTuple):
 
     def advance(self, states, kT, edges):
         return jax.vmap(lambda sp, c, st, t, e: self.integrator(sp).apply(st, t, e, c))(
-            self.species, self.cell, states, kT, edges)
+            self.x.species, self.x.cells, states, kT, edges)
 
     def sane(self, states, kT):
         """[R] positions and momenta finite, and the temperature below max_kT_factor x the target."""
         finite = (jnp.all(jnp.isfinite(states.position), axis=(1, 2))
                   & jnp.all(jnp.isfinite(states.momentum), axis=(1, 2)))
         ke = jax.vmap(lambda p, m: quantity.kinetic_energy(momentum=p, mass=m))(states.momentum, states.mass)
-        hot = 2 * ke / degrees_of_freedom(states.position.shape[1]) > self.max_kT_factor * jnp.maximum(kT, self.kT_end)
+        hot = (2 * ke / degrees_of_freedom(states.position.shape[1])
+               > self.x.max_kT_factor * jnp.maximum(kT, self.x.kT_end))
         return finite & ~hot
 
-    def start(self, states, alive, msd=None) -> Carry:
+    def start(self) -> Carry:
+        states = self.x.states
         cells = self.cells(states)
-        n_rep = self.species.shape[0]
+        n_rep = self.x.species.shape[0]
         return Carry(states, self.lists(states, cells), states, cells, jnp.zeros(n_rep, jnp.float32),
-                     jnp.float32(0.0), jnp.ones(n_rep, bool), alive, jnp.zeros((n_rep, Need.SIZE), jnp.int32),
-                     jnp.int32(0), msd)
+                     jnp.float32(0.0), jnp.ones(n_rep, bool), self.x.alive, jnp.zeros((n_rep, Need.SIZE), jnp.int32),
+                     jnp.int32(0), self.x.msd)
 
     def streaming(self, msd, states, live, done):
         """The streaming MSD after ``done`` steps of the stage: live replicas add their unwrapped
@@ -196,7 +227,7 @@ class _Chunk(NamedTuple):
                 mass = jnp.broadcast_to(jnp.reshape(st.mass, (-1,)), x.shape[:1])
                 return streaming_update(m_r, relative_to_framework(x, m_r.mobile, mass))
             return _select(live, jax.vmap(one)(m, states), m)
-        return jax.lax.cond(done % self.msd_stride == 0, update, lambda m: m, msd)
+        return jax.lax.cond(done % self.spec.msd_stride == 0, update, lambda m: m, msd)
 
     def step(self, c: Carry, i) -> tuple[Carry, None]:
         """One MD step of every replica: rebuild the lists if needed, advance, check the graphs."""
@@ -205,7 +236,7 @@ class _Chunk(NamedTuple):
         rebuild = jnp.any(c.live & (c.drift + c.margin >= self.half_skin))
         edges, ref, ref_cell = jax.lax.cond(
             rebuild, lambda: (self.lists(c.states, cell0), c.states, cell0), lambda: (c.edges, c.ref, c.ref_cell))
-        kT = self.ramp(self.step0 + i)
+        kT = self.ramp(self.x.step0 + i)
         new = self.advance(c.states, kT, edges)
         cell1 = self.cells(new)
         moved = self.drift(new, cell1, ref, ref_cell)
@@ -220,50 +251,44 @@ class _Chunk(NamedTuple):
         # margin for the next step: twice the largest single-step move of a live replica
         step_move = jnp.max(jnp.where(live, self.drift(new, cell1, c.states, cell0), 0.0))
         states = _select(live, new, c.states)
-        msd = None if c.msd is None else self.streaming(c.msd, states, live, self.step0 + i + 1)
+        msd = None if c.msd is None else self.streaming(c.msd, states, live, self.x.step0 + i + 1)
         return Carry(states, edges, ref, ref_cell, moved, 2 * step_move, ok, live, need, c.rebuilds + rebuild,
                      msd), None
 
     def frame(self, carry: Carry, f) -> tuple[Carry, Frame]:
         """``stride`` steps, then the Frame of every replica."""
-        carry, _ = jax.lax.scan(self.step, carry, f * self.stride + jnp.arange(self.stride))
-        kT = self.ramp(self.step0 + (f + 1) * self.stride)
+        carry, _ = jax.lax.scan(self.step, carry, f * self.spec.stride + jnp.arange(self.spec.stride))
+        kT = self.ramp(self.x.step0 + (f + 1) * self.spec.stride)
 
         def one(species_r, cell_r, st_r, kT_r, edges_r):
             energy = self.integrator(species_r).energy
             return record(self.model, species_r, st_r, cell_r, kT_r, self.settings, energy, edges_r, self.capacity)
 
-        return carry, jax.vmap(one)(self.species, self.cell, carry.states, kT, carry.edges)
+        return carry, jax.vmap(one)(self.x.species, self.x.cells, carry.states, kT, carry.edges)
 
 
-STATIC = ("settings", "capacity", "n_frames", "stride", "msd_stride")
-
-
-@functools.partial(jax.jit, static_argnames=STATIC)
+@functools.partial(jax.jit, static_argnames=("spec",))
 @with_precision
-def run_chunk(model: Model, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
-              settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
-              msd=None, msd_stride: int = 0):
-    """Advance R replicas by n_frames * stride steps; record a Frame every ``stride`` steps.
+def run_chunk(model: Model, inputs: ChunkInputs, spec: ChunkSpec) -> ChunkOut:
+    """Advance R replicas by ``spec.n_frames * spec.stride`` steps; record a Frame every ``spec.stride`` steps.
 
-    kT ramps linearly from kT_start to kT_end (eV, per replica) over ``total_steps`` steps counted
-    from ``step0`` of the stage. One Verlet list per replica (cutoff + skin) is rebuilt, for all
-    replicas at once, when some live replica is about to move more than skin/2 from where it was
-    built; every force call takes the model's exact graph from it. Returns a :class:`ChunkOut`; its ``ok``
-    False means a capacity overflow or a move beyond skin/2 since the list was built: the caller
-    must discard the result and re-run the chunk with capacities grown to ``need``
-    (``capacity.grow(capacity, Need.from_vector(need))``). ``msd`` (StreamingMSD with leading axis R,
-    or None): updated every ``msd_stride`` steps of the stage (at steps done = multiples of it, counted
-    from ``step0``), returned in ``ChunkOut.msd`` (None when off).
+    kT ramps linearly from ``inputs.kT_start`` to ``inputs.kT_end`` (eV, per replica) over ``inputs.total_steps``
+    steps counted from ``inputs.step0`` of the stage. One Verlet list per replica (cutoff + skin) is rebuilt, for
+    all replicas at once, when some live replica is about to move more than skin/2 from where it was built; every
+    force call takes the model's exact graph from it. Returns a :class:`ChunkOut`; its ``ok`` False means a
+    capacity overflow or a move beyond skin/2 since the list was built: the caller must discard the result and
+    re-run the chunk with capacities grown to ``need`` (``capacity.grow(capacity, Need.from_vector(need))``).
+    ``inputs.msd`` (StreamingMSD with leading axis R, or None): updated every ``spec.msd_stride`` steps of the
+    stage (at steps done = multiples of it, counted from ``step0``), returned in ``ChunkOut.msd`` (None when off).
     """
+    capacity = spec.capacity
     if (capacity.cutoff, capacity.bond_cutoff) != tuple(model.cutoffs):
         raise ValueError(f"graph capacity for cutoffs {(capacity.cutoff, capacity.bond_cutoff)} A, but the model "
                          f"needs {tuple(model.cutoffs)} A: estimate it with cutoffs=model.cutoffs")
-    if msd is not None and msd_stride < 1:
-        raise ValueError(f"streaming MSD given with msd_stride {msd_stride}: it must be >= 1 step")
-    chunk = _Chunk(model, species, cell, settings, capacity, kT_start, kT_end, step0,
-                   total_steps, max_kT_factor, stride, msd_stride)
-    carry, frames = jax.lax.scan(chunk.frame, chunk.start(states, alive, msd), jnp.arange(n_frames))
+    if inputs.msd is not None and spec.msd_stride < 1:
+        raise ValueError(f"streaming MSD given with msd_stride {spec.msd_stride}: it must be >= 1 step")
+    chunk = _Chunk(model, inputs, spec)
+    carry, frames = jax.lax.scan(chunk.frame, chunk.start(), jnp.arange(spec.n_frames))
     frames = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), frames)  # [F, R, ...] -> [R, F, ...]
     return ChunkOut(carry.states, frames, carry.live, carry.ok, carry.need, carry.rebuilds, carry.msd)
 
@@ -275,71 +300,70 @@ def _sharded_run_chunk(mesh: jax.sharding.Mesh):
     communication between devices (replicas never interact). Same arguments and outputs,
     except that the rebuild count is per device [n_devices]."""
     rep, rest = jax.sharding.PartitionSpec("replica"), jax.sharding.PartitionSpec()
+    input_specs = ChunkInputs(species=rep, cells=rep, states=rep, kT_start=rep, kT_end=rep, alive=rep,
+                              step0=rest, total_steps=rest, max_kT_factor=rest, msd=rep)
 
-    @functools.partial(jax.jit, static_argnames=STATIC)
+    @functools.partial(jax.jit, static_argnames=("spec",))
     @with_precision
-    def chunk(model, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
-              settings, capacity, n_frames, stride, max_kT_factor=3.0, msd=None, msd_stride=0):
-        def local(model, species, cell, states, kT_start, kT_end, alive, msd, step0, total_steps, max_kT_factor):
-            out = run_chunk(model, species, cell, states, kT_start, kT_end, alive, step0, total_steps,
-                            settings, capacity, n_frames, stride, max_kT_factor, msd, msd_stride)
+    def chunk(model: Model, inputs: ChunkInputs, spec: ChunkSpec) -> ChunkOut:
+        def local(model, inputs):
+            out = run_chunk(model, inputs, spec)
             return out._replace(rebuilds=out.rebuilds[None])
 
-        return jax.shard_map(local, mesh=mesh, in_specs=(rest,) + (rep,) * 7 + (rest,) * 3,
-                             out_specs=ChunkOut(*(rep,) * 7),
-                             check_vma=False)(model, species, cell, states, kT_start, kT_end, alive, msd, step0,
-                                              total_steps, max_kT_factor)
+        return jax.shard_map(local, mesh=mesh, in_specs=(rest, input_specs), out_specs=ChunkOut(*(rep,) * 7),
+                             check_vma=False)(model, inputs)
 
     return chunk
 
 
-def _shard(mesh: jax.sharding.Mesh, n_rep: int, species, cells, states, kT_start, kT_end, alive):
+def _shard(mesh: jax.sharding.Mesh, inputs: ChunkInputs) -> ChunkInputs:
     """Pad the replica axis to a multiple of the device count (frozen copies of replica 0) and shard it."""
+    n_rep = inputs.alive.shape[0]
     n_dev = mesh.devices.size
     n_pad = -(-n_rep // n_dev) * n_dev
-    species, cells, states, kT_start, kT_end = shard_replicas(mesh, n_pad, species, cells, states, kT_start, kT_end)
-    (alive_dev,) = shard_replicas(mesh, n_pad, jnp.arange(n_pad) < n_rep)
-    alive_dev = alive_dev & jnp.concatenate([jnp.asarray(alive), jnp.zeros(n_pad - n_rep, bool)])
-    return species, cells, states, kT_start, kT_end, alive_dev
+    x = inputs
+    species, cells, states, kT_start, kT_end = shard_replicas(mesh, n_pad, x.species, x.cells, x.states, x.kT_start,
+                                                              x.kT_end)
+    (alive,) = shard_replicas(mesh, n_pad, jnp.arange(n_pad) < n_rep)
+    alive = alive & jnp.concatenate([x.alive, jnp.zeros(n_pad - n_rep, bool)])
+    msd = None if x.msd is None else shard_replicas(mesh, n_pad, x.msd)[0]
+    return x._replace(species=species, cells=cells, states=states, kT_start=kT_start, kT_end=kT_end, alive=alive,
+                      msd=msd)
 
 
-def run_chunk_checked(model: Model, species, cells, states, *, kT_start, kT_end, alive, step0: int, total_steps: int,
-                      settings: IntegratorSettings, capacity: Capacity, n_frames: int, stride: int, max_kT_factor=3.0,
-                      retries: int = 3, mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False,
-                      msd=None, msd_stride: int = 0) -> tuple[ChunkResult, Capacity]:
-    """``run_chunk``, re-run with grown graph capacity (and skin) until every live replica's graph
+def run_chunk_checked(model: Model, inputs: ChunkInputs, spec: ChunkSpec, *, retries: int = 3,
+                      mesh: jax.sharding.Mesh | None | str = "auto", fit: bool = False) -> tuple[ChunkResult, Capacity]:
+    """:func:`run_chunk`, re-run with grown graph capacity (and skin) until every live replica's graph
     stayed valid. Returns (:class:`ChunkResult`, capacity); raises RuntimeError if it never does.
-    With a streaming MSD ``msd`` (updated every ``msd_stride`` steps, :func:`run_chunk`) the result's
-    ``msd`` is the updated one (None when off).
+    With a streaming MSD ``inputs.msd`` the result's ``msd`` is the updated one (None when off).
 
-    ``cells`` [R, 3, 3] (rows, Angstrom) are the replicas' fixed cells (NpT: the stage's initial
-    ones). With several devices (``mesh="auto"``: all local ones) the replica axis is sharded over
-    the mesh; replicas are padded to a multiple of the device count with frozen copies, and the
-    padding is dropped from every output. The physics is unchanged: replicas never interact.
-    With ``fit`` the returned capacity is also shrunk to what the chunk needed (:func:`fit_capacity`),
-    so that padded edges and angles, which cost as much as real ones, stay few.
+    ``inputs`` may hold host arrays (NumPy). With several devices (``mesh="auto"``: all local ones) the
+    replica axis is sharded over the mesh; replicas are padded to a multiple of the device count with
+    frozen copies, and the padding is dropped from every output. The physics is unchanged: replicas never
+    interact. With ``fit`` the returned capacity is also shrunk to what the chunk needed
+    (:func:`fit_capacity`), so that padded edges and angles, which cost as much as real ones, stay few.
     """
     mesh = replica_mesh() if mesh == "auto" else mesh
-    n_rep = np.asarray(alive).shape[0]
-    args = (jnp.asarray(species), jnp.asarray(cells, jnp.float32), states, kT_start, kT_end, jnp.asarray(alive))
-    msd_in, msd_stride = msd, (msd_stride if msd is not None else 0)  # off: one compiled program, whatever the stride
+    cells = inputs.cells  # the host copy, for growing the capacity
+    n_rep = np.asarray(inputs.alive).shape[0]
+    x = inputs._replace(species=jnp.asarray(inputs.species), cells=jnp.asarray(cells, jnp.float32),
+                        alive=jnp.asarray(inputs.alive))
+    if x.msd is None:
+        spec = dataclasses.replace(spec, msd_stride=0)  # off: one compiled program, whatever the stride
     if mesh is not None:
-        args = _shard(mesh, n_rep, *args)
-        n_dev = mesh.devices.size
-        msd_in = None if msd is None else shard_replicas(mesh, -(-n_rep // n_dev) * n_dev, msd)[0]
+        x = _shard(mesh, x)
     chunk = run_chunk if mesh is None else _sharded_run_chunk(mesh)
     for _ in range(retries + 1):
-        out = chunk(model, *args, step0, total_steps, settings, capacity, n_frames, stride,
-                    max_kT_factor, msd_in, msd_stride)
-        out = jax.tree.map(lambda x: x[:n_rep], out._replace(rebuilds=None))  # the padding replicas dropped
+        out = chunk(model, x, spec)
+        out = jax.tree.map(lambda a: a[:n_rep], out._replace(rebuilds=None))  # the padding replicas dropped
         ok, need = np.asarray(out.ok), Need.from_vector(np.asarray(out.need))
         if ok.all():
-            result = ChunkResult(out.states, out.frames, np.asarray(out.alive), ok, out.msd if msd is not None else None)
-            return result, (caps.fit(capacity, need) if fit else capacity)
-        capacity = caps.grow(capacity, need, cells=cells)
-    raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} (capacity {capacity}): "
-                       f"atoms moved more than skin/2 = {capacity.skin / 2:.2f} A in one step; the time step is too "
-                       "long or the run exploded")
+            result = ChunkResult(out.states, out.frames, np.asarray(out.alive), ok, out.msd)
+            return result, (caps.fit(spec.capacity, need) if fit else spec.capacity)
+        spec = dataclasses.replace(spec, capacity=caps.grow(spec.capacity, need, cells=cells))
+    raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} "
+                       f"(capacity {spec.capacity}): atoms moved more than skin/2 = {spec.capacity.skin / 2:.2f} A "
+                       "in one step; the time step is too long or the run exploded")
 
 
 def fit_capacity(capacity: Capacity, need, shrink_below: float = 0.7) -> Capacity:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lycb_jax.md.chunk import default_capacity, run_chunk
+from lycb_jax.md.chunk import ChunkInputs, ChunkSpec, default_capacity, run_chunk
 from lycb_jax.md.integrators import init_replica, masses_of
 from lycb_jax.md.settings import IntegratorSettings
 
@@ -47,8 +47,8 @@ def chunk_bytes(model, atoms, replicas: int, settings: IntegratorSettings, n_fra
     init = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, settings, capacity)[0])
     states = jax.eval_shape(init, species, pos, cell, masses, kT, keys)  # shapes only
     alive = jax.ShapeDtypeStruct((r,), jnp.bool_)
-    lowered = run_chunk.lower(model, species, cell, states, kT, kT, alive, 0, 0, settings,
-                              capacity, n_frames, stride)
+    lowered = run_chunk.lower(model, ChunkInputs(species, cell, states, kT, kT, alive),
+                              ChunkSpec(settings, capacity, n_frames, stride))
     mem = lowered.compile().memory_analysis()
     if mem is None:
         raise ValueError(f"the {jax.default_backend()} backend reports no memory analysis")

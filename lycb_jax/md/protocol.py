@@ -1,6 +1,6 @@
 """The MD protocol: :class:`Protocol` (heating, NVT, optional NpT, production; every duration and
-setting) and its file loader :func:`load_protocol`. The driver that runs it is
-:class:`lycb_jax.md.simulation.Simulation`.
+setting), its validation, and :meth:`Protocol.load` (a settings file read and checked by
+:mod:`lycb_jax.io.config`). The driver that runs it is :class:`lycb_jax.md.simulation.Simulation`.
 
 Units: times in ps (stage lengths) or fs (time step, saving), temperatures in K, pressure in bar,
 lengths in Angstrom.
@@ -9,11 +9,11 @@ lengths in Angstrom.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 
+from lycb_jax.io.config import protocol_path, settings_from
 from lycb_jax.md.settings import BAROSTATS
 
 
@@ -67,6 +67,18 @@ class Protocol:
     streaming_msd_block: int = 10
     streaming_msd_species: str = "Li"
 
+    @classmethod
+    def load(cls, config: str | Path | None = None, **overrides) -> "Protocol":
+        """The protocol of a settings file (TOML, YAML or JSON; keys = Protocol fields, optionally under ``[md]``)
+        or of a named one (``cpu``, ``gpu``, ``paper``: :func:`lycb_jax.io.config.protocol_path`), or the
+        defaults (``config`` None), updated with the ``overrides`` that are not None. Read and checked by
+        :func:`lycb_jax.io.config.settings_from`: InputError (a ValueError) naming the file or "command line"
+        for unknown keys, wrong types or units. Not validated here: :meth:`validate`."""
+        fields = settings_from(protocol_path(config) if config else None, cls, "md", **overrides)
+        if "temperatures_K" in fields:
+            fields["temperatures_K"] = tuple(float(t) for t in fields["temperatures_K"])
+        return cls(**fields)
+
     def validate(self) -> None:
         t = np.asarray(self.temperatures_K, float)
         if t.size == 0 or not np.all(np.isfinite(t)) or np.any(t <= 0):
@@ -118,26 +130,3 @@ class Protocol:
             out.append(("npt", "npt", steps(self.npt_ps), False))
         out.append(("production", "nvt", steps(self.production_ps), False))
         return [s for s in out if s[2] > 0]
-
-
-def load_protocol(config: str | None, **overrides) -> Protocol:
-    """Protocol from a JSON or TOML file or a named protocol (``cpu``, ``gpu``, ``paper``: configs/NAME.toml;
-    keys = Protocol fields, optionally under ``[md]``), then
-    ``overrides`` (None ignored). ValueError for keys that are no Protocol field, naming the file."""
-    import tomllib
-
-    from lycb_jax.io.config import protocol_path
-
-    fields = {}
-    if config:
-        config = str(protocol_path(config))
-        text = Path(config).read_text()
-        fields = tomllib.loads(text) if config.endswith(".toml") else json.loads(text)
-        fields = fields.get("md", fields)
-        unknown = set(fields) - {f.name for f in dataclasses.fields(Protocol)}
-        if unknown:
-            raise ValueError(f"{config}: unknown protocol settings {sorted(unknown)}")
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    if "temperatures_K" in fields:
-        fields["temperatures_K"] = tuple(float(t) for t in fields["temperatures_K"])
-    return Protocol(**fields)

@@ -25,7 +25,7 @@ from lycb_jax.runtime import distributed
 from lycb_jax.md.observables import streaming_init
 from lycb_jax.graph.capacity import Capacity
 from lycb_jax.io.structures import formula, to_system
-from lycb_jax.md.chunk import default_capacity, run_chunk_checked
+from lycb_jax.md.chunk import ChunkInputs, ChunkSpec, default_capacity, run_chunk_checked
 from lycb_jax.md.integrators import ensemble, init_batch, masses_of, real_positions, state_cell
 from lycb_jax.md.settings import IntegratorSettings
 from lycb_jax.md.protocol import Protocol
@@ -325,11 +325,11 @@ class Simulation:
         n_frames = max(n_frames, 1)
         t_wall = time.perf_counter()
         kT_start, kT_end = self._kT(name)
-        out, run.capacity = run_chunk_checked(
-            self.model, self.species, run.cells, run.states, kT_start=kT_start, kT_end=kT_end, alive=run.alive,
-            step0=run.step, total_steps=n_steps if heating else 0, settings=settings, capacity=run.capacity,
-            n_frames=n_frames, stride=stride, max_kT_factor=p.max_temperature_factor, fit=True, msd=run.msd,
-            msd_stride=self.msd_stride)
+        inputs = ChunkInputs(self.species, run.cells, run.states, kT_start, kT_end, run.alive, step0=run.step,
+                             total_steps=n_steps if heating else 0, max_kT_factor=p.max_temperature_factor,
+                             msd=run.msd)
+        spec = ChunkSpec(settings, run.capacity, n_frames, stride, msd_stride=self.msd_stride)
+        out, run.capacity = run_chunk_checked(self.model, inputs, spec, fit=True)
         new_states, frames, new_alive = out.states, out.frames, out.alive
         run.msd = out.msd
         wall = time.perf_counter() - t_wall

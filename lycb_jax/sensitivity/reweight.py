@@ -245,7 +245,7 @@ def split_params(params, select: Sequence[str] | None, layer_groups=None):
     if select is None:
         return flat, {}
     if layer_groups is not None:
-        from lycb_jax.train.groups import group_of, resolve_groups
+        from lycb_jax.models.groups import group_of, resolve_groups
 
         chosen = set(resolve_groups(list(select), layer_groups))
         if not chosen:

@@ -45,7 +45,7 @@ STRAINS = {"hydrostatic": np.eye(3), "uniaxial_c": np.diag([0.0, 0.0, 1.0])}  # 
 
 def group_index(params, layer_groups) -> tuple[list[str], dict]:
     """(group names, {flat param path: group index}) of a model's parameters."""
-    from lycb_jax.train.groups import group_of
+    from lycb_jax.models.groups import group_of
 
     names = list(layer_groups.groups)
     flat = traverse_util.flatten_dict(params)

@@ -7,7 +7,6 @@ One concept per module:
 * :mod:`.data`: :class:`Dataset`, :func:`read_dataset` and the label conventions (energy eV total,
   forces eV/A, stress GPa with ASE's sign, magmoms muB);
 * :mod:`.pack`: padding into buckets of fixed shape, graphs built once at the model's cutoffs;
-* :mod:`.groups`: the model's layer groups (``model.module.layer_groups()``) and freezing;
 * :mod:`.loss`: the loss of a batch (CHGNet's ``CombinedLoss``) and its matrix-product precision;
 * :mod:`.optim`: Adam/AdamW on the trainable groups, CHGNet's cosine schedule;
 * :mod:`.programs`: the jitted train and eval steps, compiled ahead of time side by side;
@@ -27,10 +26,6 @@ _LAZY = {
     'Dataset': 'lycb_jax.train.data',
     'as_dataset': 'lycb_jax.train.data',
     'read_dataset': 'lycb_jax.train.data',
-    'group_of': 'lycb_jax.train.groups',
-    'group_sizes': 'lycb_jax.train.groups',
-    'param_labels': 'lycb_jax.train.groups',
-    'resolve_groups': 'lycb_jax.train.groups',
     'FinetuneResult': 'lycb_jax.train.loop',
     'finetune': 'lycb_jax.train.loop',
     'batch_loss': 'lycb_jax.train.loss',
@@ -58,9 +53,9 @@ _LAZY = {
 
 __all__ = ["TRAIN_STATE", "Dataset", "FinetuneConfig", "FinetuneResult", "PackedBucket", "as_dataset", "batch_loss",
            "batched_graphs", "bucket_limit", "choose_buckets", "compile_programs", "compiler_options", "evaluate",
-           "evaluate_packed", "finetune", "group_of", "group_sizes", "iter_batches", "learning_rates", "loss_key",
-           "make_eval_step", "make_optimizer", "make_steps", "matmul_precision", "pack_dataset", "param_labels",
-           "predict_energies_packed", "read_dataset", "refit_composition", "resolve_groups", "select_packed"]
+           "evaluate_packed", "finetune", "iter_batches", "learning_rates", "loss_key", "make_eval_step",
+           "make_optimizer", "make_steps", "matmul_precision", "pack_dataset", "predict_energies_packed",
+           "read_dataset", "refit_composition", "select_packed"]
 
 
 __getattr__, __dir__ = lazy.attributes(__name__, _LAZY)

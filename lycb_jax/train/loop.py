@@ -18,9 +18,9 @@ import optax
 from tqdm.auto import tqdm
 
 from lycb_jax.models import LayerGroups, Model, load_model, save_checkpoint
+from lycb_jax.models.groups import param_labels, resolve_groups
 from lycb_jax.train.config import FinetuneConfig
 from lycb_jax.train.data import Dataset, as_dataset
-from lycb_jax.train.groups import param_labels, resolve_groups
 from lycb_jax.train.metrics import accumulate, evaluate_packed, format_metrics, predict_energies_packed, summarize
 from lycb_jax.train.optim import learning_rates, make_optimizer
 from lycb_jax.train.pack import PackedBucket, bucket_limit, choose_buckets, iter_batches, pack_dataset, select_packed

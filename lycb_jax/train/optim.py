@@ -31,7 +31,7 @@ def learning_rates(cfg: FinetuneConfig, steps_per_epoch: int) -> np.ndarray:
 
 def make_optimizer(cfg: FinetuneConfig, labels) -> optax.GradientTransformation:
     """Adam/AdamW at unit learning rate on trainable groups, ``set_to_zero`` on frozen ones
-    (``labels``: :func:`lycb_jax.train.groups.param_labels`); the train step scales the updates
+    (``labels``: :func:`lycb_jax.models.groups.param_labels`); the train step scales the updates
     by -learning rate (:func:`learning_rates`), which is how ``optax.adam``/``adamw`` end
     (``scale_by_learning_rate``)."""
     if cfg.optimizer == "adam":

@@ -1,10 +1,13 @@
-"""Layer groups for freezing: the model's named parameter groups (``model.module.layer_groups()``,
-a :class:`lycb_jax.models.LayerGroups`) resolved to "frozen" / "trainable" labels of its parameters.
+"""Layer groups at work: the model's named parameter groups (``model.module.layer_groups()``, a
+:class:`lycb_jax.models.LayerGroups`) resolved to names (aliases expanded), to the group of each
+parameter, to sizes, and to "frozen" / "trainable" labels of its parameters. Fine-tuning
+(:mod:`lycb_jax.train`) freezes with them; sensitivity (:mod:`lycb_jax.sensitivity`) selects and
+scales with them.
 
-Frozen groups get ``optax.set_to_zero`` inside ``optax.multi_transform`` (:mod:`.optim`) and are
-carried over unchanged by the train step, so they stay bit-identical. ``freeze=None`` means the
-model's ``default_frozen`` groups (for CHGNet those of its ``examples/fine_tuning.ipynb``, which
-leave 54,082 trainable parameters).
+Frozen groups get ``optax.set_to_zero`` inside ``optax.multi_transform``
+(:mod:`lycb_jax.train.optim`) and are carried over unchanged by the train step, so they stay
+bit-identical. ``freeze=None`` means the model's ``default_frozen`` groups (for CHGNet those of its
+``examples/fine_tuning.ipynb``, which leave 54,082 trainable parameters).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from flax import traverse_util
 
-from lycb_jax.models import LayerGroups
+from lycb_jax.models.base import LayerGroups
 
 
 def resolve_groups(names: Sequence[str] | None, groups: LayerGroups) -> list[str]:
