@@ -24,6 +24,10 @@ from lycb_jax.models import save_checkpoint
 
 out = sys.argv[1]
 import os
+import jax
+from lycb_jax.runtime.cache import enable_compilation_cache
+enable_compilation_cache(sys.argv[2])  # shared by the test's runs: a resumed run loads what the first compiled,
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # as the CLI's default cache does
 if not os.path.exists(out + "/start/manifest.json"):
     save_checkpoint(out + "/start", potentials.lj_model())
 cfg = ActiveLearningConfig(t_start_K=40, t_max_K=80, dt_K=40, per_iteration=8,
@@ -40,7 +44,7 @@ print("DONE", records[-1]["model"])
 
 def run(out: Path, kill_when=None, timeout=900):
     """Run the loop in a subprocess; with ``kill_when`` (a path), SIGKILL it as soon as that path exists."""
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(out), str(out.parent / "xla")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     t0 = time.time()
     while proc.poll() is None:
