@@ -22,7 +22,7 @@ import numpy as np
 from ase.io import read
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "models")]  # the helpers and test_dispersion
 CIFS = ROOT / "benchmarks" / "results" / "lycb_series_cpu"
 OUT = ROOT / "benchmarks" / "results" / "dispersion" / "d3_check.json"
 MODEL = "chgnet-0.3.0-lycb-pbe"
@@ -89,7 +89,7 @@ def timing() -> dict:
 def memory() -> dict:
     """Peak RSS (GNU time, of a fresh process) of D3 energy+forces+stress (float32) on 2160 atoms (LYB 6x3x3)
     and on the 40-atom cell (the baseline: Python, JAX, the compiled program)."""
-    code = ("import sys; sys.path.insert(0, 'tests'); import jax, jax.numpy as jnp; "
+    code = ("import sys; sys.path[:0] = ['tests', 'tests/models']; import jax, jax.numpy as jnp; "
             "from lycb_jax.models.base import energy_forces_stress; from lycb_jax.models.dispersion import D3BJ; "
             "from test_dispersion import _D3Only, _cell; a = _cell('LYB0_x6.0.cif', tuple(map(int, sys.argv[1:4]))); "
             "f = jax.jit(lambda x, c: energy_forces_stress(_D3Only(D3BJ()), None, jnp.asarray(a.numbers), x, c, "

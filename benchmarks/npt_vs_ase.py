@@ -1,4 +1,4 @@
-"""lycb_jax's full-cell MTK NpT against ASE's MTKNPT (the long version of tests/test_npt.py's check).
+"""lycb_jax's full-cell MTK NpT against ASE's MTKNPT (the long version of tests/md/test_npt.py's check).
 
 hcp argon (force-shifted Lennard-Jones, tests/potentials.py; 36 atoms, hexagonal cell) at
 --temperature K and --pressure bar: lycb_jax ``tri`` (--replicas vmapped runs) and ASE's MTKNPT

@@ -1,4 +1,4 @@
-"""The NpT cross-check against ASE's MTKNPT (ASE >= 3.26), shared by tests/test_npt.py (short) and
+"""The NpT cross-check against ASE's MTKNPT (ASE >= 3.26), shared by tests/md/test_npt.py (short) and
 benchmarks/npt_vs_ase.py (long): the same force-shifted Lennard-Jones argon (tests/potentials.py's,
 re-implemented in numpy as an ASE calculator) in a hexagonal (hcp) cell, run by lycb_jax's MTK
 integrator (vmapped replicas) and by ASE's MTKNPT; average cell parameters, volume and stress.

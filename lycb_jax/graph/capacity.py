@@ -113,7 +113,7 @@ def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0, *, c
     None: no angles, so 0 and 0).
 
     pymatgen's compiled neighbour search: the same counts as ASE's ``neighbor_list`` (checked in
-    tests/test_graph.py), about 150x faster, which matters when a data set of hundreds of
+    tests/graph/test_graph.py), about 150x faster, which matters when a data set of hundreds of
     structures is packed for fine-tuning."""
     from pymatgen.optimization.neighbors import find_points_in_spheres
 

@@ -1,5 +1,5 @@
 """Fault injection: kill this process at a named point, to test that every command resumes after a
-kill (``tests/test_faults.py``, ``benchmarks/fault_injection.py``).
+kill (``tests/io/test_faults.py``, ``benchmarks/fault_injection.py``).
 
 ``LYCB_JAX_FAULT="point:n"`` (several: comma-separated) makes the n-th call of ``maybe_fail(point)``
 in this process send SIGKILL to itself: no cleanup, no flush, as a power cut or the OOM killer would;

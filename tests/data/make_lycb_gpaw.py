@@ -1,4 +1,4 @@
-"""Make the small labelled Li3YCl(6-x)Br(x) set used by tests/test_finetune.py (DFT labels from GPAW).
+"""Make the small labelled Li3YCl(6-x)Br(x) set used by tests/train/test_finetune.py (DFT labels from GPAW).
 
 Structures: the ordered C2/m Li3YX6 model (Li3ScCl6 / Li3ErBr6 type; Y on 2a, Li on 4h + 2d,
 X on 8j + 4i, idealised ccp positions), primitive cell of 10 atoms, lattice from Vegard's law

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import lycb_jax
-from structures import parity_set
+from cells import parity_set
 
 # About 2-4x the largest differences measured on the 35 (seeded) structures, README "Parity": float32 against the
 # exact (float64) CHGNet 9.5e-7 eV/atom, 3.7e-5 eV/A, 3.4e-5 GPa, 5.1e-7 muB; float64 against float64 3.3e-7 eV/atom

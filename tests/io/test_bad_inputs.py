@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PARTIAL_CIF = ROOT / "lycb_jax" / "data" / "Li3YCl6_P-3m1_Schlem2021.cif"  # partially occupied Li sites
 ORDERED_CIF = ROOT / "lycb_jax" / "data" / "Li3YCl6_P-3m1_ordered30.cif"
 CHGNET = ROOT / "checkpoints" / "chgnet-0.3.0"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/: potentials.py
 SCRIPT = f"""
 import sys
 sys.path.insert(0, {str(HERE)!r})
@@ -137,7 +137,7 @@ def test_cli_config_md_table_overrides_the_loop_defaults(tmp_path, monkeypatch):
     monkeypatch.setattr(lycb_jax.active, "active_learn", lambda parents, labeller, out, cfg, **_: seen.append(cfg) or [])
     config = tmp_path / "al.toml"
     config.write_text("t_start_K = 300.0\n[md]\nnpt_ps = 8.0\nbarostat = \"aniso\"\n[finetune]\nepochs = 3\n")
-    cif = Path(__file__).resolve().parents[1] / "lycb_jax" / "data" / "Li3YCl6_P-3m1_ordered30.cif"
+    cif = Path(__file__).resolve().parents[2] / "lycb_jax" / "data" / "Li3YCl6_P-3m1_ordered30.cif"
     assert main(["active-learn", str(cif), "--config", str(config), "--labeller", "ase.calculators.lj:LennardJones",
                  "--out", str(tmp_path / "al")]) == 0
     (cfg,) = seen

@@ -15,7 +15,7 @@ from lycb_jax.models import load_model
 from lycb_jax.models.predict import predict
 from lycb_jax.units import EV_A3_TO_GPA
 
-HELDOUT = Path(__file__).parent / "data" / "lycb_pbe_heldout.extxyz"
+HELDOUT = Path(__file__).parents[1] / "data" / "lycb_pbe_heldout.extxyz"
 
 
 def _errors(model, frames):

@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_sharded_replicas_equal_unsharded():
-    tests = os.path.dirname(__file__)
+    tests = os.path.dirname(os.path.dirname(__file__))
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     res = subprocess.run([sys.executable, "-c", SCRIPT.replace("TESTS", tests)], env=env, capture_output=True,
                          text=True, timeout=900)

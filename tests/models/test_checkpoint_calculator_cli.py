@@ -12,7 +12,7 @@ import pytest
 import lycb_jax
 from lycb_jax.models.checkpoint import checkpoint_dir
 from lycb_jax.models.convert_chgnet import convert_pretrained
-from structures import lyc_trigonal, rattled
+from cells import lyc_trigonal, rattled
 
 
 def test_conversion_reproduces_shipped_checkpoint(tmp_path):

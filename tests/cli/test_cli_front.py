@@ -79,7 +79,7 @@ def test_every_command_has_an_example_that_parses():
     from lycb_jax.cli import EXAMPLES, build_parser
 
     parser = build_parser()
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     commands = parser._subparsers._group_actions[0].choices
     assert set(EXAMPLES) == set(commands)
     for name, line in EXAMPLES.items():
@@ -120,7 +120,7 @@ def test_experimental_volume_of_the_shipped_measured_structures():
 
     from lycb_jax.io.structures import experimental_volume
 
-    root = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduction"
+    root = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduction"
     ref = json.loads((root / "reference.json").read_text())
     for name in ("LYC0", "LYB0"):
         value, source = experimental_volume(read(root / "structures" / f"{name}.cif").numbers)
@@ -133,7 +133,7 @@ def test_readme_commands_are_the_ones_ci_runs():
     word for word (the README is what a newcomer types)."""
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     readme = (root / "README.md").read_text()
     assert readme.count("```") % 2 == 0, "README.md has an unclosed code block"
     blocks = readme.split("```")[1::2]

@@ -11,7 +11,7 @@ import lycb_jax
 from lycb_jax.graph.batch import pack
 from lycb_jax.io.structures import to_system
 from lycb_jax.models.predict import single_point
-from structures import lyc_trigonal, rattled, skewed, strained
+from cells import lyc_trigonal, rattled, skewed, strained
 
 
 def _energy_fn(model64, s):

@@ -68,7 +68,7 @@ def test_precheck_uses_the_structures_li_hop():
 
     from lycb_jax.workflows.study import check_before_md
 
-    cif = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "lycb_series_cpu" / "LYC0_x0.0.cif"
+    cif = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "lycb_series_cpu" / "LYC0_x0.0.cif"
     s = Structure.from_file(cif)
     li = [i for i, site in enumerate(s) if site.specie.symbol == "Li"]
     d = s.distance_matrix[np.ix_(li, li)]

@@ -12,7 +12,7 @@ from ase import units
 from lycb_jax.md import (ChunkInputs, ChunkSpec, IntegratorSettings, Protocol, Simulation, default_capacity,
                          init_replica, masses_of, run_chunk)
 from potentials import argon, lj_model
-from structures import lyc_trigonal
+from cells import lyc_trigonal
 
 
 def _states(model, atoms_list, temps, integ, capacity, seed=0):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from pymatgen.io.ase import AseAtomsAdaptor
-from structures import parity_set
+from cells import parity_set
 
 import lycb_jax
 from lycb_jax.units import EV_A3_TO_GPA
@@ -222,7 +222,7 @@ def test_calculator_and_md_take_sevennet(tmp_path, sevennet):
     """The ASE calculator gives predict's numbers in ASE units; a few NVT steps of the MD driver run;
     an element SevenNet-0 does not know gives a NaN energy (no silent number)."""
     import h5py
-    from structures import lyc_like, rattled
+    from cells import lyc_like, rattled
 
     from lycb_jax.md import Protocol, Simulation
 
@@ -257,7 +257,7 @@ def test_one_finetune_epoch_on_pbe_labels(sevennet):
     """One epoch on GPAW-PBE labels: all SevenNet layers train by default, the shift and scale stay."""
     from lycb_jax import train as ft
 
-    data = ft.read_dataset(Path(__file__).parent / "data" / "lycb_gpaw.extxyz").subset(range(8))
+    data = ft.read_dataset(Path(__file__).parents[1] / "data" / "lycb_gpaw.extxyz").subset(range(8))
     cfg = ft.FinetuneConfig(parent="sevennet-0", epochs=1, batch_size=4, learning_rate=1e-4, scheduler="constant",
                             val_fraction=0.0, test_fraction=0.0, restore_best=False, refit_composition=False,
                             evaluate_initial=False)

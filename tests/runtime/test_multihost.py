@@ -60,7 +60,7 @@ def _launch(tmp, tag, extra=(), **env):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
                JAX_COMPILATION_CACHE_DIR=str(tmp / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                **env)
-    script = HOST.replace("TESTS", repr(os.path.dirname(__file__)))
+    script = HOST.replace("TESTS", repr(os.path.dirname(os.path.dirname(__file__))))
     args = ["study", "--structure", str(tmp / "ar.xyz"), "--config", str(tmp / "cfg.toml"), "--species", "Ar",
             "--out", str(tmp / "run"), "--coordinator", f"localhost:{port}", "--num-processes", "2", *extra]
     procs = []

@@ -21,7 +21,7 @@ import pytest
 from lycb_jax.io import durable
 from lycb_jax.io.faults import maybe_fail
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/: potentials.py
 CLI = f"""
 import sys
 sys.path.insert(0, {str(HERE)!r})

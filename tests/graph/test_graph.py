@@ -9,7 +9,7 @@ from ase.neighborlist import primitive_neighbor_list
 from lycb_jax.graph.capacity import Capacity, count_edges, estimate_capacity
 from lycb_jax.models.chgnet import CHGNetConfig
 from lycb_jax.graph import build_graph
-from structures import lyc_like, lyc_trigonal, parity_set, rattled
+from cells import lyc_like, lyc_trigonal, parity_set, rattled
 
 CUTOFFS = (CHGNetConfig.atom_cutoff, CHGNetConfig.bond_cutoff)  # Angstrom: the graphs CHGNet 0.3.0 takes
 

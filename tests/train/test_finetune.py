@@ -21,7 +21,7 @@ from lycb_jax.models import groups as layer_groups
 from lycb_jax.train import loop
 from lycb_jax.units import EV_A3_TO_GPA
 
-DATA = Path(__file__).parent / "data" / "lycb_gpaw.extxyz"
+DATA = Path(__file__).parents[1] / "data" / "lycb_gpaw.extxyz"
 
 
 @pytest.fixture(scope="module")

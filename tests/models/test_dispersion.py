@@ -22,7 +22,7 @@ from dftd3.ase import DFTD3  # noqa: E402
 from lycb_jax.models.base import energy_forces_stress  # noqa: E402
 from lycb_jax.models.dispersion import FUNCTIONALS, D3BJ  # noqa: E402
 
-CIFS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "lycb_series_cpu"
+CIFS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "lycb_series_cpu"
 
 
 def _cell(name: str, repeat=(1, 1, 1), shear=None):
