@@ -50,7 +50,8 @@ def main():
     masses = jnp.asarray(np.tile(masses_of(species[0]), (args.replicas, 1)))
     kT = jnp.asarray(temps * units.kB, jnp.float32)
     keys = jax.random.split(jax.random.PRNGKey(0), args.replicas)
-    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, integ, cap)[0])(
+    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, cell=c, masses=m, kT=t, key=k,
+                                                             settings=integ, capacity=cap)[0])(
         species, pos, cell, masses, kT, keys)
     alive = jnp.ones(args.replicas, bool)
     n_frames = args.steps // args.stride

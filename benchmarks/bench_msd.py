@@ -76,7 +76,8 @@ def md_chunk_cost(args):
     species = jnp.asarray(np.tile(numbers, (n_rep, 1)), jnp.int32)
     cell = jnp.asarray(np.tile(s.lattice.matrix, (n_rep, 1, 1)), jnp.float32)
     kT = jnp.asarray(np.linspace(500, 1200, n_rep) * units.kB, jnp.float32)
-    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, integ, cap)[0])(
+    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, cell=c, masses=m, kT=t, key=k,
+                                                             settings=integ, capacity=cap)[0])(
         species, jnp.asarray(np.tile(s.cart_coords, (n_rep, 1, 1)), jnp.float32), cell,
         jnp.asarray(np.tile(masses_of(numbers), (n_rep, 1))), kT, jax.random.split(jax.random.PRNGKey(0), n_rep))
     alive = jnp.ones(n_rep, bool)

@@ -56,6 +56,7 @@ def nvt_replicas(model, s, n_rep: int, capacity):
     masses = jnp.asarray(np.tile(masses_of(species[0]), (n_rep, 1)))
     kT = jnp.asarray(np.linspace(500, 1200, n_rep) * units.kB, jnp.float32)
     keys = jax.random.split(jax.random.PRNGKey(0), n_rep)
-    states = jax.vmap(lambda sp, x, c, m, t, key: init_replica(model, sp, x, c, m, t, key, integ, capacity)[0])(
+    states = jax.vmap(lambda sp, x, c, m, t, key: init_replica(model, sp, x, cell=c, masses=m, kT=t, key=key,
+                                                               settings=integ, capacity=capacity)[0])(
         species, pos, cell, masses, kT, keys)
     return species, cell, states, kT, integ

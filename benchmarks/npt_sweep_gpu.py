@@ -168,7 +168,8 @@ def cost_per_step(model, replicas, protocol, steps: int) -> dict:
     res = {}
     for label, settings in (("npt_iso", IntegratorSettings("npt", barostat="iso")),
                             ("npt_tri", IntegratorSettings("npt", barostat="tri"))):
-        states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, settings, cap)[0])(
+        states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, cell=c, masses=m, kT=t, key=k,
+                                                                 settings=settings, capacity=cap)[0])(
             species, pos, cell, masses, kT, keys)
         inputs = ChunkInputs(species, cell, states, kT, kT, alive)
         out, cap = run_chunk_checked(model, inputs, ChunkSpec(settings, cap, n_frames=1, stride=steps),

@@ -92,8 +92,8 @@ while k < args.rounds:
     frames = nvt_frames(model, rdir / "nvt")
     t_md = time.time() - t0
     targets = [stress_target(model, f, args.temperature) for f in frames]
-    res = refine_stress(model, targets, batches, dft_loss, select=select, steps=args.steps, learning_rate=args.lr,
-                        dft_weight=args.dft_weight, dft_reference=dft_parent, log=say)
+    res = refine_stress(model, targets, batches, dft_loss=dft_loss, select=select, steps=args.steps,
+                        learning_rate=args.lr, dft_weight=args.dft_weight, dft_reference=dft_parent, log=say)
     refined = dataclasses.replace(model, params=res.params, name=f"{parent.name}-refined")
     save_checkpoint(rdir / "refined", refined, {"parent": args.model, "refined_groups": select, "round": k,
                                                 "refine": {"reason": res.reason, "args": vars(args)}})

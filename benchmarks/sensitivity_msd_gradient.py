@@ -53,9 +53,10 @@ def main():
     starts = []
     for i in range(args.n_windows + 5):
         key, sub = jax.random.split(key)
-        _, _, (x, v), *_ = langevin_checked(params, module, species, x, v, cell, mask, masses, t_k, dt,
-                                            args.gamma_per_ps, sub, capacity=cap, n_saves=steps_1ps // 10,
-                                            save_every=10)
+        _, _, (x, v), *_ = langevin_checked(params, module, species, positions=x, velocities=v, cell=cell,
+                                            atom_mask=mask, masses=masses, temperature_K=t_k, dt_fs=dt,
+                                            gamma_per_ps=args.gamma_per_ps, key=sub, capacity=cap,
+                                            n_saves=steps_1ps // 10, save_every=10)
         if i >= 5:
             starts.append((x, v))
     print(f"LJ argon, {len(atoms)} atoms, T = {t_k} K, dt = {dt} fs, gamma = {args.gamma_per_ps}/ps, "
@@ -68,8 +69,9 @@ def main():
         t0 = time.time()
         for k, (x0, v0) in enumerate(starts):
             wkey = jax.random.PRNGKey(100 + k)
-            val, g, mv, ov = msd_and_grad(params, module, species, x0, v0, cell, mask, masses, t_k, dt,
-                                          args.gamma_per_ps, wkey, cap, n_steps)
+            val, g, mv, ov = msd_and_grad(params, module, species, positions=x0, velocities=v0, cell=cell,
+                                          atom_mask=mask, masses=masses, temperature_K=t_k, dt_fs=dt,
+                                          gamma_per_ps=args.gamma_per_ps, key=wkey, capacity=cap, n_steps=n_steps)
             if bool(ov) or float(mv) >= args.skin / 2:
                 raise SystemExit(f"window {w_ps} ps: graph overflow or an atom moved {float(mv):.2f} A >= skin/2; "
                                  "raise --skin")
@@ -82,8 +84,10 @@ def main():
         h = 1e-5 * EPS
 
         def f(eps, x0=x0, v0=v0, n_steps=n_steps):
-            return float(msd_and_grad({"epsilon": jnp.float64(eps)}, module, species, x0, v0, cell, mask, masses,
-                                      t_k, dt, args.gamma_per_ps, jax.random.PRNGKey(100), cap, n_steps)[0])
+            return float(msd_and_grad({"epsilon": jnp.float64(eps)}, module, species, positions=x0, velocities=v0,
+                                      cell=cell, atom_mask=mask, masses=masses, temperature_K=t_k, dt_fs=dt,
+                                      gamma_per_ps=args.gamma_per_ps, key=jax.random.PRNGKey(100), capacity=cap,
+                                      n_steps=n_steps)[0])
         fd = (f(EPS + h) - f(EPS - h)) / (2 * h)
         g = np.asarray(grads)
         rel_sem = g.std(ddof=1) / np.sqrt(len(g)) / abs(g.mean())

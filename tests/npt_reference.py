@@ -95,7 +95,8 @@ def run_lycb(atoms, s: RunSettings, barostat: str = "tri", replicas: int = 4, se
     cell = jnp.asarray(rep(atoms.cell[:]), jnp.float32)
     kT = jnp.full(replicas, s.temperature_K * units.kB, jnp.float32)
     keys = jax.random.split(jax.random.PRNGKey(seed), replicas)
-    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, c, m, t, k, settings, cap)[0])(
+    states = jax.vmap(lambda sp, x, c, m, t, k: init_replica(model, sp, x, cell=c, masses=m, kT=t, key=k,
+                                                             settings=settings, capacity=cap)[0])(
         species, jnp.asarray(rep(atoms.positions), jnp.float32), cell, jnp.asarray(rep(masses_of(atoms.numbers))),
         kT, keys)
     alive = jnp.ones(replicas, bool)

@@ -144,7 +144,7 @@ def _record_iteration(model_dir: Path, k: int, temperature: float, parent: str, 
                  "model_manifest")
 
 
-def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path,
+def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | Path, *,
                  config: ActiveLearningConfig | None = None, model: str = DEFAULT_MODEL, workers: int = 1,
                  verbose: bool = True, resume: bool = False, dispersion: str | None = None) -> list[dict]:
     """Run the loop; ``parents``: name -> structure (pymatgen or ASE). With ``resume`` an existing

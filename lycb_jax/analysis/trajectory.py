@@ -181,7 +181,7 @@ def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -
                         float(np.median(hops[keep])) if hops is not None else None, hop_species)
 
 
-def analyse_md(h5_path, out, species="Li", stage="production", alive=None, replicas=None, window_fs=None,
+def analyse_md(h5_path, out, species="Li", *, stage="production", alive=None, replicas=None, window_fs=None,
                hop_distance=None, msd_source="frames") -> dict:
     """Diffusion per replica (those in ``replicas``, default all, that are ``alive``; one composition)
     from the stage's unwrapped positions, Arrhenius fit over the converged temperatures, report files

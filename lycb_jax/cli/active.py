@@ -61,7 +61,7 @@ def cmd_active_learn(args) -> int:
     fields["md"] = _md_settings(fields.get("md", {}), str(args.config))
     try:
         cfg = ActiveLearningConfig(**fields)
-        records = active_learn(parents, _labeller(args), args.out, cfg, model=args.model, workers=args.workers,
+        records = active_learn(parents, _labeller(args), args.out, config=cfg, model=args.model, workers=args.workers,
                                resume=args.resume, dispersion=args.dispersion)
     except (TypeError, ValueError, FileExistsError) as err:
         raise SystemExit(f"error: {err}")

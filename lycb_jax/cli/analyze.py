@@ -52,7 +52,7 @@ def _summary(args, window_fs):
         reports = {}
         for name, idx in groups.items():  # one Arrhenius set per structure, never pooled
             where = out / name if len(groups) > 1 else out
-            reports[name] = (analysis.analyse_md(paths[0], where, args.species, args.stage, replicas=idx,
+            reports[name] = (analysis.analyse_md(paths[0], where, args.species, stage=args.stage, replicas=idx,
                                                  window_fs=window_fs, hop_distance=args.hop_distance,
                                                  msd_source=args.msd_source), where)
         return reports

@@ -129,8 +129,8 @@ def cmd_study(args) -> int:
     structure = (read_structure_or_exit(args.structure) if args.structure
                  else default_structure(large=args.config == "gpu"))
     protocol = protocol_from_args(args)
-    summary = _or_exit(lambda: study(_model(args), structure, protocol, args.out, args.resume,
-                                     args.species))
+    summary = _or_exit(lambda: study(_model(args), structure, protocol, out=args.out, resume=args.resume,
+                                     species=args.species))
     if summary is None:
         return _report_elsewhere(args.out)
     from lycb_jax.cli.analyze import print_summary
@@ -172,8 +172,8 @@ def cmd_sweep(args) -> int:
     if len(structures) != len(args.structures):
         raise SystemExit("error: structure files need distinct names")
     protocol = protocol_from_args(args)
-    rows = _or_exit(lambda: sweep(_model(args), structures, protocol, args.out, args.resume,
-                                  args.species))
+    rows = _or_exit(lambda: sweep(_model(args), structures, protocol, out=args.out, resume=args.resume,
+                                  species=args.species))
     if rows is None:
         return _report_elsewhere(args.out)
     for r in rows:

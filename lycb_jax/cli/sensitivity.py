@@ -84,8 +84,8 @@ def cmd_sensitivity(args) -> int:
     from lycb_jax.sensitivity.study import sensitivity_study
 
     model = load_model(*recorded_model(traj, opts["model"], getattr(args, "dispersion", None)))
-    res = sensitivity_study(model, traj, opts["stage"], opts["replica"], opts["every"],
-                            opts["species"], opts["msd_window_fs"], opts["n_windows"])
+    res = sensitivity_study(model, traj, opts["stage"], replica=opts["replica"], every=opts["every"],
+                            species=opts["species"], msd_window_fs=opts["msd_window_fs"], n_windows=opts["n_windows"])
     out = Path(opts["out"]) if opts["out"] else traj.parent
     out.mkdir(parents=True, exist_ok=True)
     (out / "sensitivity.json").write_text(json.dumps(res, indent=1))

@@ -194,7 +194,7 @@ def masses_of(numbers) -> np.ndarray:
 
 
 @with_precision  # also called outside jit (tests, benchmarks): full float32 matrix products either way
-def init_replica(model: Model, species, positions, cell, masses, kT, key, settings: IntegratorSettings,
+def init_replica(model: Model, species, positions, *, cell, masses, kT, key, settings: IntegratorSettings,
                  capacity: Capacity, momenta=None):
     """jax-md state of one replica (momenta drawn at kT (eV) with zero total momentum if not given),
     and whether the graph capacity overflowed. positions [N, 3] and cell [3, 3] rows, Angstrom."""
@@ -207,12 +207,14 @@ def init_replica(model: Model, species, positions, cell, masses, kT, key, settin
 
 @functools.partial(jax.jit, static_argnames=("settings", "capacity"))
 @with_precision
-def init_batch(model: Model, species, positions, cells, masses, keys, kT, momenta,
+def init_batch(model: Model, species, positions, *, cells, masses, keys, kT, momenta,
                settings: IntegratorSettings, capacity: Capacity):
     """:func:`init_replica` of every replica (leading axis), momenta drawn where ``momenta`` is None:
     (states, overflow [R]). Compiled once per (model, settings, capacity), shared by every Simulation."""
     if momenta is None:
-        return jax.vmap(lambda sp, x, c, m, k, t: init_replica(model, sp, x, c, m, t, k, settings, capacity))(
+        return jax.vmap(lambda sp, x, c, m, k, t: init_replica(model, sp, x, cell=c, masses=m, kT=t, key=k,
+                                                               settings=settings, capacity=capacity))(
             species, positions, cells, masses, keys, kT)
-    return jax.vmap(lambda sp, x, c, m, k, t, p: init_replica(model, sp, x, c, m, t, k, settings, capacity, p))(
+    return jax.vmap(lambda sp, x, c, m, k, t, p: init_replica(model, sp, x, cell=c, masses=m, kT=t, key=k,
+                                                              settings=settings, capacity=capacity, momenta=p))(
         species, positions, cells, masses, keys, kT, momenta)

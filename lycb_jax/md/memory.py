@@ -44,7 +44,8 @@ def chunk_bytes(model, atoms, replicas: int, settings: IntegratorSettings, n_fra
     masses = jnp.asarray(np.tile(masses_of(atoms.numbers), (r, 1)))
     kT = jnp.full(r, 0.05, jnp.float32)
     keys = jax.random.split(jax.random.PRNGKey(0), r)
-    init = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, settings, capacity)[0])
+    init = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, cell=c, masses=m, kT=t, key=k, settings=settings,
+                                                          capacity=capacity)[0])
     states = jax.eval_shape(init, species, pos, cell, masses, kT, keys)  # shapes only
     alive = jax.ShapeDtypeStruct((r,), jnp.bool_)
     lowered = run_chunk.lower(model, ChunkInputs(species, cell, states, kT, kT, alive),
@@ -56,7 +57,7 @@ def chunk_bytes(model, atoms, replicas: int, settings: IntegratorSettings, n_fra
                - getattr(mem, "alias_size_in_bytes", 0))
 
 
-def plan_replicas(model, atoms, settings: IntegratorSettings, device_bytes: int | None = None, headroom: float = 0.8,
+def plan_replicas(model, atoms, settings: IntegratorSettings, *, device_bytes: int | None = None, headroom: float = 0.8,
                   probe: tuple[int, int] = (1, 4), n_frames: int = 10, stride: int = 10) -> MemoryPlan:
     """The most replicas of ``atoms`` that one program can run within ``headroom`` x ``device_bytes``
     (default: the first device's ``bytes_limit``; required on backends that report none, e.g. the CPU),

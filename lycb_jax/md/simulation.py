@@ -133,19 +133,19 @@ class Simulation:
         return jnp.asarray(start, jnp.float32), jnp.asarray(target, jnp.float32)
 
     def _init_args(self, positions, cells, momenta, key):
-        """The arrays of :func:`init_batch` (kT: the start of heating when momenta are drawn, else the target)."""
+        """:func:`init_batch`'s arrays by name (kT: the start of heating when momenta are drawn, else the target)."""
         kT = self._kT("heat")[0] if momenta is None else self._kT("nvt")[1]
         keys = jax.random.split(key, self.n_total)[self.replicas]
-        return (jnp.asarray(self.species), jnp.asarray(positions, jnp.float32),
-                jnp.asarray(cells, jnp.float32), jnp.asarray(self.masses), keys, kT,
-                None if momenta is None else jnp.asarray(momenta, jnp.float32))
+        return dict(species=jnp.asarray(self.species), positions=jnp.asarray(positions, jnp.float32),
+                    cells=jnp.asarray(cells, jnp.float32), masses=jnp.asarray(self.masses), keys=keys, kT=kT,
+                    momenta=None if momenta is None else jnp.asarray(momenta, jnp.float32))
 
     def _init_states(self, ensemble, positions, cells, momenta, key, capacity: Capacity, tries: int = 3):
         """(states, capacity) at ``positions`` [R, N, 3] and ``cells`` [R, 3, 3] (Angstrom); the capacity
         grown from exact host counts at this geometry where it is too small (a cell that NpT shrank)."""
         args = self._init_args(positions, cells, momenta, key)
         for _ in range(tries):
-            states, overflow = init_batch(self.model, *args, settings=self._settings(ensemble),
+            states, overflow = init_batch(self.model, **args, settings=self._settings(ensemble),
                                           capacity=capacity)
             if not bool(jnp.any(overflow)):
                 return states, capacity
@@ -158,8 +158,8 @@ class Simulation:
 
     def _h5(self):
         resumable = self.resume and (self.ck_path.exists() or self.prev_ck_path.exists())
-        return md_traj.open_trajectory(self.h5_path, self.species, self.masses, self.temps, self.replicas,
-                                     replace_unreadable=not resumable, names=self.names,
+        return md_traj.open_trajectory(self.h5_path, self.species, self.masses, temperatures=self.temps,
+                                     replicas=self.replicas, replace_unreadable=not resumable, names=self.names,
                                      model=dict(name=self.model.name, dispersion=self.model.metadata.get("dispersion")),
                                      hops=(self.protocol.streaming_msd_species, self._hops()))
 
@@ -236,8 +236,8 @@ class Simulation:
         # the states' tree structure only (no graph built): the saved capacity fits the saved geometry, not the
         # initial one, which NpT may have left far behind
         settings = self._settings(ensemble)
-        template = jax.eval_shape(lambda *a: init_batch(self.model, *a, settings=settings, capacity=capacity),
-                                  *self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
+        template = jax.eval_shape(lambda a: init_batch(self.model, **a, settings=settings, capacity=capacity),
+                                  self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
         print(f"{ck['path']}: the run is complete" if si >= len(stages) else
               f"resuming {ck['path']} at stage {si} ({name}), step {step}")
         run = _Run(si, step, md_ck.states_from(ck, template), cells, alive, capacity)

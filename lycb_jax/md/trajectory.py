@@ -32,7 +32,7 @@ REPLICA_ATTRS = ("numbers", "masses_amu", "temperatures_K", "replicas", "structu
 FORMAT = "lycb_jax MD trajectory v1: /<stage>/<field> [replica, frame, ...]; units in attrs"
 
 
-def open_trajectory(path, numbers, masses, temperatures, replicas, replace_unreadable: bool = False, names=None,
+def open_trajectory(path, numbers, masses, *, temperatures, replicas, replace_unreadable: bool = False, names=None,
                     model: dict | None = None, hops: tuple | None = None):
     """The trajectory file (h5py.File, appended to) with its root attributes: atomic numbers [R, N]
     (replicas may differ in composition, not in size), masses [R, N] (amu), temperatures [R] (K),

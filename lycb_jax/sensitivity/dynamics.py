@@ -36,7 +36,7 @@ def forces(module, params, species, positions, cell, atom_mask, graph):
 
 
 @functools.partial(jax.jit, static_argnames=("module", "capacity", "n_saves", "save_every"))
-def langevin(params, module, species, positions, velocities, cell, atom_mask, masses, temperature_K, dt_fs,
+def langevin(params, module, species, *, positions, velocities, cell, atom_mask, masses, temperature_K, dt_fs,
              gamma_per_ps, key, capacity: Capacity, n_saves: int, save_every: int):
     """BAOAB Langevin dynamics at fixed cell: ``n_saves`` frames, one every ``save_every`` steps of
     ``dt_fs`` (fs), friction ``gamma_per_ps`` (1/ps; 0 gives velocity Verlet, NVE), at ``temperature_K`` (K).
@@ -113,14 +113,16 @@ def msd(positions, reference):
     return jnp.mean(jnp.sum((positions - reference) ** 2, -1), -1)
 
 
-def msd_and_grad(params, module, species, positions, velocities, cell, atom_mask, masses, temperature_K, dt_fs,
+def msd_and_grad(params, module, species, *, positions, velocities, cell, atom_mask, masses, temperature_K, dt_fs,
                  gamma_per_ps, key, capacity: Capacity, n_steps: int):
     """(MSD after ``n_steps`` steps in Angstrom^2, d MSD / d params, largest displacement in Angstrom, graph
     overflow) of one window started at (positions, velocities), by reverse mode through the checkpointed scan.
     The graph is built once at the start: the displacement must stay below capacity.skin / 2."""
     def f(p):
-        xs, _, _, moved, overflow = langevin(p, module, species, positions, velocities, cell, atom_mask, masses, temperature_K,
-                            dt_fs, gamma_per_ps, key, capacity, 1, n_steps)
+        xs, _, _, moved, overflow = langevin(p, module, species, positions=positions, velocities=velocities, cell=cell,
+                                             atom_mask=atom_mask, masses=masses, temperature_K=temperature_K,
+                                             dt_fs=dt_fs, gamma_per_ps=gamma_per_ps, key=key, capacity=capacity,
+                                             n_saves=1, save_every=n_steps)
         return msd(xs[-1], positions), (moved, overflow)
 
     (value, (moved, overflow)), grad = jax.value_and_grad(f, has_aux=True)(params)

@@ -68,8 +68,8 @@ def stress_target(model, frames: Frames, temperature_K: float, pressure_gpa: flo
 
 def mean_stress(module, params, target: StressTarget, batch_size: int | None = 16):
     """(<sigma>_params [3, 3] in GPa including the kinetic part, Kish n_eff / F) of one target."""
-    mean, w = reweighted_mean(params, module, target.frames, target.graphs, target.ref_energies, target.kT,
-                              virial_stress, batch_size)
+    mean, w = reweighted_mean(params, module, target.frames, graphs=target.graphs, ref_energies=target.ref_energies,
+                              kT=target.kT, observable=virial_stress, batch_size=batch_size)
     return mean + target.kinetic_stress, 1.0 / jnp.sum(w**2) / w.shape[0]
 
 
@@ -83,7 +83,8 @@ class RefineResult:
     reason: str
 
 
-def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[dict] = (), dft_loss: Callable | None = None,
+def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[dict] = (), *,
+                  dft_loss: Callable | None = None,
                   select: Sequence[str] = ("readout",), steps: int = 50, learning_rate: float = 1e-4,
                   dft_weight: float = 1.0, stress_scale_gpa: float = 0.1, tolerance_gpa: float = 0.05,
                   min_ess_fraction: float = 0.5, params=None, batch_size: int | None = 16,

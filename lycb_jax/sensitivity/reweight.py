@@ -220,7 +220,7 @@ def effective_sample_size(w):
     return 1.0 / jnp.sum(w**2)
 
 
-def reweighted_mean(params, module, frames: Frames, graphs: Graph, ref_energies, kT, observable: Callable,
+def reweighted_mean(params, module, frames: Frames, *, graphs: Graph, ref_energies, kT, observable: Callable,
                     batch_size: int | None = None):
     """(<A>_params, weights [F]): the weighted average of ``observable`` over the frames, which were sampled
     with reference energies ``ref_energies`` [F] (eV, U_theta0 of each frame) at ``kT`` (eV).
@@ -283,8 +283,8 @@ class Reweighted:
 @functools.partial(jax.jit, static_argnames=("module", "observable", "with_grad", "batch_size"))
 def _mean_and_grad(selected, rest, module, frames, graphs, ref_energies, kT, observable, with_grad, batch_size):
     def f(sel):
-        return reweighted_mean(merge_params(sel, rest), module, frames, graphs, ref_energies, kT, observable,
-                               batch_size)
+        return reweighted_mean(merge_params(sel, rest), module, frames, graphs=graphs, ref_energies=ref_energies, kT=kT,
+                               observable=observable, batch_size=batch_size)
 
     (mean, w) = f(selected)
     if not with_grad:
@@ -298,7 +298,7 @@ def _energies(params, module, frames, graphs, batch_size):
     return frame_map(potential_energy, module, params, frames, graphs, batch_size)
 
 
-def reweight(model, params, frames: Frames, temperature_K: float, observable: Callable, ref_params=None,
+def reweight(model, params, frames: Frames, *, temperature_K: float, observable: Callable, ref_params=None,
              ref_energies=None, select: Sequence[str] | None = None, by_layer_group: bool = True,
              with_grad: bool = True, min_ess_fraction: float = 0.5, graphs=None, batch_size: int | None = None
              ) -> Reweighted:

@@ -73,7 +73,8 @@ def static_sensitivity(model, frames: Frames, temperature_K: float, npt: bool, b
         return jnp.stack([obs(*args) for obs, _ in observables.values()])
 
     def means(s):  # all observables in one program: one compilation, one reverse pass per observable
-        mean = reweighted_mean(scale_groups(model.params, s, index), module, frames, graphs, ref, kT, stacked, batch_size)[0]
+        mean = reweighted_mean(scale_groups(model.params, s, index), module, frames, graphs=graphs, ref_energies=ref,
+                               kT=kT, observable=stacked, batch_size=batch_size)[0]
         return mean, mean
 
     jac, values = jax.jit(jax.jacrev(means, has_aux=True))(jnp.zeros(len(names), frames.positions.dtype))
@@ -84,7 +85,7 @@ def static_sensitivity(model, frames: Frames, temperature_K: float, npt: bool, b
     return out
 
 
-def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_fs: float = 500.0,
+def msd_sensitivity(model, frames: Frames, temperature_K: float, *, mobile, window_fs: float = 500.0,
                     dt_fs: float = 1.0, gamma_per_ps: float = 1.0, n_windows: int = 4, seed: int = 0,
                     skin: float = 2.0) -> dict:
     """Mean MSD (A^2) of the ``mobile`` atoms after ``window_fs`` of Langevin MD from ``n_windows`` stored
@@ -107,8 +108,10 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
     dirs = jnp.asarray(np.stack(list(STRAINS.values())), frames.positions.dtype)
 
     def window_msd(params, x, cell, v0, key):
-        xs, _, _, moved, overflow = langevin(params, model.module, species, x, v0, cell, mask, masses, temperature_K,
-                                             dt_fs, gamma_per_ps, key, cap, n_blocks, block)
+        xs, _, _, moved, overflow = langevin(params, model.module, species, positions=x, velocities=v0, cell=cell,
+                                             atom_mask=mask, masses=masses, temperature_K=temperature_K, dt_fs=dt_fs,
+                                             gamma_per_ps=gamma_per_ps, key=key, capacity=cap, n_saves=n_blocks,
+                                             save_every=block)
         return msd(xs[-1][mobile], x[mobile]), (moved, overflow)
 
     def one(x0, cell0, v0, key):
@@ -148,7 +151,7 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, mobile, window_
             "per_window": {"msd_A2": values, "dlnmsd_dstrain": {k: [float(g[i]) for g in ge] for i, k in enumerate(STRAINS)}}}
 
 
-def sensitivity_study(model, trajectory, stage: str = "production", replica: int = 0, every: int = 10,
+def sensitivity_study(model, trajectory, stage: str = "production", *, replica: int = 0, every: int = 10,
                       species: str = "Li", msd_window_fs: float = 500.0, n_windows: int = 4) -> dict:
     """The whole study of one replica of a ``trajectory.h5`` (see the module doc); a JSON-able dict."""
     from lycb_jax.md.trajectory import read_trajectory
@@ -176,5 +179,6 @@ def sensitivity_study(model, trajectory, stage: str = "production", replica: int
         c, e = heat_capacity_nvt(energies, temperature, kinetic_dof=3 * n - 3, n_blocks=blocks)
         out["fluctuations"] = {"heat_capacity_kB_per_atom": [c / KB / n, e / KB / n]}
     mobile = np.asarray(frames.species) == atomic_numbers[species]
-    out["dynamics"] = msd_sensitivity(model, frames, temperature, mobile, msd_window_fs, n_windows=n_windows)
+    out["dynamics"] = msd_sensitivity(model, frames, temperature, mobile=mobile, window_fs=msd_window_fs,
+                                      n_windows=n_windows)
     return out

@@ -76,7 +76,7 @@ def write_ranking(rows: list[dict], out: str | Path, prefix: str, top: int) -> N
     atomic_write(out / f"{prefix}_ranking.csv", lambda fh: fh.write(text.getvalue().encode()), "ranking_csv")
 
 
-def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), top: int = 5, max_candidates: int | None = 1000,
+def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), *, top: int = 5, max_candidates: int | None = 1000,
                  min_occupancy: float = 0.15, seed: int = 0, out=None, wyckoff: str | None = None,
                  **relax_kw) -> list[dict]:
     """Enumerate the orderings of a disordered parent in a supercell, relax and rank them (see ``rank``).
@@ -91,7 +91,7 @@ def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), top: int = 5, 
     return rank(model, cands, top=top, out=out, prefix=parent.upper(), **relax_kw)
 
 
-def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01, 0.5)), max_candidates: int = 50,
+def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01, 0.5)), *, max_candidates: int = 50,
                   seed: int = 0, out=None, symprec: float = 0.1, max_labelings: int = 20_000,
                   **relax_kw) -> dict[str, list[dict]]:
     """Cl/Br orderings of ordered Li3YX6 models for each x in Li3YCl(6-x)Brx, relaxed and ranked.

@@ -126,7 +126,7 @@ def _fire_loop(model: Model, state: RelaxState, fmax, max_steps, min_active, cap
     return jax.lax.while_loop(cond, body, state)
 
 
-def relax(model, structures: Sequence, fmax: float = 0.01, max_steps: int = 3000, batch_size: int = 32,
+def relax(model, structures: Sequence, fmax: float = 0.01, *, max_steps: int = 3000, batch_size: int = 32,
           refill_fraction: float = 0.25, progress: bool = True, min_pad: int = 0) -> list[Relaxed]:
     """Relax positions and cell of many structures with FIRE (ASE parameters) on device.
 

@@ -21,10 +21,10 @@ from lycb_jax.runtime import distributed
 from lycb_jax.md import Protocol, Simulation
 
 
-def analyse(h5_path, out, species: str = "Li", stage: str = "production", alive=None, replicas=None,
+def analyse(h5_path, out, species: str = "Li", *, stage: str = "production", alive=None, replicas=None,
             window_fs=None) -> dict:
     """Transport report of one composition's replicas: ``lycb_jax.analysis.analyse_md``."""
-    return analysis.analyse_md(h5_path, out, species, stage, alive, replicas, window_fs=window_fs)
+    return analysis.analyse_md(h5_path, out, species, stage=stage, alive=alive, replicas=replicas, window_fs=window_fs)
 
 
 def check_before_md(protocol: Protocol, structures=(), species: str = "Li") -> str:
@@ -70,7 +70,7 @@ def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool, na
     return md, md["trajectory"]
 
 
-def study(model, structure, protocol: Protocol, out, resume: bool = False, species: str = "Li",
+def study(model, structure, protocol: Protocol, *, out, resume: bool = False, species: str = "Li",
           window_fs=None) -> dict | None:
     """Run the protocol at every temperature in one batched simulation, then analyse it (with
     several processes: each runs its share of the temperatures, process 0 analyses, the others return None).
@@ -88,7 +88,7 @@ def study(model, structure, protocol: Protocol, out, resume: bool = False, speci
     return summary
 
 
-def sweep(model, structures: dict, protocol: Protocol, out, resume: bool = False,
+def sweep(model, structures: dict, protocol: Protocol, *, out, resume: bool = False,
           species: str = "Li", window_fs=None) -> list[dict] | None:
     """Structures x temperatures in one batched simulation (all structures of equal size), then
     one transport report per structure in ``out/<name>/`` and a table ``out/sweep.csv`` (with

@@ -36,7 +36,7 @@ cfg = ActiveLearningConfig(t_start_K=40, t_max_K=80, dt_K=40, per_iteration=8,
                            finetune=dict(epochs=40, batch_size=2, learning_rate=1e-3, val_fraction=0.25,
                                          test_fraction=0.25, refit_composition=False))
 records = active_learn({{"a": potentials.argon(2, 5.30, 0), "b": potentials.argon(2, 5.45, 1)}},
-                       potentials.ase_lj_labeller(), out + "/al", cfg, model=out + "/start", verbose=False,
+                       potentials.ase_lj_labeller(), out + "/al", config=cfg, model=out + "/start", verbose=False,
                        resume=True)
 print("DONE", records[-1]["model"])
 """
@@ -118,12 +118,12 @@ def test_dispersion_acts_in_the_sampling_md_only(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "sample_md", fake_sample)
     parents = {"a": potentials.argon(2, 5.30, 0)}
     with pytest.raises(Sampled):
-        active_learn(parents, potentials.ase_lj_labeller(), tmp_path / "al", ActiveLearningConfig(),
+        active_learn(parents, potentials.ase_lj_labeller(), tmp_path / "al", config=ActiveLearningConfig(),
                      model=str(tmp_path / "start"), verbose=False, dispersion="d3bj")
     assert seen and seen[0].endswith("+d3bj")
     assert json.loads((tmp_path / "al" / "settings.json").read_text())["sampling_dispersion"] == "d3bj"
     with pytest.raises(InputError, match="start active learning from chgnet-0.3.0-lycb-pbe with dispersion"):
-        active_learn(parents, potentials.ase_lj_labeller(), tmp_path / "al2", ActiveLearningConfig(),
+        active_learn(parents, potentials.ase_lj_labeller(), tmp_path / "al2", config=ActiveLearningConfig(),
                      model="chgnet-0.3.0-lycb-pbe-d3", verbose=False)
 
 
@@ -134,7 +134,8 @@ def test_cli_config_md_table_overrides_the_loop_defaults(tmp_path, monkeypatch):
     from lycb_jax.cli import main
 
     seen = []
-    monkeypatch.setattr(lycb_jax.active, "active_learn", lambda parents, labeller, out, cfg, **_: seen.append(cfg) or [])
+    monkeypatch.setattr(lycb_jax.active, "active_learn", lambda parents, labeller, out, *, config,
+                        **_: seen.append(config) or [])
     config = tmp_path / "al.toml"
     config.write_text("t_start_K = 300.0\n[md]\nnpt_ps = 8.0\nbarostat = \"aniso\"\n[finetune]\nepochs = 3\n")
     cif = Path(__file__).resolve().parents[2] / "lycb_jax" / "data" / "Li3YCl6_P-3m1_ordered30.cif"

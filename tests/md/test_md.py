@@ -22,7 +22,8 @@ def _states(model, atoms_list, temps, integ, capacity, seed=0):
     masses = jnp.asarray(np.stack([masses_of(a.numbers) for a in atoms_list]))
     kT = jnp.asarray(np.asarray(temps) * units.kB, jnp.float32)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(atoms_list))
-    init = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, integ, capacity)[0])
+    init = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, cell=c, masses=m, kT=t, key=k, settings=integ,
+                                                          capacity=capacity)[0])
     return species, cell, init(species, pos, cell, masses, kT, keys), kT
 
 

@@ -31,7 +31,8 @@ SCRIPT = textwrap.dedent('''
         masses = jnp.asarray(np.tile(masses_of(atoms.numbers), (n_rep, 1)))
         kT = jnp.asarray(temps * units.kB, jnp.float32)
         keys = jax.random.split(jax.random.PRNGKey(n_rep), n_rep)
-        states = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, c, m, t, k, integ, cap)[0])(
+        states = jax.vmap(lambda s, x, c, m, t, k: init_replica(model, s, x, cell=c, masses=m, kT=t, key=k,
+                                                                settings=integ, capacity=cap)[0])(
             species, pos, cell, masses, kT, keys)
         alive = np.ones(n_rep, bool)
         inputs, spec = ChunkInputs(species, cell, states, kT, kT, alive), ChunkSpec(integ, cap, n_frames=4, stride=10)

@@ -60,8 +60,9 @@ def _sample(eps, temperature_K, n_saves, seed, save_every=5, dt_fs=10.0, gamma=5
     """Frames, their potential energies (eV) and the lattice sites of a Langevin run of the LJ crystal."""
     species, x0, cell, mask, masses, cap = _system()
     v0 = maxwell_boltzmann(jax.random.PRNGKey(seed), masses, mask, temperature_K)
-    xs, es, *_ = langevin_checked({"epsilon": jnp.float64(eps)}, lj_model().module, species, x0, v0, cell, mask,
-                                  masses, temperature_K, dt_fs, gamma, jax.random.PRNGKey(seed + 1000), capacity=cap,
+    xs, es, *_ = langevin_checked({"epsilon": jnp.float64(eps)}, lj_model().module, species, positions=x0,
+                                  velocities=v0, cell=cell, atom_mask=mask, masses=masses, temperature_K=temperature_K,
+                                  dt_fs=dt_fs, gamma_per_ps=gamma, key=jax.random.PRNGKey(seed + 1000), capacity=cap,
                                   n_saves=n_saves + burn, save_every=save_every)
     xs = xs[burn:]
     return Frames(species, xs, jnp.broadcast_to(cell, (len(xs), 3, 3)), mask), np.asarray(es[burn:]), x0
@@ -102,8 +103,10 @@ def test_reweighted_averages_match_direct_md_at_new_epsilon(runs):
     for name, fn, direct, sampled in [("U", potential_energy, u1, u0 * EPS1 / EPS),
                                       ("lattice msd", obs, np.asarray(per_frame(frames1.positions)),
                                        np.asarray(per_frame(frames0.positions)))]:
-        rw = reweight(model, p1, frames0, T_K, fn, ref_params=p0, graphs=graphs, with_grad=False)
-        plain = reweight(model, p0, frames0, T_K, fn, ref_params=p0, graphs=graphs, with_grad=False)
+        rw = reweight(model, p1, frames0, temperature_K=T_K, observable=fn, ref_params=p0, graphs=graphs,
+                      with_grad=False)
+        plain = reweight(model, p0, frames0, temperature_K=T_K, observable=fn, ref_params=p0, graphs=graphs,
+                         with_grad=False)
         err0 = _sem(sampled)  # error of the reweighted mean: that of the plain mean, inflated by sqrt(n / n_eff)
         err = np.hypot(err0 * np.sqrt(len(rw.weights) / rw.ess), _sem(direct))
         print(f"{name}: reweighted {float(rw.mean):.6g}, direct {direct.mean():.6g} +- {err:.2g}, "
@@ -130,13 +133,14 @@ def test_reweighting_gradient_equals_fluctuation_formula_and_finite_differences(
             w = np.exp(-beta * (u - u0) - np.max(-beta * (u - u0)))
             w /= w.sum()
             analytic = np.sum(w * da) - beta * (np.sum(w * a * du) - np.sum(w * a) * np.sum(w * du))
-            res = reweight(model, {"epsilon": jnp.float64(eps)}, frames, T_K, fn, ref_params=p0, graphs=graphs)
+            res = reweight(model, {"epsilon": jnp.float64(eps)}, frames, temperature_K=T_K, observable=fn,
+                           ref_params=p0, graphs=graphs)
             g = float(res.grad["epsilon"])
             h = 1e-4 * EPS
-            fd = (float(reweight(model, {"epsilon": jnp.float64(eps + h)}, frames, T_K, fn, ref_params=p0,
-                                 graphs=graphs, with_grad=False).mean)
-                  - float(reweight(model, {"epsilon": jnp.float64(eps - h)}, frames, T_K, fn, ref_params=p0,
-                                   graphs=graphs, with_grad=False).mean)) / (2 * h)
+            fd = (float(reweight(model, {"epsilon": jnp.float64(eps + h)}, frames, temperature_K=T_K, observable=fn,
+                                 ref_params=p0, graphs=graphs, with_grad=False).mean)
+                  - float(reweight(model, {"epsilon": jnp.float64(eps - h)}, frames, temperature_K=T_K, observable=fn,
+                                   ref_params=p0, graphs=graphs, with_grad=False).mean)) / (2 * h)
             print(f"{fn.__name__} eps={eps:.5f}: grad {g:.10g}, fluctuation formula {analytic:.10g}, FD {fd:.10g}")
             np.testing.assert_allclose(float(res.mean), np.sum(w * a), rtol=1e-10)
             np.testing.assert_allclose(g, analytic, rtol=1e-8)
@@ -161,7 +165,8 @@ def test_volume_gradient_with_varying_cells_equals_fluctuation_formula(runs):
     w /= w.sum()
     du = u / eps
     analytic = -beta * (np.sum(w * v * du) - np.sum(w * v) * np.sum(w * du))
-    res = reweight(model, {"epsilon": jnp.float64(eps)}, frames, T_K, volume, ref_params=p0, graphs=graphs)
+    res = reweight(model, {"epsilon": jnp.float64(eps)}, frames, temperature_K=T_K, observable=volume, ref_params=p0,
+                   graphs=graphs)
     print(f"<V> {float(res.mean):.6f} A^3, d<V>/deps {float(res.grad['epsilon']):.8g}, formula {analytic:.8g}")
     np.testing.assert_allclose(float(res.mean), np.sum(w * v), rtol=1e-12)
     np.testing.assert_allclose(float(res.grad["epsilon"]), analytic, rtol=1e-8)
@@ -171,11 +176,11 @@ def test_weights_uniform_at_reference_and_warning_far_away(runs):
     frames = _first(runs["eps0"][0], 300)
     model = lj_model()
     p0 = {"epsilon": jnp.float64(EPS)}
-    res = reweight(model, p0, frames, T_K, potential_energy, ref_params=p0, with_grad=False)
+    res = reweight(model, p0, frames, temperature_K=T_K, observable=potential_energy, ref_params=p0, with_grad=False)
     assert np.all(res.weights == 1.0 / 300) and res.ess == pytest.approx(300, rel=1e-12)
     with pytest.warns(RuntimeWarning, match="effective sample size"):
-        far = reweight(model, {"epsilon": jnp.float64(2 * EPS)}, frames, T_K, potential_energy, ref_params=p0,
-                       with_grad=False)
+        far = reweight(model, {"epsilon": jnp.float64(2 * EPS)}, frames, temperature_K=T_K, observable=potential_energy,
+                       ref_params=p0, with_grad=False)
     assert far.ess_fraction < 0.5
 
 
@@ -183,19 +188,21 @@ def test_parameter_selection_by_group_and_by_key(runs):
     frames = _first(runs["eps0"][0], 300)
     model = lj_model()
     p1 = {"epsilon": jnp.float64(EPS1)}
-    by_group = reweight(model, p1, frames, T_K, potential_energy, ref_params=model.params, select=["pair"])
-    by_key = reweight(model, p1, frames, T_K, potential_energy, ref_params=model.params, select=["epsilon"],
-                      by_layer_group=False)
-    whole = reweight(model, p1, frames, T_K, potential_energy, ref_params=model.params)
+    by_group = reweight(model, p1, frames, temperature_K=T_K, observable=potential_energy, ref_params=model.params,
+                        select=["pair"])
+    by_key = reweight(model, p1, frames, temperature_K=T_K, observable=potential_energy, ref_params=model.params,
+                      select=["epsilon"], by_layer_group=False)
+    whole = reweight(model, p1, frames, temperature_K=T_K, observable=potential_energy, ref_params=model.params)
     assert float(by_group.grad["epsilon"]) == float(by_key.grad["epsilon"]) == float(whole.grad["epsilon"])
     with pytest.raises(ValueError, match="unknown layer group"):
-        reweight(model, p1, frames, T_K, potential_energy, select=["readout"])
+        reweight(model, p1, frames, temperature_K=T_K, observable=potential_energy, select=["readout"])
     with pytest.raises(ValueError, match="unknown parameter keys"):
-        reweight(model, p1, frames, T_K, potential_energy, select=["sigma"], by_layer_group=False)
+        reweight(model, p1, frames, temperature_K=T_K, observable=potential_energy, select=["sigma"],
+                 by_layer_group=False)
     with pytest.raises(ValueError, match=r"positions must be \[F, N, 3\]"):
-        reweight(model, p1, Frames(frames.species[:-1], *frames[1:]), T_K, potential_energy)
+        reweight(model, p1, Frames(frames.species[:-1], *frames[1:]), temperature_K=T_K, observable=potential_energy)
     with pytest.raises(ValueError, match="temperature must be positive"):
-        reweight(model, p1, frames, -1.0, potential_energy)
+        reweight(model, p1, frames, temperature_K=-1.0, observable=potential_energy)
 
 
 def test_smooth_rdf_counts_neighbours_and_is_differentiable(runs):
@@ -205,7 +212,8 @@ def test_smooth_rdf_counts_neighbours_and_is_differentiable(runs):
     model = lj_model()
     r = np.linspace(0.5, 5.8, 266)
     g = rdf(r, width=0.05, species_pair=(18, 18))
-    res = reweight(model, {"epsilon": jnp.float64(EPS1)}, frames, T_K, g, ref_params=model.params)
+    res = reweight(model, {"epsilon": jnp.float64(EPS1)}, frames, temperature_K=T_K, observable=g,
+                   ref_params=model.params)
     # coordination within 4.5 A (between the fcc shells at 3.75 and 5.3 A): integral of rho g 4 pi r^2 vs ASE
     atoms = argon(2)
     rho = len(atoms) / atoms.get_volume()
@@ -221,7 +229,7 @@ def test_smooth_rdf_counts_neighbours_and_is_differentiable(runs):
     assert res.grad["epsilon"].shape == r.shape and np.all(np.isfinite(res.grad["epsilon"]))
     bad = rdf([1.0, 7.0])
     with pytest.raises(ValueError, match="exceed the graph cutoff"):
-        reweight(model, model.params, frames, T_K, bad, with_grad=False)
+        reweight(model, model.params, frames, temperature_K=T_K, observable=bad, with_grad=False)
 
 
 def test_frames_from_trajectory_reads_simulation_layout(tmp_path, runs):
@@ -305,8 +313,9 @@ def test_short_time_msd_gradient_matches_finite_differences(gamma):
     key = jax.random.PRNGKey(3)  # the same random numbers at eps +- h
 
     def run(eps):
-        return msd_and_grad({"epsilon": jnp.float64(eps)}, lj_model().module, species, x0, v0, cell, mask, masses,
-                            T_K, 5.0, gamma, key, cap, 50)  # 0.25 ps
+        return msd_and_grad({"epsilon": jnp.float64(eps)}, lj_model().module, species, positions=x0, velocities=v0,
+                            cell=cell, atom_mask=mask, masses=masses, temperature_K=T_K, dt_fs=5.0,
+                            gamma_per_ps=gamma, key=key, capacity=cap, n_steps=50)  # 0.25 ps
 
     value, grad, moved, overflow = run(EPS)
     h = 1e-5 * EPS
@@ -346,13 +355,13 @@ def test_msd_group_and_strain_sensitivity_equal_central_differences():
     kw = dict(window_fs=200.0, dt_fs=5.0, gamma_per_ps=1.0, n_windows=1, seed=5, skin=2.0)
     base = lj_model()
     model64 = type(base)(base.module, {"epsilon": jnp.float64(EPS)}, base.name)  # float64: h = 1e-5 below
-    res = study.msd_sensitivity(model64, frames, 300.0, np.ones(len(species), bool), **kw)
+    res = study.msd_sensitivity(model64, frames, 300.0, mobile=np.ones(len(species), bool), **kw)
 
     def msd_at(eps_scale=0.0, strain=0.0, direction="hydrostatic"):
         m = jnp.eye(3) + strain * jnp.asarray(study.STRAINS[direction])
         model = type(base)(base.module, {"epsilon": jnp.float64(EPS) * (1 + eps_scale)}, base.name)
         f = Frames(species, (x0 @ m)[None], (cell @ m)[None], mask)
-        return study.msd_sensitivity(model, f, 300.0, np.ones(len(species), bool), **kw)["msd_A2"]
+        return study.msd_sensitivity(model, f, 300.0, mobile=np.ones(len(species), bool), **kw)["msd_A2"]
 
     h = 1e-5
     fd = (msd_at(eps_scale=h) - msd_at(eps_scale=-h)) / (2 * h)
@@ -383,8 +392,8 @@ def test_stress_refinement_recovers_the_parameter_of_a_direct_run(runs):
     # statistical error of eps: pressure errors of both runs over the slope d<P>/d eps at the answer
     graphs0, _ = frame_graphs(frames0, model.cutoffs)
     sampled = np.asarray(frame_map(virial_pressure, model.module, p0, frames0, graphs0))
-    slope = float(reweight(model, res.params, frames0, T_K, virial_pressure, ref_params=p0, graphs=graphs0,
-                           select=["pair"]).grad["epsilon"])
+    slope = float(reweight(model, res.params, frames0, temperature_K=T_K, observable=virial_pressure, ref_params=p0,
+                           graphs=graphs0, select=["pair"]).grad["epsilon"])
     direct_p = -np.trace(direct, axis1=1, axis2=2) / 3
     err = np.hypot(_sem(sampled) / np.sqrt(res.history[-1]["ess_fraction"][0]), _sem(direct_p)) / abs(slope)
     print(f"refined eps {eps:.6g} eV vs eps1 {EPS1:.6g} +- {err:.2g} (start {EPS:.6g}), {res.reason}, "

@@ -21,7 +21,7 @@ PROTO = dict(dt_fs=4.0, start_K=50.0, heat_ps=0.2, nvt_ps=0.2, production_ps=1.2
 def test_sweep_structures_x_temperatures_writes_reports(tmp_path):
     proto = Protocol(temperatures_K=(150.0, 250.0), **PROTO)
     structures = {"dense": argon(2, a=5.3, seed=1), "open": argon(2, a=5.6, seed=2)}
-    rows = sweep(lj_model(), structures, proto, tmp_path, species="Ar", window_fs=(100.0, 400.0))
+    rows = sweep(lj_model(), structures, proto, out=tmp_path, species="Ar", window_fs=(100.0, 400.0))
     assert [r["structure"] for r in rows] == ["dense", "open"]
     for name in structures:
         text = (tmp_path / name / "transport.json").read_text()
@@ -47,15 +47,15 @@ def test_study_refused_before_md(tmp_path):
     # one temperature, or a production with too few frames / too short for any window: refused with a
     # message before the MD (the model is never called: None would fail at once)
     with pytest.raises(ValueError, match="at least two distinct temperatures"):
-        study(None, argon(2), Protocol(temperatures_K=(200.0,), **PROTO), tmp_path)
+        study(None, argon(2), Protocol(temperatures_K=(200.0,), **PROTO), out=tmp_path)
     with pytest.raises(ValueError, match="at least two distinct temperatures"):
-        sweep(None, {"a": argon(2)}, Protocol(temperatures_K=(200.0, 200.0), **PROTO), tmp_path)
+        sweep(None, {"a": argon(2)}, Protocol(temperatures_K=(200.0, 200.0), **PROTO), out=tmp_path)
     few = dict(PROTO, save_every_fs=40.0)  # 1.2 ps every 40 fs: 31 frames
     with pytest.raises(ValueError, match="31 frames; a diffusive window needs >= 49"):
-        study(None, argon(2), Protocol(temperatures_K=(150.0, 250.0), **few), tmp_path)
+        study(None, argon(2), Protocol(temperatures_K=(150.0, 250.0), **few), out=tmp_path)
     short = dict(PROTO, production_ps=0.2, save_every_fs=2.0, dt_fs=2.0)  # 101 frames but 0.2 ps
     with pytest.raises(ValueError, match="too short for any diffusive window"):
-        study(None, argon(2), Protocol(temperatures_K=(150.0, 250.0), **short), tmp_path)
+        study(None, argon(2), Protocol(temperatures_K=(150.0, 250.0), **short), out=tmp_path)
     assert not (tmp_path / "md").exists()
 
 
