@@ -6,7 +6,11 @@
 # plus chgnet 0.4.2 and nvidia-ml-py3 for the PyTorch baseline, to stay under the 64 MiB carry. Writes /tmp/job/out/perf/:
 #   torch_baseline.json   PyTorch CHGNet 0.3.0 on the same card (shared/bench's script, verbatim copy)
 #   bench_md_r{R}.json    lycb_jax NVT, R replicas x 427 atoms: the replica scaling curve
+#   profile_step.json     JAX profiler: top kernels of one MD step (8 x 427 atoms) with HLO bytes and GB/s (issue 31),
+#                         plus profile_step.log, profile_step.xplane.pb and the chunk's optimized HLO (.txt.gz)
 #   ncu_step.csv          Nsight Compute on about one MD step's kernels: time, DRAM bytes, bandwidth
+# Knobs: REPLICAS, N, STEPS, *_TIMEOUT; NO_TORCH, NO_BENCH, NO_PROFILE, NO_NCU skip a section;
+# PROFILE_ONLY=1: device.txt and the profile only (about 2-3 min).
 set -uo pipefail
 job=${JOB:-/tmp/job}; out=$job/out/perf src=$job/src
 mkdir -p $out $src
@@ -16,14 +20,24 @@ export PYTHONPATH=/tmp/site:$src MPLBACKEND=Agg PYTHONUNBUFFERED=1 OUT=$out
 cd $src
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no GPU"
   python3 -c "import jax, torch; print('jax', jax.__version__, jax.devices(), 'torch', torch.__version__)"; } > $out/device.txt 2>&1
-echo "== torch baseline"; timeout 240 python3 benchmarks/torch_chgnet_baseline.py > $out/torch_baseline.log 2>&1
-tail -3 $out/torch_baseline.log
+[ -n "${PROFILE_ONLY:-}" ] && { NO_TORCH=1; NO_BENCH=1; NO_NCU=1; }
+if [ -z "${NO_TORCH:-}" ]; then
+  echo "== torch baseline"; timeout 240 python3 benchmarks/torch_chgnet_baseline.py > $out/torch_baseline.log 2>&1
+  tail -3 $out/torch_baseline.log
+fi
+[ -n "${NO_BENCH:-}" ] && REPLICAS=none
 for r in ${REPLICAS:-1 4 8 16 32}; do
+  [ "$r" = none ] && continue
   echo "== bench_md replicas $r"
   timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/bench_md.py --n ${N:-4} --replicas $r --steps ${STEPS:-200} --stride 50 > $out/bench_md_r$r.log 2>&1
   [ -f $out/bench_md.json ] && mv $out/bench_md.json $out/bench_md_r$r.json  # bench_md writes $OUT/bench_md.json
   tail -1 $out/bench_md_r$r.log
 done
+if [ -z "${NO_PROFILE:-}" ]; then
+  echo "== profile_step (top kernels, HLO bytes, GB/s)"
+  timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/profile_step.py --n ${N:-4} --replicas 8 --steps 100 --chunks 2 --top 15 > $out/profile_step.log 2>&1
+  echo "profile_step rc $?"; grep -E "^peak|^== whole step" $out/profile_step.log
+fi
 [ -n "${NO_NCU:-}" ] && { echo PERF_DONE; exit 0; }
 echo "== ncu"
 ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
