@@ -94,7 +94,7 @@ def main() -> None:
     packed = pack_dataset(ds, buckets, model.cutoffs)
     labels = param_labels(model.params, cfg.freeze, model.module.layer_groups())
     tx = make_optimizer(cfg, labels)
-    train_step, eval_step = make_steps(model.module, tx, labels, cfg)
+    train_step, eval_step = make_steps(model.module, tx, labels, cfg=cfg)
     dev = jax.devices()[0]
     res = {"device": f"{dev.platform}: {dev.device_kind}", "jax": jax.__version__,
            "matmul_precision": str(jax.config.jax_default_matmul_precision), "data": os.path.relpath(data, ROOT),

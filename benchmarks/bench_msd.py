@@ -160,7 +160,7 @@ def main():
     rows.append(("lycb_jax msd_fft (tracer + collective)", args.temps, c, r))
 
     def window_and_gls(p):  # MSD + diffusive window + GLS D with the MSD covariance, as diffusion_coefficient
-        return A.diffusion_coefficient(p, 1.0, mobile, ~mobile, mesh=None)
+        return A.diffusion_coefficient(p, 1.0, mobile, framework=~mobile, mesh=None)
 
     jax.block_until_ready(pos)
     window_and_gls(pos[:1, : min(frames, 2000)])  # compile the small-shape programs once

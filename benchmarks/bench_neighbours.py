@@ -62,7 +62,7 @@ for n in args.sizes:
     row.update(binned_s=t, binned_temp_bytes_per_atom=None if mem is None else mem / N,
                binned_edges=int(e.n_edges), binned_overflow=bool(e.overflow), grid=grid, per_bin=per_bin)
     if N <= args.brute_max:
-        e2, t2, mem2 = bench(lambda x, c, m: build_edges(x, c, m, CUT, size, (1, 1, 1)), x, c, m)
+        e2, t2, mem2 = bench(lambda x, c, m: build_edges(x, c, m, cutoff=CUT, size=size, images=(1, 1, 1)), x, c, m)
         row.update(brute_s=t2, brute_temp_bytes_per_atom=None if mem2 is None else mem2 / N, brute_edges=int(e2.n_edges))
         assert int(e2.n_edges) == int(e.n_edges), "brute force and cell list disagree"
     rows.append(row)

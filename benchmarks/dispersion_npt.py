@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 from ase.io import read
 
 import lycb_jax
 from lycb_jax.md import Protocol, Simulation
+from lycb_jax.md.trajectory import read_trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "dispersion" / "d3_check.json"
@@ -43,7 +43,7 @@ def main(npt_ps: float = 6.0) -> dict:
             t = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
                 Simulation(model, atoms, protocol, tmp, progress=False).run()
-                with h5py.File(Path(tmp) / "trajectory.h5") as f:
+                with read_trajectory(Path(tmp) / "trajectory.h5") as f:
                     vol = np.asarray(f["npt"]["volume"])[0] / len(atoms)
                     cells = np.asarray(f["npt"]["cell"])[0]
             half = vol[len(vol) // 2:]

@@ -243,9 +243,9 @@ def base_env(work: Path, inp: Path, snap: Path | None) -> dict:
 # -- comparing ----------------------------------------------------------------------------------------------
 
 def _h5_equal(a: Path, b: Path) -> str | None:
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
-    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+    with read_trajectory(a) as fa, read_trajectory(b) as fb:
         names_a, names_b = [], []
         fa.visit(names_a.append)  # (append returns None: visit goes on)
         fb.visit(names_b.append)

@@ -124,7 +124,7 @@ def parents(S, model, args, kw, out, summary):
         rows = S.rank_relaxed([relaxed[k] for k in idx], top=args.top)
         for r in rows:
             r.update({k: v for k, v in info[idx[r["index"]]].items() if k != "parent"})
-        S.write_ranking(rows, out, parent, args.top)
+        S.write_ranking(rows, out, parent, top=args.top)
         bases[f"{parent}0"] = rows[0]["structure"]
         p3c1 = [dict(rank=r["rank"], de_meV_atom=r["de_meV_atom"], spacegroup=S.spacegroup(r["structure"], 0.1))
                 for r in rows if r["spacegroup_unrelaxed"].startswith("P-3c1")]

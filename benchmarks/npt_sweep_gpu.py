@@ -108,10 +108,10 @@ def main():
                   slow_chunks=[dict(index=i, **chunks[i]) for i in slow],
                   capacity_changes=sum(c["capacity_changed"] for c in chunks), chunks=len(chunks))
 
-    import h5py
+    from lycb_jax.md.trajectory import read_trajectory
 
     per_replica = []
-    with h5py.File(out / "trajectory.h5") as f:
+    with read_trajectory(out / "trajectory.h5") as f:
         avg = f["npt"].attrs["average_cell"] if "npt" in f and "average_cell" in f["npt"].attrs else None
         for r, (name, t) in enumerate(labels):
             row = dict(structure=name, T_K=t, alive=bool(summary["alive"][r]))

@@ -17,12 +17,12 @@ import json
 import time
 from pathlib import Path
 
-import h5py
 import jax
 import numpy as np
 from ase.io import read
 
 from lycb_jax import md
+from lycb_jax.md.trajectory import read_trajectory
 from lycb_jax.models import load_model, save_checkpoint
 from lycb_jax.sensitivity import dft_penalty, frames_from_trajectory, refine_stress, stress_target
 from lycb_jax.train.data import as_dataset
@@ -111,7 +111,7 @@ def npt_check(model, folder):
                         npt_average_ps=args.npt_ps / 2, production_ps=0.0, save_every_fs=50.0, chunk_ps=1.0,
                         checkpoint_every_ps=1.0, barostat="tri")
     md.Simulation(model, list(cells.values()), proto, folder, resume=(folder / "checkpoint.npz").exists()).run()
-    with h5py.File(folder / "trajectory.h5", "r") as f:
+    with read_trajectory(folder / "trajectory.h5") as f:
         vol = np.asarray(f["npt"]["volume"]) / len(cells["LYC"])
         cell = np.asarray(f["npt"]["cell"])
     half = vol.shape[1] // 2

@@ -47,7 +47,7 @@ def main():
     params = {"epsilon": jnp.float64(EPS)}
 
     # equilibrate, then take start states 1 ps apart
-    x, v = jnp.asarray(atoms.positions), maxwell_boltzmann(jax.random.PRNGKey(0), masses, mask, t_k)
+    x, v = jnp.asarray(atoms.positions), maxwell_boltzmann(jax.random.PRNGKey(0), masses, mask, temperature_K=t_k)
     key = jax.random.PRNGKey(1)
     steps_1ps = round(1000 / dt)
     starts = []

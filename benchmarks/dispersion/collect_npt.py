@@ -58,8 +58,9 @@ def expansion(rows: list[dict]) -> list[dict]:
 
 def plot(folder: Path, rows: list[dict], out: Path) -> None:
     """Left: each replica's NpT volume trace (the averaging window shaded); right: V(T) against experiment."""
-    import h5py
     import matplotlib
+
+    from lycb_jax.md.trajectory import read_trajectory
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -71,7 +72,7 @@ def plot(folder: Path, rows: list[dict], out: Path) -> None:
         trace, vt = axes[i]
         for sub, label in LABELS.items():
             res = json.loads((folder / sub / "npt_sweep.json").read_text())
-            with h5py.File(folder / sub / "thermo.h5") as f:
+            with read_trajectory(folder / sub / "thermo.h5") as f:  # extract.py's trajectory.h5 less positions
                 t_ps = f["npt/time_fs"][:] / 1000
                 for r, rep in enumerate(res["per_replica"]):
                     if rep["structure"] == name:

@@ -4,7 +4,7 @@
 # separate .npy files (one per run, < 16 MiB). The full trajectory stays on the machine.
 #   bash benchmarks/reproduction/pack.sh
 set -euo pipefail
-export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+export PYTHONPATH=/tmp/site:${JOB:-/tmp/job}/src:${PYTHONPATH:-}  # extract.py reads through lycb_jax.md.trajectory
 for traj in ${JOB:-/tmp/job}/out/*/sweep/md/trajectory.h5; do
   run=$(basename "$(dirname "$(dirname "$(dirname "$traj")")")")
   python3 ${JOB:-/tmp/job}/src/benchmarks/reproduction/extract.py "$traj" "$(dirname "$traj")"

@@ -53,7 +53,7 @@ def kpoint_grid(cell: np.ndarray, density: float) -> tuple[int, int, int]:
 
 
 def gpaw_labeller(ecut_eV: float = 400.0, kpoint_density: float = 1.5, smearing_eV: float = 0.05,
-                  xc: str = "PBE", txt: str | None = None) -> ASELabeller:
+                  *, xc: str = "PBE", txt: str | None = None) -> ASELabeller:
     """GPAW plane-wave DFT (PAW setups of gpaw-data), Gamma-centred k-points from ``kpoint_density``
     (points per 2 pi / A), Fermi-Dirac smearing, no spin, no symmetry (forces and stress of distorted cells)."""
     settings = {"code": "gpaw", "mode": "pw", "ecut_eV": ecut_eV, "xc": xc, "kpoint_density_per_2pi_A": kpoint_density,
@@ -146,7 +146,7 @@ def _label_one(labeller: ASELabeller, atoms: Atoms) -> Atoms:
     return labeller.label(atoms)
 
 
-def label_structures(structures: Sequence[Atoms], labeller: ASELabeller, cache: str | Path, workers: int = 1,
+def label_structures(structures: Sequence[Atoms], labeller: ASELabeller, cache: str | Path, *, workers: int = 1,
                      progress: bool = True) -> list[Atoms]:
     """Labels of ``structures`` (in order), computing only those not in the ``cache`` database;
     ``workers`` processes in parallel (set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS to 1 for DFT)."""

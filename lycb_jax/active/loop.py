@@ -186,7 +186,8 @@ def active_learn(parents: dict[str, object], labeller: ASELabeller, out: str | P
         if not verified(labelled):
             if verbose:
                 print(f"iteration {k} (T = {temperature:.0f} K): labelling {len(read(cand, ':'))} structures", flush=True)
-            _atomic_write(labelled, label_structures(read(cand, ":"), labeller, out / "labels.db", workers, verbose),
+            _atomic_write(labelled, label_structures(read(cand, ":"), labeller, out / "labels.db", workers=workers,
+                                                     progress=verbose),
                           "active_labelled")
         labelled_files.append(labelled)
         if not (model_dir / "manifest.json").exists() or has_train_state(model_dir):

@@ -22,7 +22,7 @@ def position_features(positions: np.ndarray, cells: np.ndarray | None = None) ->
 
 
 def farthest_point_sampling(features: np.ndarray, n: int, selected: np.ndarray | None = None,
-                            first: int = 0) -> np.ndarray:
+                            *, first: int = 0) -> np.ndarray:
     """Indices of ``n`` rows of ``features`` [M, D] chosen greedily, each the farthest (squared
     Euclidean distance) from all rows chosen before it and from the rows of ``selected`` [K, D]
     (e.g. structures already in the training set). Without ``selected`` the first pick is ``first``.

@@ -61,9 +61,9 @@ def extrapolate(fit, temperature=300.0):
     return d, d * ln_err, ln_err
 
 
-def conductivity_at(fit, n_ions, volume_A3, temperature=300.0, charge=1.0):
+def conductivity_at(fit, n_ions, volume_A3, *, temperature=300.0, charge=1.0):
     """Nernst-Einstein conductivity (mS/cm) at ``temperature`` (K) from the Arrhenius fit, with its
     propagated 1-sigma error (from the fit covariance, linearised in ln sigma); volume in A^3."""
     d, d_err, _ = extrapolate(fit, temperature)
-    f = nernst_einstein(1.0, n_ions, volume_A3, temperature, charge)
+    f = nernst_einstein(1.0, n_ions, volume_A3, temperature=temperature, charge=charge)
     return d * f, d_err * f

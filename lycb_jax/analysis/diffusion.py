@@ -39,7 +39,7 @@ from lycb_jax.units import E_CHARGE, KB_J
 A2_PER_FS_TO_CM2_PER_S = 0.1  # 1 A^2/fs = 1e-16 cm^2 / 1e-15 s
 
 
-def fit_einstein(msd, dt_fs, i0, i1, weights=None, dim=3):
+def fit_einstein(msd, dt_fs, i0, *, i1, weights=None, dim=3):
     """Ordinary (weighted) least squares D (cm^2/s) of MSD = 2 dim D t + c over lags i0..i1 (frames).
 
     msd [T] (A^2) at lags spaced by dt_fs (fs); ``weights`` [T] optional.  Returns (D, intercept
@@ -144,8 +144,8 @@ def _analyse_one(x, msd, msd_c, dt_fs, n_atoms, hop, window_fs, opts):
     n_frames = msd.size
     f = A2_PER_FS_TO_CM2_PER_S / (6.0 * dt_fs)  # A^2/frame slope -> D in cm^2/s
     if window_fs is None:
-        win = find_window(msd, n_atoms, dt_fs, hop, min_origins=opts["min_origins"], slope_tol=opts["slope_tol"],
-                          z=opts["z"], max_alpha_err=opts["max_alpha_err"])
+        win = find_window(msd, n_atoms, dt_fs, hop_distance=hop, min_origins=opts["min_origins"],
+                          slope_tol=opts["slope_tol"], z=opts["z"], max_alpha_err=opts["max_alpha_err"])
         grid, alpha, alpha_err, i0, i1 = win.grid, win.alpha, win.alpha_err, win.i0, win.i1
         converged, reason, note, source = win.converged, win.reason, None, "auto"
     else:
@@ -202,7 +202,7 @@ def framework_msd(positions, framework, masses=None) -> np.ndarray:
     return np.mean(np.sum(d**2, -1), -1)
 
 
-def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=None, *, hop_distance=None,
+def diffusion_coefficient(positions, dt_fs, mobile=None, *, framework=None, masses=None, hop_distance=None,
                           min_origins=3, slope_tol=0.05, z=3.0, max_alpha_err=0.3, window_fs=None, n_points=40,
                           collective_max_rel_err=0.3, temperature=None, volume_A3=None, charge=1.0, mesh="auto"):
     """Tracer/collective D (cm^2/s) of unwrapped positions [T, N, 3] or [R, T, N, 3] (A).
@@ -244,7 +244,7 @@ def diffusion_coefficient(positions, dt_fs, mobile=None, framework=None, masses=
     return res if x.ndim == 4 else res[0]
 
 
-def diffusion_from_streaming(lag_fs, msd_tracer, msd_collective, run_fs, n_mobile, *, hop_distance=None,
+def diffusion_from_streaming(lag_fs, msd_tracer, msd_collective, *, run_fs, n_mobile, hop_distance=None,
                              min_origins=3, slope_tol=0.05, z=3.0, max_alpha_err=0.3, window_fs=None, n_points=40,
                              collective_max_rel_err=0.3, temperature=None, volume_A3=None, charge=1.0,
                              framework_msd_A2=None) -> Diffusion:
@@ -314,7 +314,7 @@ def _run_replicas(run, x, mesh):
     return list(out)
 
 
-def nernst_einstein(D, n_ions, volume_A3, temperature, charge=1.0):
+def nernst_einstein(D, n_ions, volume_A3, *, temperature, charge=1.0):
     """Eq. 4: sigma = (N / V) q^2 D / (kB T) in mS/cm; D in cm^2/s, V in A^3, T in K, q in e."""
     n_per_cm3 = n_ions / (volume_A3 * 1e-24)
     return 1e3 * n_per_cm3 * (charge * E_CHARGE) ** 2 * D / (KB_J * temperature)

@@ -85,7 +85,7 @@ def _select(positions, mobile=None, framework=None, masses=None, dtype=jnp.float
     return x
 
 
-def msd_fft(positions, mobile=None, framework=None, masses=None, dtype=jnp.float32):
+def msd_fft(positions, mobile=None, framework=None, *, masses=None, dtype=jnp.float32):
     """Tracer and collective MSD of unwrapped positions [T, N, 3] (A) at lags 0..T-1 (frames).
 
     mobile: boolean mask [N] of the diffusing ions (default all atoms); framework: boolean mask

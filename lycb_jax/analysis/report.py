@@ -51,7 +51,7 @@ def _arrhenius_line(temps, d, d_err, *, n_mobile, volume_A3, t_extrapolate, char
     temps = np.asarray(temps, float)
     fit = arrhenius_fit(temps, d, d_err)
     d_x, d_x_err, _ = extrapolate(fit, t_extrapolate)
-    s, s_err = conductivity_at(fit, n_mobile, volume_A3, t_extrapolate, charge)
+    s, s_err = conductivity_at(fit, n_mobile, volume_A3, temperature=t_extrapolate, charge=charge)
     line.update(Ea=_num(fit.Ea), Ea_err=_num(fit.Ea_err), D0=_num(fit.D0), D0_err=_num(fit.D0_err),
                 cov_lnD0_Ea=np.asarray(fit.cov, float).tolist(), chi2_red=_num(fit.chi2_red),
                 arrhenius_line=dict(x="1000/T (1/K)", y="ln D (cm^2/s)", x_mean=float(fit.x_mean),

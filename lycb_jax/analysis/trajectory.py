@@ -62,7 +62,7 @@ class Trajectory:
         return nearest_distance(self.positions[0], cell[0] if cell.ndim == 3 else cell, self.masks(species)[0])
 
 
-def trajectory_from_arrays(positions, symbols, cell, dt_fs, wrapped="raise"):
+def trajectory_from_arrays(positions, symbols, cell, *, dt_fs, wrapped="raise"):
     """Trajectory from raw arrays; ``wrapped`` = 'raise' (ValueError on wrapped coordinates) or 'unwrap'."""
     pos = np.asarray(positions, np.float64)
     cell = np.asarray(cell, np.float64)
@@ -77,7 +77,7 @@ def trajectory_from_arrays(positions, symbols, cell, dt_fs, wrapped="raise"):
     return Trajectory(pos, list(symbols), cell, float(dt_fs))
 
 
-def trajectory_from_file(path, dt_fs, index=":", wrapped="raise", **read_kwargs):
+def trajectory_from_file(path, dt_fs, index=":", *, wrapped="raise", **read_kwargs):
     """Trajectory from any ASE-readable file (``ase.io.read(path, index=':')``); dt_fs between frames."""
     import ase.io
 
@@ -90,10 +90,10 @@ def trajectory_from_file(path, dt_fs, index=":", wrapped="raise", **read_kwargs)
     cell = np.stack([a.cell.array for a in frames])
     if np.allclose(cell, cell[0]):
         cell = cell[0]
-    return trajectory_from_arrays(pos, frames[0].get_chemical_symbols(), cell, dt_fs, wrapped)
+    return trajectory_from_arrays(pos, frames[0].get_chemical_symbols(), cell, dt_fs=dt_fs, wrapped=wrapped)
 
 
-def analyze_trajectory(traj, temperature, species="Li", remove_drift=True, charge=1.0, **kwargs):
+def analyze_trajectory(traj, temperature, species="Li", *, remove_drift=True, charge=1.0, **kwargs):
     """Diffusion + conductivity of ``species`` in a ``Trajectory`` at ``temperature`` (K).
 
     Drift: the mass-weighted centre of mass of all other atoms is removed (``remove_drift``).  The hop
@@ -103,8 +103,8 @@ def analyze_trajectory(traj, temperature, species="Li", remove_drift=True, charg
     mobile, framework = species_masks(traj.symbols, species)
     if kwargs.get("hop_distance") is None:
         kwargs["hop_distance"] = traj.hop_distance(species)
-    return diffusion_coefficient(traj.positions, traj.dt_fs, mobile, framework if remove_drift else None,
-                                 traj.masses, temperature=temperature, volume_A3=traj.volume_A3, charge=charge,
+    return diffusion_coefficient(traj.positions, traj.dt_fs, mobile, framework=framework if remove_drift else None,
+                                 masses=traj.masses, temperature=temperature, volume_A3=traj.volume_A3, charge=charge,
                                  **kwargs)
 
 
@@ -149,7 +149,7 @@ def replica_groups(h5_path) -> dict:
     return {k: np.asarray(v) for k, v in groups.items()}
 
 
-def read_md_trajectory(h5_path, stage="production", replicas=None, alive=None) -> MDTrajectory:
+def read_md_trajectory(h5_path, stage="production", replicas=None, *, alive=None) -> MDTrajectory:
     """Read ``stage`` of a lycb-jax trajectory.h5 for ``replicas`` (indices, default all) that are
     ``alive`` (boolean [n_replicas], default all).  Symbols and masses are those of the first
     requested replica (per-replica attributes [R, N]) or the shared ones ([N])."""
@@ -199,7 +199,7 @@ def analyse_md(h5_path, out, species="Li", *, stage="production", alive=None, re
         raise ValueError(f"{h5_path}: the replicas to analyse belong to {len(mixed)} structures ({', '.join(mixed)}); "
                          "one Arrhenius set is one structure: analyse each group (lycb_jax.analysis.replica_groups; "
                          "lycb-jax analyze does this and writes one report per structure)")
-    md = read_md_trajectory(h5_path, stage, replicas, alive)
+    md = read_md_trajectory(h5_path, stage, replicas, alive=alive)
     if len(md.replicas) == 0:
         raise ValueError(f"{h5_path}: no replica left to analyse (all failed or none selected)")
     mobile, framework = species_masks(md.symbols, species)
@@ -208,7 +208,7 @@ def analyse_md(h5_path, out, species="Li", *, stage="production", alive=None, re
     elif hop_distance is None and np.isfinite(md.cells).all():  # files written without it
         hop_distance = nearest_distance(md.positions[0, 0], md.cells[0], mobile)
     if msd_source == "frames":
-        results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework, md.masses,
+        results = diffusion_coefficient(md.positions, md.dt_fs, mobile, framework=framework, masses=md.masses,
                                         hop_distance=hop_distance, window_fs=window_fs, temperature=md.temperatures,
                                         volume_A3=md.volumes_A3)
         results = results if isinstance(results, list) else [results]
@@ -236,7 +236,7 @@ def _streaming_results(h5_path, stage, md, species, mobile, framework, hop_dista
     fw = framework_msd(md.positions, framework, md.masses) if np.any(framework) else np.full(len(md.replicas), np.nan)
     out = []
     for k in range(len(md.replicas)):
-        out.append(diffusion_from_streaming(lag, tracer[k], collective[k], run_fs, int(np.sum(mobile)),
+        out.append(diffusion_from_streaming(lag, tracer[k], collective[k], run_fs=run_fs, n_mobile=int(np.sum(mobile)),
                                             hop_distance=hop_distance, window_fs=window_fs,
                                             temperature=md.temperatures[k], volume_A3=md.volumes_A3[k],
                                             framework_msd_A2=float(np.atleast_1d(fw)[k])))

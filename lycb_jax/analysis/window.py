@@ -85,7 +85,7 @@ def slope_test(msd, n_atoms: int, i1: int):
     return grid, slope, err
 
 
-def find_window(msd, n_atoms: int, dt_fs: float, hop_distance: float, *, min_origins: int = 3,
+def find_window(msd, n_atoms: int, dt_fs: float, *, hop_distance: float, min_origins: int = 3,
                 slope_tol: float = 0.05, z: float = 3.0, max_alpha_err: float = 0.3) -> Window:
     """Diffusive fit window of the tracer MSD [T] (A^2) of ``n_atoms`` ions (module docstring)."""
     m = np.asarray(msd, np.float64)
@@ -136,8 +136,8 @@ def min_converging_D(production_ps: float, hop_distance: float = DEFAULT_HOP_DIS
     return hop_distance**2 / (6.0 * t_ps) * 1e-4  # A^2/ps -> cm^2/s
 
 
-def check_production(temperatures_K, production_ps: float, save_every_fs: float, hop_distance: float = DEFAULT_HOP_DISTANCE,
-                     min_origins: int = 3) -> str:
+def check_production(temperatures_K, production_ps: float, save_every_fs: float, *,
+                     hop_distance: float = DEFAULT_HOP_DISTANCE, min_origins: int = 3) -> str:
     """Refuse (ValueError) a transport study that cannot give an Arrhenius fit or any diffusive window,
     before its MD runs: fewer than two temperatures, fewer stored production frames than any window
     needs, or a production so short that even D = 1e-3 cm^2/s could not pass the shortest plausible hop

@@ -136,13 +136,13 @@ def cmd_study(args) -> int:
     from lycb_jax.cli.analyze import print_summary
 
     print(summary["feasibility"])
-    print_volumes(summary, structure, Path(args.out) / "md" / "trajectory.h5", protocol)
+    print_volumes(summary, structure, Path(args.out) / "md" / "trajectory.h5", protocol=protocol)
     print_summary(summary)  # per T: D or NOT CONVERGED with the reason; Ea and sigma(300 K) or the refusal
     print(f"report written to {args.out}/ (transport.json, transport.csv, msd.png, arrhenius.png, thermo.png)")
     return 0
 
 
-def print_volumes(summary: dict, structure, trajectory, protocol) -> None:
+def print_volumes(summary: dict, structure, trajectory, *, protocol) -> None:
     """One line per temperature: the production volume (the NpT average cell; A^3/atom), the standard
     deviation of the NpT volume over the averaging window (a spread, not an error of the mean), and, for
     a composition with a shipped experimental structure, the difference to experiment."""

@@ -28,8 +28,8 @@ class Batch:
 PACK_HEADROOM = 1.15  # capacity over the exact counts of a packed batch (single points: nothing moves)
 
 
-def pack(systems: Sequence[System], headroom: float = PACK_HEADROOM, n_atoms: int | None = None,
-         n_systems: int | None = None, *, cutoffs: tuple[float, float | None]) -> Batch:
+def pack(systems: Sequence[System], headroom: float = PACK_HEADROOM, n_atoms: int | None = None, *,
+         n_systems: int | None = None, cutoffs: tuple[float, float | None]) -> Batch:
     """Pad systems to a bucketed atom count (and batch size) with graph capacities from exact counts
     at the model's ``cutoffs`` (Angstrom). Padding systems are copies of the first one with every
     atom masked out."""

@@ -57,12 +57,12 @@ class Graph:
     overflow: jax.Array
 
 
-def neighbour_edges(positions, cell, atom_mask, cutoff: float, size: int, capacity: Capacity) -> EdgeList:
+def neighbour_edges(positions, cell, atom_mask, *, cutoff: float, size: int, capacity: Capacity) -> EdgeList:
     """Half edges within ``cutoff`` (Angstrom), at most ``size``: by the cell list of ``capacity.bins``
     (:func:`build_edges_binned`, large cells) or by brute force over ``capacity.images``."""
     if capacity.bins is not None:
         return build_edges_binned(positions, cell, atom_mask, cutoff, size, capacity.bins, capacity.per_bin)
-    return build_edges(positions, cell, atom_mask, cutoff, size, capacity.images)
+    return build_edges(positions, cell, atom_mask, cutoff=cutoff, size=size, images=capacity.images)
 
 
 def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: float | None, capacity: Capacity,
@@ -125,7 +125,8 @@ def build_graph(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cap
       capacity: static capacities (hashable; part of the jit cache key). Both cutoffs include
         ``capacity.skin``.
     """
-    edges = neighbour_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.edges, capacity)
+    edges = neighbour_edges(positions, cell, atom_mask, cutoff=capacity.cutoff + capacity.skin, size=capacity.edges,
+                            capacity=capacity)
     bond_cut = None if capacity.bond_cutoff is None else capacity.bond_cutoff + capacity.skin
     return _refined(edges, positions, cell, capacity.cutoff + capacity.skin, bond_cut, capacity, select=False)
 
@@ -142,7 +143,7 @@ def refine_graph(edges: EdgeList, positions: jax.Array, cell: jax.Array, capacit
 
 
 def exact_sizes(edges: EdgeList, positions: jax.Array, cell: jax.Array,
-                cutoffs: tuple[float, float | None]) -> tuple[jax.Array, jax.Array, jax.Array]:
+                *, cutoffs: tuple[float, float | None]) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(half edges, angles, largest number of short bonds at one atom) of the graph that
     :func:`refine_graph` would take from ``edges``, without building it (for capacity checks;
     ``cutoffs[1]`` None: no angles, so 0 and 0)."""

@@ -129,7 +129,7 @@ def count_edges(positions: np.ndarray, cell: np.ndarray, skin: float = 0.0, *, c
 
 
 def measure(systems: Sequence, cutoffs: tuple[float, float | None], skin: float = 0.0,
-            with_list: bool = False) -> Need:
+            *, with_list: bool = False) -> Need:
     """What the graphs of ``systems`` (objects with ``positions`` [N, 3] and ``cell`` [3, 3], Angstrom)
     need at their current geometry: maxima over the systems. With ``with_list`` also the length of
     a Verlet list within cutoff + ``skin`` (the graph itself at the cutoffs); without, the graph is
@@ -147,12 +147,12 @@ def measure(systems: Sequence, cutoffs: tuple[float, float | None], skin: float 
 
 
 def estimate(systems: Sequence, cutoffs: tuple[float, float | None], headroom: float = 1.3,
-             angle_headroom: float | None = None, skin: float = 0.0, with_list: bool = False,
+             *, angle_headroom: float | None = None, skin: float = 0.0, with_list: bool = False,
              bucketed: bool = False) -> Capacity:
     """Capacity for ``systems`` from exact host counts plus headroom (angles fluctuate more: their
     own headroom, default the same). ``bucketed`` rounds edges and angles with :func:`bucket_size`
     (few distinct shapes across data sets) instead of to multiples of 64."""
-    need = measure(systems, cutoffs, skin, with_list)
+    need = measure(systems, cutoffs, skin, with_list=with_list)
     rnd = (lambda n: bucket_size(int(n) + 16)) if bucketed else round_up
     angles = 0 if cutoffs[1] is None else rnd(need.angles * (angle_headroom or headroom))
     bins, per_bin = binning(systems, cutoffs[0] + skin, headroom)
@@ -201,7 +201,7 @@ class _Geometry(NamedTuple):
     cell: np.ndarray
 
 
-def grow(capacity: Capacity, need: Need, factor: float = 1.25, min_factor: float = 1.0, cells=None) -> Capacity:
+def grow(capacity: Capacity, need: Need, factor: float = 1.25, *, min_factor: float = 1.0, cells=None) -> Capacity:
     """Capacity at least ``need`` x ``factor`` (and ``min_factor`` x the old sizes), never smaller.
 
     Edges, angles and the list are rounded up with :func:`bucket_size` (steps of 1.25 to 1.5x): a

@@ -46,7 +46,7 @@ class EdgeList:
     max_per_bin: jax.Array  # most atoms in one bin of a cell-list build (0 for brute force)
 
 
-def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, cutoff: float, size: int,
+def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, *, cutoff: float, size: int,
                 images: tuple[int, int, int]) -> EdgeList:
     """All half edges shorter than ``cutoff`` (Angstrom), by brute force over atom pairs and images.
 

@@ -21,13 +21,14 @@ from lycb_jax.graph.edges import EdgeList
 def verlet_list(positions, cell, atom_mask, capacity: Capacity) -> EdgeList:
     """Half edges within ``capacity.cutoff + capacity.skin`` (Angstrom), ``capacity.list_edges`` of them
     (a cell list when ``capacity.bins`` is set, else brute force)."""
-    return neighbour_edges(positions, cell, atom_mask, capacity.cutoff + capacity.skin, capacity.list_edges, capacity)
+    return neighbour_edges(positions, cell, atom_mask, cutoff=capacity.cutoff + capacity.skin,
+                           size=capacity.list_edges, capacity=capacity)
 
 
 def graph_sizes(edges: EdgeList, positions, cell, capacity: Capacity) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(half edges, angles, most short bonds at one atom) of the exact graph at the model's cutoffs
     that ``refine_graph`` takes from ``edges`` at these positions."""
-    return exact_sizes(edges, positions, cell, (capacity.cutoff, capacity.bond_cutoff))
+    return exact_sizes(edges, positions, cell, cutoffs=(capacity.cutoff, capacity.bond_cutoff))
 
 
 def drift_bound(positions, cell, ref_positions, ref_cell, capacity: Capacity) -> jax.Array:

@@ -54,7 +54,8 @@ def _why(err: OSError) -> str:
     return err.strerror or str(err)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], point: str, keep_previous: bool = False) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], point: str, *,
+                 keep_previous: bool = False) -> None:
     """Write ``path`` through ``write(fh)`` atomically (temporary file, fsync, rename; the folder is
     created). With ``keep_previous`` the file there before becomes :func:`previous` (path). Fault
     points ``<point>.written``, ``<point>.rotated``, ``<point>.renamed`` (:mod:`lycb_jax.io.faults`).
@@ -108,14 +109,14 @@ def array_digest(arrays: dict) -> str:
     return h.hexdigest()
 
 
-def save_npz(path: str | Path, arrays: dict, point: str, keep_previous: bool = True) -> None:
+def save_npz(path: str | Path, arrays: dict, point: str, *, keep_previous: bool = True) -> None:
     """Write ``arrays`` (name -> array, no object arrays) to ``path`` with their :func:`array_digest`
     as entry ``sha256``, atomically (:func:`atomic_write`), keeping the previous generation."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     if "sha256" in arrays:
         raise ValueError("'sha256' is reserved for the checksum")
     digest = array_digest(arrays)
-    atomic_write(path, lambda fh: np.savez(fh, sha256=np.array(digest), **arrays), point, keep_previous)
+    atomic_write(path, lambda fh: np.savez(fh, sha256=np.array(digest), **arrays), point, keep_previous=keep_previous)
 
 
 def load_npz(path: str | Path) -> dict:

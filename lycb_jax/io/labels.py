@@ -18,7 +18,7 @@ LABEL_FIX = (
 )
 
 
-def check_label_shapes(name: str, n_atoms: int, energy, forces, stress, magmoms) -> None:
+def check_label_shapes(name: str, n_atoms: int, energy, *, forces, stress, magmoms) -> None:
     """InputError naming the structure ``name`` if a label that is present has the wrong shape or is
     not a number: energy a scalar, forces [n_atoms, 3], stress Voigt [6] or [3, 3], magmoms [n_atoms]."""
 

@@ -34,7 +34,7 @@ def capacity_from(ck: dict, cutoffs) -> Capacity:
                     c[7] if bins is not None else 0)
 
 
-def save_checkpoint(path: Path, prev_path: Path, states, fields: dict, replicas) -> None:
+def save_checkpoint(path: Path, prev_path: Path, states, *, fields: dict, replicas) -> None:
     """Write the states' leaves and ``fields`` atomically, with their checksum, to ``path``; the
     checkpoint there before is kept as ``prev_path`` (:func:`lycb_jax.io.durable.previous` of ``path``;
     another process may be killed before writing its own). CheckpointWriteError naming the folder
@@ -86,7 +86,8 @@ def streaming_fields(msd: StreamingMSD | None, every_fs: float) -> dict:
     return {**{f"msd_{k}": np.asarray(v) for k, v in msd._asdict().items()}, "msd_every_fs": every_fs}
 
 
-def streaming_from(ck: dict, n_rep: int, n_atoms: int, levels: int, block: int, every_fs: float) -> StreamingMSD | None:
+def streaming_from(ck: dict, n_rep: int, n_atoms: int, *, levels: int, block: int,
+                   every_fs: float) -> StreamingMSD | None:
     """The streaming MSD state stored in a checkpoint (None if it holds none); ValueError naming the
     file if it was accumulated with another (replicas, atoms, levels, block, interval) than this run's."""
     if "msd_buffer" not in ck:

@@ -56,7 +56,7 @@ class Dynamics(NamedTuple):
     apply: Callable
 
 
-def energy_fn(model: Model, species, atom_mask, capacity: Capacity) -> Callable:
+def energy_fn(model: Model, species, atom_mask, *, capacity: Capacity) -> Callable:
     """jax-md energy function E(R, edges=..., cell=...) in eV: R Cartesian positions (Angstrom),
     ``cell`` the rows, ``edges`` the Verlet list (the exact graph is taken from it at R)."""
 
@@ -68,7 +68,7 @@ def energy_fn(model: Model, species, atom_mask, capacity: Capacity) -> Callable:
     return energy
 
 
-def force_virial_fn(model: Model, species, atom_mask, capacity: Capacity) -> Callable:
+def force_virial_fn(model: Model, species, atom_mask, *, capacity: Capacity) -> Callable:
     """(energy eV, forces [N, 3] eV/A, virial [3, 3] eV) at (positions, cell rows, Verlet list), one
     backward pass (:func:`lycb_jax.models.energy_forces_stress`); virial = -dE/d(strain) = -V sigma."""
 
@@ -123,7 +123,7 @@ def _nvt_invariant(energy, state, kT, settings, edges, cell, potential_energy, k
 
 
 def _npt_invariant(energy, state, kT, settings, edges, cell, potential_energy, kinetic_energy):
-    return npt_conserved(state, potential_energy, kT, settings)
+    return npt_conserved(state, potential_energy, kT, settings=settings)
 
 
 def _nve_invariant(energy, state, kT, settings, edges, cell, potential_energy, kinetic_energy):
@@ -140,13 +140,13 @@ class Ensemble(NamedTuple):
 
 def _fixed_cell_pair(make):
     def pair(model, species, atom_mask, capacity, settings):
-        energy = energy_fn(model, species, atom_mask, capacity)
+        energy = energy_fn(model, species, atom_mask, capacity=capacity)
         return (energy, *make(energy, settings))
     return pair
 
 
 def _npt_pair(model, species, atom_mask, capacity, settings):
-    fv = force_virial_fn(model, species, atom_mask, capacity)
+    fv = force_virial_fn(model, species, atom_mask, capacity=capacity)
     return (lambda R, edges, cell=None, **kw: fv(R, cell, edges)[0], *npt_mtk(fv, settings))
 
 

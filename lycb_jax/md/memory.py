@@ -32,7 +32,7 @@ class MemoryPlan:
     probes: dict  # replicas -> total bytes that XLA reported
 
 
-def chunk_bytes(model, atoms, replicas: int, settings: IntegratorSettings, n_frames: int = 10, stride: int = 10,
+def chunk_bytes(model, atoms, replicas: int, *, settings: IntegratorSettings, n_frames: int = 10, stride: int = 10,
                 capacity=None) -> int:
     """Argument + output + temporary bytes of the MD chunk for ``replicas`` copies of ``atoms`` (ASE Atoms),
     from XLA's memory analysis of the compiled program (nothing is run). ValueError if the backend gives none."""
@@ -73,7 +73,7 @@ def plan_replicas(model, atoms, settings: IntegratorSettings, *, device_bytes: i
     a, b = probe
     if not 0 < a < b:
         raise ValueError(f"probe must be two replica counts 0 < a < b, got {probe}")
-    ma, mb = (chunk_bytes(model, atoms, r, settings, n_frames, stride) for r in (a, b))
+    ma, mb = (chunk_bytes(model, atoms, r, settings=settings, n_frames=n_frames, stride=stride) for r in (a, b))
     per = (mb - ma) / (b - a)
     fixed = ma - per * a
     fit = int((headroom * device_bytes - fixed) // per) if per > 0 else 0

@@ -164,7 +164,7 @@ def npt_mtk(force_virial: Callable, settings: IntegratorSettings):
     return init_fn, apply_fn
 
 
-def npt_conserved(st: NPTState, potential_energy, kT, settings: IntegratorSettings):
+def npt_conserved(st: NPTState, potential_energy, kT, *, settings: IntegratorSettings):
     """The MTK invariant (eV): E + K + |p_g|^2 / 2W + P V + deviatoric work + both chains' energies."""
     n = st.position.shape[0]
     w = (n + 1) * kT * (settings.tau_p_fs * FS) ** 2

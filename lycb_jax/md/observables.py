@@ -37,7 +37,7 @@ class StreamingMSD(NamedTuple):
     mobile: jax.Array  # [N] 1 for the atoms averaged over (the mobile species), 0 for the others
 
 
-def streaming_init(n_atoms: int, levels: int = 5, block: int = 10, dtype=jnp.float32, mobile=None) -> StreamingMSD:
+def streaming_init(n_atoms: int, levels: int = 5, block: int = 10, *, dtype=jnp.float32, mobile=None) -> StreamingMSD:
     """Empty accumulator for ``n_atoms`` atoms covering lags 1 .. block**levels updates; ``mobile``:
     boolean [N] mask of the atoms the MSD averages over (default all)."""
     mobile = jnp.ones(n_atoms, dtype) if mobile is None else jnp.asarray(mobile).astype(dtype)

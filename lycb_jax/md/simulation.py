@@ -175,10 +175,10 @@ class Simulation:
                 for s in self.systems]
 
     def _append(self, f, stage, frames, t0_fs):
-        md_traj.append_frames(f, stage, frames, t0_fs, self.protocol.save_every_fs)
+        md_traj.append_frames(f, stage, frames, t0_fs=t0_fs, save_every_fs=self.protocol.save_every_fs)
 
     def _save_checkpoint(self, states, ck: dict):
-        md_ck.save_checkpoint(self.ck_path, self.prev_ck_path, states, ck, self.replicas)
+        md_ck.save_checkpoint(self.ck_path, self.prev_ck_path, states, fields=ck, replicas=self.replicas)
 
     def _load_checkpoint(self, stages) -> dict | None:
         """The checkpoint to resume from (None: start afresh): the newest one that every process
@@ -209,8 +209,8 @@ class Simulation:
         mom = np.asarray(states.momentum, np.float64)
         if ensemble(settings).box_in_state:  # after NpT: the average cell
             cur = np.asarray(jax.vmap(lambda st: state_cell(st, settings, None))(states), np.float64)
-            pos, mom, cells = to_average_cell(f, prev_name, self.protocol.npt_average_ps * 1000, pos, mom, cur,
-                                              self.protocol.temperatures_K)
+            pos, mom, cells = to_average_cell(f, prev_name, self.protocol.npt_average_ps * 1000, positions=pos,
+                                              momenta=mom, cells=cur, temperatures=self.protocol.temperatures_K)
         key = jax.random.PRNGKey(self.protocol.seed + 1)
         states, capacity = self._init_states(next_ensemble, pos, cells, mom, key, capacity)
         return states, cells, capacity
@@ -242,11 +242,11 @@ class Simulation:
               f"resuming {ck['path']} at stage {si} ({name}), step {step}")
         run = _Run(si, step, md_ck.states_from(ck, template), cells, alive, capacity)
         if self.msd_stride:
-            run.msd = md_ck.streaming_from(ck, self.n_rep, self.n_atoms, p.streaming_msd_levels, p.streaming_msd_block,
-                                           p.streaming_msd_every_fs)
+            run.msd = md_ck.streaming_from(ck, self.n_rep, self.n_atoms, levels=p.streaming_msd_levels,
+                                           block=p.streaming_msd_block, every_fs=p.streaming_msd_every_fs)
             if run.msd is not None:  # the curve of this checkpoint (the file may hold a later one)
-                md_traj.write_streaming_msd(f, "production", run.msd, p.streaming_msd_every_fs,
-                                          p.streaming_msd_species)
+                md_traj.write_streaming_msd(f, "production", run.msd, every_fs=p.streaming_msd_every_fs,
+                                          species=p.streaming_msd_species)
         return run
 
     # -- main loop
@@ -361,7 +361,7 @@ class Simulation:
         f.attrs["drift_bound_meV_per_atom_ps"] = bound
         if heating or name not in f or f[name]["time_fs"].shape[0] < 3:
             return np.zeros(self.n_rep, bool)
-        drift, flagged = stage_drift(f[name], self.n_atoms, bound, alive)
+        drift, flagged = stage_drift(f[name], self.n_atoms, bound, alive=alive)
         for r in np.where(flagged)[0]:
             rep = int(self.replicas[r])
             summary.setdefault("drift_flagged", {}).setdefault(rep, {})[name] = float(drift[r])
@@ -388,8 +388,8 @@ class Simulation:
         if not done and (run.step - run.last_checkpoint) * p.dt_fs < p.checkpoint_every_ps * 1000:
             return
         if run.msd is not None:
-            md_traj.write_streaming_msd(f, stages[run.stage][0], run.msd, p.streaming_msd_every_fs,
-                                      p.streaming_msd_species)
+            md_traj.write_streaming_msd(f, stages[run.stage][0], run.msd, every_fs=p.streaming_msd_every_fs,
+                                      species=p.streaming_msd_species)
         f.flush()
         self._save_checkpoint(run.states, {
             "stage": run.stage + 1 if done else run.stage, "step": 0 if done else run.step, "alive": run.alive,

@@ -24,11 +24,11 @@ def conserved_drift(conserved, time_fs, n_atoms: int) -> np.ndarray:
     return _drift_and_noise(conserved, time_fs, n_atoms)[0]
 
 
-def stage_drift(group, n_atoms: int, bound_meV: float, alive) -> tuple[np.ndarray, np.ndarray]:
+def stage_drift(group, n_atoms: int, bound_meV: float, *, alive) -> tuple[np.ndarray, np.ndarray]:
     """:func:`judge_drift` of the conserved quantity written so far to the trajectory stage ``group``, the
     flags kept for the ``alive`` [R] replicas only; both stored as attributes of the stage
     (``conserved_drift_meV_per_atom_ps``, ``drift_flagged``)."""
-    drift, flagged = judge_drift(group["conserved"][:], group["time_fs"][:], n_atoms, bound_meV)
+    drift, flagged = judge_drift(group["conserved"][:], group["time_fs"][:], n_atoms, bound_meV=bound_meV)
     flagged &= np.asarray(alive)
     group.attrs["conserved_drift_meV_per_atom_ps"] = drift
     group.attrs["drift_flagged"] = flagged
@@ -44,7 +44,7 @@ def _drift_and_noise(conserved, time_fs, n_atoms: int):
     return slope, slope * (t_ps[-1] - t_ps[0]), (c_c - slope[:, None] * t_c).std(axis=1)
 
 
-def judge_drift(conserved, time_fs, n_atoms: int, bound_meV: float) -> tuple[np.ndarray, np.ndarray]:
+def judge_drift(conserved, time_fs, n_atoms: int, *, bound_meV: float) -> tuple[np.ndarray, np.ndarray]:
     """(drift [R] meV/atom/ps, flagged [R]): a replica is flagged when its drift exceeds ``bound_meV``
     AND its change over the span exceeds both :data:`DRIFT_SIGNIFICANCE` x the fluctuation of the
     conserved quantity about the fitted line and ``bound_meV`` x :data:`DRIFT_MIN_SPAN_PS`: over a short
@@ -77,7 +77,7 @@ def cell_jump_strain(last: np.ndarray, avg: np.ndarray) -> np.ndarray:
     return np.abs(np.linalg.eigvalsh(green)).max(axis=-1)
 
 
-def warn_cell_jump(last: np.ndarray, avg: np.ndarray, temperatures, stage: str) -> None:
+def warn_cell_jump(last: np.ndarray, avg: np.ndarray, temperatures, *, stage: str) -> None:
     """Warn, naming the replicas, where the average cell is more than
     :data:`AVERAGE_CELL_STRAIN_LIMIT` away from the last cell of ``stage`` (the production start would
     then be strained: a cell too small for its shape fluctuations, or a cell still drifting)."""
@@ -103,13 +103,13 @@ def average_cell(f, stage: str, last_fs: float) -> np.ndarray:
     return avg
 
 
-def to_average_cell(f, stage: str, last_fs: float, positions, momenta, cells, temperatures):
+def to_average_cell(f, stage: str, last_fs: float, *, positions, momenta, cells, temperatures):
     """(positions, momenta, cells) for the stage after NpT ``stage``: each replica's cell set to its
     :func:`average_cell` over the last ``last_fs`` fs, positions [R, N, 3] mapped affinely from ``cells``
     [R, 3, 3] (same fractional coordinates) and momenta [R, N, 3] rotated into its orientation;
     :func:`warn_cell_jump` where that switch strains a replica."""
     avg = average_cell(f, stage, last_fs)
     last, rotation = lower_triangular(cells)
-    warn_cell_jump(last, avg, temperatures, stage)
+    warn_cell_jump(last, avg, temperatures, stage=stage)
     positions = np.einsum("rni,rij->rnj", np.einsum("rni,rij->rnj", positions, np.linalg.inv(cells)), avg)
     return positions, np.einsum("rni,rij->rnj", momenta, rotation), avg

@@ -69,7 +69,7 @@ def open_trajectory(path, numbers, masses, *, temperatures, replicas, replace_un
     return f
 
 
-def append_frames(f, stage: str, frames, t0_fs: float, save_every_fs: float) -> None:
+def append_frames(f, stage: str, frames, *, t0_fs: float, save_every_fs: float) -> None:
     """Append ``frames`` (a Frame of [R, F, ...] arrays) to group ``stage``; their times are
     ``t0_fs + save_every_fs * (1 .. F)`` (fs from the start of the stage)."""
     grp = f.require_group(stage)
@@ -130,7 +130,7 @@ def clear(f) -> None:
 STREAMING_PREFIX = "streaming_msd_"
 
 
-def write_streaming_msd(f, stage: str, msd: StreamingMSD, every_fs: float, species: str) -> None:
+def write_streaming_msd(f, stage: str, msd: StreamingMSD, *, every_fs: float, species: str) -> None:
     """(Re)write the finalized streaming MSD of every replica (``msd`` with leading axis R, updated
     every ``every_fs`` fs) into group ``stage``: every lag of the accumulator grid (fs), NaN where a
     replica has no origin pair yet (shapes fixed for the whole run). Mobile ``species``, the interval

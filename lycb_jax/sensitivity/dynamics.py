@@ -99,7 +99,7 @@ def langevin_checked(*args, **kwargs):
     return out
 
 
-def maxwell_boltzmann(key, masses, atom_mask, temperature_K):
+def maxwell_boltzmann(key, masses, atom_mask, *, temperature_K):
     """Velocities [N, 3] (Angstrom per jax-md time unit) from Maxwell-Boltzmann at ``temperature_K`` (K),
     total momentum removed."""
     v = jax.random.normal(key, (masses.shape[0], 3)) * jnp.sqrt(KB * temperature_K / masses)[:, None]

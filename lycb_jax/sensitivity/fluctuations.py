@@ -43,7 +43,7 @@ def block_jackknife(estimator: Callable, *series, n_blocks: int = 20) -> tuple[f
     return full, float(err)
 
 
-def heat_capacity_nvt(energy, temperature_K: float, kinetic_dof: int = 0, n_blocks: int = 20) -> tuple[float, float]:
+def heat_capacity_nvt(energy, temperature_K: float, kinetic_dof: int = 0, *, n_blocks: int = 20) -> tuple[float, float]:
     """(C_v, error) in eV/K from NVT energies [F] (eV) at ``temperature_K``: var(E) / (k T^2) + kinetic_dof k / 2.
     Pass the total energy with kinetic_dof = 0, or the potential energy with the kinetic degrees of
     freedom (3N - 3 with the total momentum fixed), which is less noisy and exact for classical momenta.
@@ -55,7 +55,7 @@ def heat_capacity_nvt(energy, temperature_K: float, kinetic_dof: int = 0, n_bloc
     return c + 0.5 * kinetic_dof * KB, err
 
 
-def npt_response(volume, energy, temperature_K: float, pressure_bar: float, n_blocks: int = 20) -> dict:
+def npt_response(volume, energy, temperature_K: float, *, pressure_bar: float, n_blocks: int = 20) -> dict:
     """Isothermal compressibility and thermal expansion from NpT volumes [F] (Angstrom^3) and total energies [F]
     (eV) at ``temperature_K`` and ``pressure_bar``. Returns {"compressibility_per_GPa": (beta_T, err),
     "bulk_modulus_GPa": (1 / beta_T, err), "thermal_expansion_per_K": (alpha_P, err)} (volumetric alpha)."""

@@ -44,7 +44,7 @@ class StressTarget(NamedTuple):
     target_stress: jax.Array
 
 
-def stress_target(model, frames: Frames, temperature_K: float, pressure_gpa: float = 1e-4, params=None,
+def stress_target(model, frames: Frames, temperature_K: float, *, pressure_gpa: float = 1e-4, params=None,
                   stress_gpa=None, batch_size: int | None = 16) -> StressTarget:
     """A :class:`StressTarget` for frames of a fixed-cell run sampled with ``params`` (default the model's)
     at ``temperature_K``; the wanted stress is ``stress_gpa`` [3, 3] (GPa, ASE sign) if given, else
@@ -66,7 +66,7 @@ def stress_target(model, frames: Frames, temperature_K: float, pressure_gpa: flo
                         jnp.asarray(-pressure_gpa * np.eye(3) if stress_gpa is None else stress_gpa, dtype))
 
 
-def mean_stress(module, params, target: StressTarget, batch_size: int | None = 16):
+def mean_stress(module, params, target: StressTarget, *, batch_size: int | None = 16):
     """(<sigma>_params [3, 3] in GPa including the kinetic part, Kish n_eff / F) of one target."""
     mean, w = reweighted_mean(params, module, target.frames, graphs=target.graphs, ref_energies=target.ref_energies,
                               kT=target.kT, observable=virial_stress, batch_size=batch_size)
@@ -109,7 +109,7 @@ def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[
         p = merge_params(sel, rest)
         res, ess = [], []
         for t in targets:
-            s, e = mean_stress(module, p, t, batch_size)
+            s, e = mean_stress(module, p, t, batch_size=batch_size)
             res.append(s - t.target_stress)
             ess.append(e)
         res = jnp.stack(res)
@@ -155,7 +155,7 @@ def refine_stress(model, targets: Sequence[StressTarget], dft_batches: Sequence[
     return RefineResult(merge_params(last_ok, rest), history, reason)
 
 
-def dft_penalty(model, dataset, energy_weight: float = 1.0, force_weight: float = 1.0, stress_weight: float = 0.0,
+def dft_penalty(model, dataset, energy_weight: float = 1.0, *, force_weight: float = 1.0, stress_weight: float = 0.0,
                 batch_size: int = 32) -> tuple[list[dict], Callable]:
     """(batches, loss(params, batch)) of a labelled :class:`lycb_jax.train.data.Dataset` for
     :func:`refine_stress`'s penalty: the fine-tuning MSE loss with these weights (stress 0 by default:
@@ -170,4 +170,4 @@ def dft_penalty(model, dataset, energy_weight: float = 1.0, force_weight: float 
                           model.cutoffs)
     batches = [b for _, b in iter_batches(packed, batch_size)]
     module = model.module
-    return batches, lambda params, batch: batch_loss(module, params, batch, cfg)[0]
+    return batches, lambda params, batch: batch_loss(module, params, batch, cfg=cfg)[0]

@@ -42,7 +42,7 @@ class Frames(NamedTuple):
     atom_mask: jax.Array
 
 
-def frames_from_trajectory(path, stage: str = "production", replica: int = 0, every: int = 1,
+def frames_from_trajectory(path, stage: str = "production", replica: int = 0, *, every: int = 1,
                            skip: int = 0) -> Frames:
     """Frames of one replica of a :class:`lycb_jax.md.Simulation` ``trajectory.h5`` (its ``stage``
     group), every ``every``-th frame after the first ``skip``."""
@@ -200,7 +200,7 @@ def rdf(r: Sequence[float], width: float = 0.05, species_pair: tuple[int, int] |
 
 # ---------------------------------------------------------------- weights and averages (pure, jit-able)
 
-def frame_map(fn: Callable, module, params, frames: Frames, graphs: Graph, batch_size: int | None = None):
+def frame_map(fn: Callable, module, params, *, frames: Frames, graphs: Graph, batch_size: int | None = None):
     """``fn(module, params, species, positions, cell, atom_mask, graph)`` of every frame, stacked [F, ...]
     (``jax.lax.map``, ``batch_size`` frames at a time vectorised; None: all at once)."""
     def one(x):
@@ -230,7 +230,7 @@ def reweighted_mean(params, module, frames: Frames, *, graphs: Graph, ref_energi
         e = potential_energy(module, params, species, positions, cell, atom_mask, graph)
         return e, observable(module, params, species, positions, cell, atom_mask, graph)
 
-    energies, values = frame_map(both, module, params, frames, graphs, batch_size)
+    energies, values = frame_map(both, module, params, frames=frames, graphs=graphs, batch_size=batch_size)
     w = weights(energies, ref_energies, kT)
     return jnp.tensordot(w, values, axes=1), w
 
@@ -295,7 +295,7 @@ def _mean_and_grad(selected, rest, module, frames, graphs, ref_energies, kT, obs
 
 @functools.partial(jax.jit, static_argnames=("module", "batch_size"))
 def _energies(params, module, frames, graphs, batch_size):
-    return frame_map(potential_energy, module, params, frames, graphs, batch_size)
+    return frame_map(potential_energy, module, params, frames=frames, graphs=graphs, batch_size=batch_size)
 
 
 def reweight(model, params, frames: Frames, *, temperature_K: float, observable: Callable, ref_params=None,

@@ -58,12 +58,12 @@ def scale_groups(params, scales, index: dict):
     return traverse_util.unflatten_dict({k: v * (1.0 + scales[index[k]]).astype(v.dtype) for k, v in flat.items()})
 
 
-def static_sensitivity(model, frames: Frames, temperature_K: float, npt: bool, batch_size: int | None = 8) -> dict:
+def static_sensitivity(model, frames: Frames, temperature_K: float, *, npt: bool, batch_size: int | None = 8) -> dict:
     """<U>, <P_virial> (and <V> if ``npt``) over ``frames`` and their d/ds_g per layer group (see module doc)."""
     names, index = group_index(model.params, model.module.layer_groups())
     graphs, _ = frame_graphs(frames, model.module.cutoffs)
     module, n = model.module, int(np.sum(np.asarray(frames.atom_mask)))
-    ref = frame_map(potential_energy, module, model.params, frames, graphs, batch_size)
+    ref = frame_map(potential_energy, module, model.params, frames=frames, graphs=graphs, batch_size=batch_size)
     kT = jnp.asarray(KB * temperature_K, frames.positions.dtype)
     observables = {"potential_energy_eV_per_atom": (potential_energy, 1.0 / n), "virial_pressure_GPa": (virial_pressure, 1.0)}
     if npt:
@@ -129,7 +129,7 @@ def msd_sensitivity(model, frames: Frames, temperature_K: float, *, mobile, wind
     keys = jax.random.split(jax.random.PRNGKey(seed), 2 * n_windows)
     values, gs, ge = [], [], []
     for i, start in enumerate(starts):
-        v0 = maxwell_boltzmann(keys[2 * i], masses, mask, temperature_K)
+        v0 = maxwell_boltzmann(keys[2 * i], masses, mask, temperature_K=temperature_K)
         value, g_s, g_e, (moved, overflow) = one(frames.positions[start], frames.cells[start], v0, keys[2 * i + 1])
         if bool(overflow) or float(moved) >= skin / 2:
             raise RuntimeError(f"MSD window {i}: an atom moved {float(moved):.2f} A (graph skin/2 = {skin / 2} A) or "
@@ -165,15 +165,15 @@ def sensitivity_study(model, trajectory, stage: str = "production", *, replica: 
         volumes = np.asarray(g["volume"][replica], np.float64)
     protocol = Path(trajectory).parent / "protocol.json"  # the target pressure of the NpT stage
     pressure = json.loads(protocol.read_text()).get("pressure_bar", 1.0) if protocol.exists() else 1.0
-    frames = frames_from_trajectory(trajectory, stage, replica, every)
+    frames = frames_from_trajectory(trajectory, stage, replica, every=every)
     n = int(np.sum(np.asarray(frames.atom_mask)))
     npt = stage == "npt"
     out = {"trajectory": str(trajectory), "stage": stage, "replica": replica, "temperature_K": temperature,
            "model": model.name, "frames_reweighted": int(len(frames.positions)), "atoms": n}
-    out["static"] = static_sensitivity(model, frames, temperature, npt)
+    out["static"] = static_sensitivity(model, frames, temperature, npt=npt)
     blocks = max(2, min(20, len(volumes) // 5))  # jackknife blocks of >= 5 frames
     if npt:
-        r = npt_response(volumes, energies + kinetic, temperature, pressure, n_blocks=blocks)
+        r = npt_response(volumes, energies + kinetic, temperature, pressure_bar=pressure, n_blocks=blocks)
         out["fluctuations"] = {k: list(map(float, v)) for k, v in r.items()}
     else:
         c, e = heat_capacity_nvt(energies, temperature, kinetic_dof=3 * n - 3, n_blocks=blocks)

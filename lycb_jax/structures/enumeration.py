@@ -178,7 +178,7 @@ def brute_force_distinct(model: SiteModel) -> int:
 
 
 def enumerate_orderings(model: SiteModel, max_structures: int | None = None, max_labelings: int = 300_000,
-                        seed: int = 0) -> tuple[list[Structure], bool]:
+                        *, seed: int = 0) -> tuple[list[Structure], bool]:
     """Symmetry-distinct orderings of a site model as ordered Structures (vacancies removed).
 
     Exhaustive with icet (Hart-Forcade) when the number of labelings is at most ``max_labelings``

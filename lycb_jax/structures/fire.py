@@ -48,7 +48,7 @@ class FireState(NamedTuple):
     first: jax.Array
 
 
-def fire_init(x: jax.Array, e: jax.Array, g: jax.Array, params: FireParams = FIRE) -> FireState:
+def fire_init(x: jax.Array, e: jax.Array, g: jax.Array, *, params: FireParams = FIRE) -> FireState:
     """State before the first step at DOFs ``x`` with energy ``e`` (eV) and forces ``g``: zero
     velocity, the start time step and mixing. With batched e [B] (x [B, M, 3]) the state is batched."""
     shape = jnp.shape(e)

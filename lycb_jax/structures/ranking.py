@@ -23,7 +23,7 @@ def spacegroup(structure: Structure, symprec: float = 0.1) -> str:
     return f"{sga.get_space_group_symbol()} ({sga.get_space_group_number()})"
 
 
-def rank(model, structures: Sequence, top: int = 5, out: str | Path | None = None, prefix: str = "model",
+def rank(model, structures: Sequence, top: int = 5, *, out: str | Path | None = None, prefix: str = "model",
          symprec: float = 0.1, **relax_kw) -> list[dict]:
     """Relax every candidate, rank by energy per atom (converged first) and return one row per candidate.
 
@@ -32,7 +32,7 @@ def rank(model, structures: Sequence, top: int = 5, out: str | Path | None = Non
     """
     rows = rank_relaxed(relax(model, structures, **relax_kw), top, symprec)
     if out is not None:
-        write_ranking(rows, out, prefix, top)
+        write_ranking(rows, out, prefix, top=top)
     return rows
 
 
@@ -53,7 +53,7 @@ def rank_relaxed(relaxed: Sequence[Relaxed], top: int = 5, symprec: float = 0.1)
     return rows
 
 
-def write_ranking(rows: list[dict], out: str | Path, prefix: str, top: int) -> None:
+def write_ranking(rows: list[dict], out: str | Path, prefix: str, *, top: int) -> None:
     """CIF files of the ``top`` rows and a CSV table of all rows (without structures), each written
     atomically (:func:`lycb_jax.io.durable.atomic_write`; the CSV last). CheckpointWriteError naming the
     folder if it cannot be written."""
@@ -86,7 +86,7 @@ def order_parent(model, parent: str = "LYC", supercell=(1, 1, 2), *, top: int = 
     if wyckoff is None:
         site_model = parent_site_model(parent, supercell, min_occupancy)
     else:
-        site_model = wyckoff_site_model(parent, supercell, wyckoff, min_occupancy)
+        site_model = wyckoff_site_model(parent, supercell, wyckoff, min_occupancy=min_occupancy)
     cands, _ = enumerate_orderings(site_model, max_structures=max_candidates, seed=seed)
     return rank(model, cands, top=top, out=out, prefix=parent.upper(), **relax_kw)
 
@@ -119,7 +119,7 @@ def halide_series(model, bases: dict[str, Structure], xs=tuple(np.arange(0, 6.01
     if out is not None:
         out = Path(out)
         for label, rows in series.items():
-            write_ranking([dict(r, rank=f"x{r['x']:.1f}") for r in rows], out, label, len(rows))
+            write_ranking([dict(r, rank=f"x{r['x']:.1f}") for r in rows], out, label, top=len(rows))
             (out / f"{label}_ranking.csv").replace(out / f"{label}_series.csv")
     return series
 

@@ -170,7 +170,7 @@ def parent_site_model(parent: Structure | str, supercell=(1, 1, 2), min_occupanc
 
 
 def wyckoff_site_model(parent: Structure | str, supercell=(1, 1, 2), rule: str = "nearest",
-                       min_occupancy: float = 0.15) -> SiteModel:
+                       *, min_occupancy: float = 0.15) -> SiteModel:
     """Site model of a parent with the species counts fixed on every parent Wyckoff orbit.
 
     Orbits are the sites of the supercell that the parent's space group (spglib, with the

@@ -62,7 +62,7 @@ class Dataset:
             n = len(atoms)
             systems.append(to_system(atoms, name))
             e, f, s, m = get(energy_key), get("forces"), get("stress"), get("magmoms")
-            check_label_shapes(name, n, e, f, s, m)
+            check_label_shapes(name, n, e, forces=f, stress=s, magmoms=m)
             energy.append(np.nan if e is None else float(e))
             forces.append(np.full((n, 3), np.nan) if f is None else np.asarray(f, float).reshape(n, 3))
             stress.append(_stress_gpa(s))
@@ -108,7 +108,7 @@ def _stress_gpa(stress) -> np.ndarray:
 
 
 def read_dataset(paths: str | Path | Sequence[str | Path], index: str = ":", format: str | None = None,
-                 energy_key: str = "energy") -> Dataset:
+                 *, energy_key: str = "energy") -> Dataset:
     """Read labelled structures from extxyz, ASE db, vasprun.xml, OUTCAR, ... with ``ase.io.read``."""
     import ase.io
 

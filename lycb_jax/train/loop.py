@@ -95,7 +95,7 @@ class _Progress:
 
 
 def finetune(data: Dataset | str | Path | Sequence, config: FinetuneConfig | None = None,
-             out: str | Path | None = None, verbose: bool = True, resume: bool = False,
+             out: str | Path | None = None, *, verbose: bool = True, resume: bool = False,
              **overrides) -> FinetuneResult:
     """Fine-tune ``config.parent`` on ``data`` (a Dataset, file path(s) or ASE Atoms list).
 
@@ -156,14 +156,14 @@ def _setup(ds: Dataset, cfg: FinetuneConfig, parent: Model, out, resume: bool) -
 def _compile(run: _Run, params, opt_state, initial: bool, verbose: bool) -> _Programs:
     """Every bucket's train and eval program, compiled side by side (eval of the train split only
     when the refit or the initial metrics need it)."""
-    train_step, eval_step = make_steps(run.parent.module, run.tx, run.labels, run.cfg)
+    train_step, eval_step = make_steps(run.parent.module, run.tx, run.labels, cfg=run.cfg)
     if verbose:
         print(f"compiling the train and eval programs of buckets {run.buckets} atoms side by side "
               f"(about a minute each on an H100; a persistent compilation cache skips it next time)", flush=True)
     t = time.perf_counter()
     eval_splits = ["val", "test"] + (["train"] if run.cfg.refit_composition or initial else [])
-    train_progs, eval_progs = compile_programs(train_step, eval_step, params, opt_state, run.packs,
-                                               run.cfg.batch_size, eval_splits)
+    train_progs, eval_progs = compile_programs(train_step, eval_step, params, opt_state=opt_state, packs=run.packs,
+                                               batch_size=run.cfg.batch_size, eval_splits=eval_splits)
     return _Programs(train_progs, eval_progs, time.perf_counter() - t)
 
 
@@ -172,7 +172,8 @@ def _refit(run: _Run, progs: _Programs, params: dict, verbose: bool) -> dict | N
     split, from the parent's energies by the compiled eval programs (no extra compilation)."""
     if not run.cfg.refit_composition or "atom_ref" not in params:  # a model without a composition model
         return None
-    energies = predict_energies_packed(progs.run_eval, params, run.packs["train"], run.cfg.batch_size, len(run.ds))
+    energies = predict_energies_packed(progs.run_eval, params, run.packs["train"], batch_size=run.cfg.batch_size,
+                                       n=len(run.ds))
     refit, info = refit_composition(run.parent, run.train_set, energies[run.split["train"]])
     params["atom_ref"] = jnp.asarray(refit.params["atom_ref"])  # frozen or not: Adam's moments start at 0
     if verbose:
@@ -185,7 +186,7 @@ def _start(run: _Run, progs: _Programs, params, opt_state, initial: bool, resume
     cfg = run.cfg
     history = [{"epoch": 0, "compile_s": progs.compile_s,
                 **{f"{k}_{m}": v for k in ("train", "val") if k in run.packs and initial
-                   for m, v in evaluate_packed(progs.run_eval, params, run.packs[k], cfg.batch_size).items()}}]
+                   for m, v in evaluate_packed(progs.run_eval, params, run.packs[k], batch_size=cfg.batch_size).items()}}]
     if verbose and initial:
         print(f"epoch 0: train {format_metrics(_prefixed(history[0], 'train_'))} | "
               f"val {format_metrics(_prefixed(history[0], 'val_'))}")
@@ -193,7 +194,7 @@ def _start(run: _Run, progs: _Programs, params, opt_state, initial: bool, resume
     prog = _Progress(params, opt_state, history, best, np.random.default_rng(cfg.seed))
     if resume:
         prog.done, prog.params, prog.opt_state, prog.best, prog.history = load_train_state(
-            run.path, params, opt_state, prog.rng, run.state_meta)
+            run.path, params, opt_state, rng=prog.rng, meta=run.state_meta)
         prog.elapsed = prog.history[-1].get("time_s", 0.0)
         if verbose:
             print(f"resumed after epoch {prog.done} from {run.path / TRAIN_STATE}")
@@ -238,7 +239,7 @@ def _train_epoch(run: _Run, progs: _Programs, prog: _Progress, epoch: int, t0: f
     row = {"epoch": epoch, **{f"train_{k}": v for k, v in summarize(total, loss_sum, n_steps).items()}}
     if "val" in run.packs:
         row.update({f"val_{k}": v for k, v in evaluate_packed(progs.run_eval, prog.params, run.packs["val"],
-                                                               cfg.batch_size).items()})
+                                                               batch_size=cfg.batch_size).items()})
     row["time_s"] = time.perf_counter() - t0  # s since training began, this epoch's validation included
     return row
 
@@ -258,8 +259,8 @@ def _record_epoch(run: _Run, prog: _Progress, row: dict, verbose: bool) -> bool:
                    f" | val loss {val.get('loss', np.nan):.4g} {format_metrics(val)}{' *' if improved else ''}"
                    f" | {row['time_s']:.1f} s")
     if run.path is not None:
-        save_train_state(run.path, epoch, prog.params, prog.opt_state, prog.best, prog.rng, prog.history,
-                         run.state_meta)
+        save_train_state(run.path, epoch, prog.params, opt_state=prog.opt_state, best=prog.best, rng=prog.rng,
+                         history=prog.history, meta=run.state_meta)
     stop = cfg.patience is not None and epoch - prog.best[1] >= cfg.patience
     if stop and verbose:
         print(f"early stop: no better validation loss for {cfg.patience} epochs")
@@ -271,7 +272,8 @@ def _finish(run: _Run, progs: _Programs, prog: _Progress, last_epoch: int, n_tra
     """Best (or last) parameters, test metrics, and the checkpoint folder written (if any)."""
     cfg = run.cfg
     params = jax.tree.map(jnp.asarray, prog.best[2]) if cfg.restore_best else prog.params
-    test_metrics = evaluate_packed(progs.run_eval, params, run.packs["test"], cfg.batch_size) if "test" in run.packs else {}
+    test_metrics = (evaluate_packed(progs.run_eval, params, run.packs["test"], batch_size=cfg.batch_size)
+                    if "test" in run.packs else {})
     if verbose and test_metrics:
         print(f"test (epoch {prog.best[1] if cfg.restore_best else last_epoch}): {format_metrics(test_metrics)}")
     tuned = Model(run.parent.module, params, run.name, dict(run.parent.metadata))

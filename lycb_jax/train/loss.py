@@ -52,7 +52,7 @@ def _term(pred, target, mask, cfg: FinetuneConfig):
     return loss, jnp.stack([jnp.sum(jnp.abs(d)), jnp.sum(d * d), n.astype(d.dtype)])
 
 
-def batch_loss(module, params, batch: dict, cfg: FinetuneConfig):
+def batch_loss(module, params, batch: dict, *, cfg: FinetuneConfig):
     """Weighted loss of one padded batch and error sums {e, f, s, m: [sum|d|, sum d^2, count]}.
 
     Energy per atom (eV/atom), forces (eV/A), stress (GPa, 9 components), magmoms (muB), on

@@ -41,7 +41,7 @@ def format_metrics(m: dict) -> str:
     return " ".join(f"{short} {m[k]:.4g}" for k, short in keys if k in m)
 
 
-def predict_energies_packed(eval_step, params, packed: list[PackedBucket], batch_size: int, n: int) -> np.ndarray:
+def predict_energies_packed(eval_step, params, packed: list[PackedBucket], *, batch_size: int, n: int) -> np.ndarray:
     """Predicted total energies (eV) of the packed structures, at their dataset positions in an
     array of length ``n`` (NaN elsewhere), from the already compiled eval programs
     (``eval_step(params, batch, capacity)``)."""
@@ -54,7 +54,7 @@ def predict_energies_packed(eval_step, params, packed: list[PackedBucket], batch
     return out
 
 
-def evaluate_packed(eval_step, params, packed: list[PackedBucket], batch_size: int) -> dict:
+def evaluate_packed(eval_step, params, packed: list[PackedBucket], *, batch_size: int) -> dict:
     """Loss and metrics (:func:`summarize`) over packed buckets; ``eval_step(params, batch, capacity)``."""
     total, loss_sum, nb = None, 0.0, 0
     for cap, batch in iter_batches(packed, batch_size):
@@ -68,4 +68,4 @@ def evaluate(model: Model, ds: Dataset, config: FinetuneConfig | None = None) ->
     cfg = config or FinetuneConfig()
     eval_step = make_eval_step(model.module, loss_key(cfg))
     packed = pack_dataset(ds, choose_buckets([len(s) for s in ds.systems], bucket_limit(cfg)), model.cutoffs)
-    return evaluate_packed(lambda p, batch, _cap: eval_step(p, batch), model.params, packed, cfg.batch_size)
+    return evaluate_packed(lambda p, batch, _cap: eval_step(p, batch), model.params, packed, batch_size=cfg.batch_size)

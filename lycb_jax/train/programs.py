@@ -35,13 +35,13 @@ def loss_key(cfg: FinetuneConfig) -> tuple:
     return tuple((k, getattr(cfg, k)) for k in LOSS_FIELDS)
 
 
-def make_steps(module, tx: optax.GradientTransformation, labels, cfg: FinetuneConfig):
+def make_steps(module, tx: optax.GradientTransformation, labels, *, cfg: FinetuneConfig):
     """(train_step(params, opt_state, batch, learning_rate), eval_step(params, batch)), jitted.
 
     The train step returns (params, opt_state, loss, stats); ``learning_rate`` is per step
     (:func:`lycb_jax.train.optim.learning_rates`); ``labels`` marks frozen leaves."""
     def loss_aux(params, batch):
-        loss, stats, _ = batch_loss(module, params, batch, cfg)
+        loss, stats, _ = batch_loss(module, params, batch, cfg=cfg)
         return loss, stats
 
     def train_step(params, opt_state, batch, learning_rate):
@@ -61,10 +61,11 @@ def make_eval_step(module, key: tuple):
     """Jitted (loss, stats, energies) of a batch (:func:`lycb_jax.train.loss.batch_loss`), cached
     per module and loss settings (``key``: :func:`loss_key`)."""
     cfg = FinetuneConfig(**dict(key))
-    return jax.jit(lambda params, batch: batch_loss(module, params, batch, cfg), compiler_options=compiler_options())
+    return jax.jit(lambda params, batch: batch_loss(module, params, batch, cfg=cfg),
+                   compiler_options=compiler_options())
 
 
-def compile_programs(train_step, eval_step, params, opt_state, packs: dict, batch_size: int,
+def compile_programs(train_step, eval_step, params, *, opt_state, packs: dict, batch_size: int,
                      eval_splits: Sequence[str] = ("train", "val", "test")):
     """Ahead-of-time compile every bucket's train and eval program at once: ({capacity: train},
     {capacity: eval}); ``packs``: split name -> packed buckets (:mod:`lycb_jax.train.pack`).

@@ -17,7 +17,7 @@ from lycb_jax.train.config import TRAIN_STATE
 
 
 
-def save_train_state(path: Path, epoch: int, params, opt_state, best, rng, history, meta: dict) -> None:
+def save_train_state(path: Path, epoch: int, params, *, opt_state, best, rng, history, meta: dict) -> None:
     """Everything needed to continue after ``epoch`` (parameters, optimiser state, best epoch as
     (val loss, epoch, params), shuffling RNG, history, and ``meta`` to check a resume against),
     written atomically with its checksum (the previous epoch's kept as ``train_state.prev.npz``).
@@ -41,7 +41,7 @@ def remove_train_state(path: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def load_train_state(path: Path, params, opt_state, rng, meta: dict):
+def load_train_state(path: Path, params, opt_state, *, rng, meta: dict):
     """(epoch, params, opt_state, best, history) saved by :func:`save_train_state`, shaped like
     ``params`` and ``opt_state``; sets ``rng``'s state. The previous epoch's state is used, with a
     warning, if the newer one is damaged; CorruptCheckpointError if neither is good. Raises

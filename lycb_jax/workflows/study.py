@@ -36,7 +36,8 @@ def check_before_md(protocol: Protocol, structures=(), species: str = "Li") -> s
     hops = [_hop_of(s, species) for s in structures]
     hops = [h for h in hops if h is not None]
     hop = min(hops) if hops else analysis.DEFAULT_HOP_DISTANCE
-    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs, hop)
+    return analysis.check_production(protocol.temperatures_K, protocol.production_ps, protocol.save_every_fs,
+                                     hop_distance=hop)
 
 
 def _hop_of(structure, species: str) -> float | None:

@@ -104,7 +104,7 @@ def test_ballistic_then_diffusive_window():
     assert res.converged and 2 * tau <= t0 <= 16 * tau and t0 < t1 / 4
     assert abs(res.D - d_true) < 2.5 * res.D_err, (res.D, res.D_err, d_true)
     # a window in the ballistic part would give a different (wrong) D
-    bal, _, _ = A.fit_einstein(res.msd, dt, 1, 20)
+    bal, _, _ = A.fit_einstein(res.msd, dt, 1, i1=20)
     assert abs(float(bal) - d_true) > 5 * res.D_err
 
 
@@ -132,12 +132,12 @@ def test_agrees_with_pymatgen_diffusion_analyzer():
     np.testing.assert_allclose(np.asarray(tr)[lags], da.msd, rtol=1e-3)
     w = np.zeros(t, np.float32)
     w[lags] = 1.0 / da.dt
-    d, _, _ = A.fit_einstein(tr, dt_fs, lags[0], lags[-1], weights=w)
-    dc, _, _ = A.fit_einstein(col, dt_fs, lags[0], lags[-1], weights=w)
+    d, _, _ = A.fit_einstein(tr, dt_fs, lags[0], i1=lags[-1], weights=w)
+    dc, _, _ = A.fit_einstein(col, dt_fs, lags[0], i1=lags[-1], weights=w)
     assert float(d) == pytest.approx(da.diffusivity, rel=0.01)
     assert float(dc) == pytest.approx(da.chg_diffusivity, rel=0.01)
     assert float(d / dc) == pytest.approx(da.haven_ratio, rel=0.01)
-    sigma = A.nernst_einstein(float(d), n_li, structure.volume, temp)
+    sigma = A.nernst_einstein(float(d), n_li, structure.volume, temperature=temp)
     assert sigma == pytest.approx(da.conductivity, rel=0.01)
     # Error: DA's std dev is the residual-based least-squares slope error (meaningful, per its docs,
     # only for the unweighted fit).  Compare our unweighted OLS error on DA's MSD points with
@@ -146,7 +146,7 @@ def test_agrees_with_pymatgen_diffusion_analyzer():
     d_ref, d_err_ref = da_mod.get_diffusivity_from_msd(da.msd, da.dt, smoothed=False)
     w_eq = np.zeros(t, np.float32)
     w_eq[lags] = 1.0
-    d2, _, d2_err = A.fit_einstein(tr, dt_fs, lags[0], lags[-1], weights=w_eq)
+    d2, _, d2_err = A.fit_einstein(tr, dt_fs, lags[0], i1=lags[-1], weights=w_eq)
     assert float(d2) == pytest.approx(d_ref, rel=0.01)
     assert float(d2_err) == pytest.approx(d_err_ref, rel=0.01)
 
@@ -183,15 +183,15 @@ def test_nernst_einstein_hand_calculation():
     # sigma = N q^2 D / (V kB T): N = 24 Li, V = 1000 A^3 = 1e-21 cm^3, D = 1e-6 cm^2/s, T = 300 K
     # n = 2.4e22 cm^-3; q^2 = (1.602176634e-19 C)^2; kB T = 1.380649e-23 J/K * 300 K = 4.141947e-21 J
     # sigma = 2.4e22 * 2.566970e-38 * 1e-6 / 4.141947e-21 = 0.148740 S/cm = 148.740 mS/cm
-    assert A.nernst_einstein(1e-6, 24, 1000.0, 300.0) == pytest.approx(148.740, rel=1e-5)
-    assert A.nernst_einstein(1e-6, 24, 1000.0, 300.0, charge=2) == pytest.approx(4 * 148.740, rel=1e-5)
+    assert A.nernst_einstein(1e-6, 24, 1000.0, temperature=300.0) == pytest.approx(148.740, rel=1e-5)
+    assert A.nernst_einstein(1e-6, 24, 1000.0, temperature=300.0, charge=2) == pytest.approx(4 * 148.740, rel=1e-5)
 
 
 def test_extrapolated_conductivity_and_error():
     ea, d0, temps = 0.25, 1e-3, np.array([500.0, 600, 700, 800])
     d = d0 * np.exp(-ea / (KB * temps))
     fit = A.arrhenius_fit(temps, d, 0.05 * d)  # exact data: chi2 = 0, errors from the D errors
-    s, s_err = A.conductivity_at(fit, 24, 1000.0, 300.0)
+    s, s_err = A.conductivity_at(fit, 24, 1000.0, temperature=300.0)
     d300 = d0 * np.exp(-ea / (KB * 300.0))
     assert float(s) == pytest.approx(148.740 * d300 / 1e-6, rel=1e-3)
     # hand propagation: var ln D(300) = 1/sum(w) + (x300 - xbar)^2 / Sxx, w = 1/0.05^2, x = 1/T
@@ -214,8 +214,8 @@ def test_wrapped_trajectory_refused_or_unwrapped():
     symbols = ["Li"] * 4 + ["Cl"] * 2
     assert int(A.wrap_jumps(xw, cell)) > 0 and int(A.wrap_jumps(x, cell)) == 0
     with pytest.raises(ValueError, match="wrapped coordinates"):
-        A.trajectory_from_arrays(xw, symbols, cell, 1.0)
-    traj = A.trajectory_from_arrays(xw, symbols, cell, 1.0, wrapped="unwrap")
+        A.trajectory_from_arrays(xw, symbols, cell, dt_fs=1.0)
+    traj = A.trajectory_from_arrays(xw, symbols, cell, dt_fs=1.0, wrapped="unwrap")
     np.testing.assert_allclose(traj.positions - traj.positions[0], x - x[0], atol=1e-9)
     np.testing.assert_allclose(np.asarray(A.unwrap(xw, np.broadcast_to(cell, (400, 3, 3)))) - xw[0],
                                x - x[0], atol=1e-3)  # per-frame cell (float32 in JAX)
@@ -223,7 +223,7 @@ def test_wrapped_trajectory_refused_or_unwrapped():
 
 def test_missing_species_and_short_trajectory():
     x, cell, _ = _wrapped_case()
-    traj = A.trajectory_from_arrays(x, ["Li"] * 4 + ["Cl"] * 2, cell, 1.0)
+    traj = A.trajectory_from_arrays(x, ["Li"] * 4 + ["Cl"] * 2, cell, dt_fs=1.0)
     with pytest.raises(ValueError, match="'Na' not in trajectory"):
         A.analyze_trajectory(traj, 500.0, species="Na")
     res = A.diffusion_coefficient(x[:40], 1.0)

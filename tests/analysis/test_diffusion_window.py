@@ -45,7 +45,7 @@ def test_hopping_model_D_within_5_percent_and_window_after_the_cage():
     assert 6 * d_true * 1e4 * t0 / 1000 > 3 * plateau  # diffusive part >> cage plateau at the window start
     assert r.msd[int(t0 / 10)] >= 3.0**2 and t1 == pytest.approx(10_000 / 3 * 10.0, rel=0.01)
     # an Einstein fit on the cage plateau (what the old window rule did) is badly wrong
-    d_cage, _, _ = A.fit_einstein(np.asarray(r.msd, np.float32), 10.0, 10, 40)
+    d_cage, _, _ = A.fit_einstein(np.asarray(r.msd, np.float32), 10.0, 10, i1=40)
     assert abs(float(d_cage) / d_true - 1) > 0.5
 
 
@@ -124,7 +124,7 @@ def test_agrees_with_kinisi_on_the_same_trajectory():
     symbols = ["Li"] * n_li + ["Cl"] * n_fw
     mobile = np.array(symbols) == "Li"
     # ours: plain framework mean as drift reference (kinisi's rule), default window
-    r = A.diffusion_coefficient(pos, dt_fs, mobile, ~mobile, hop_distance=2.5)
+    r = A.diffusion_coefficient(pos, dt_fs, mobile, framework=~mobile, hop_distance=2.5)
     assert r.converged
     frames = [ase.Atoms(symbols, positions=p % box, cell=np.eye(3) * box, pbc=True) for p in pos]  # wrapped
     dts = sc.arange("time interval", dt_fs, t * dt_fs + 1, 10 * dt_fs, unit="fs")  # every 10th lag

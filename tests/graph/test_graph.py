@@ -100,12 +100,12 @@ def test_exact_graph_from_verlet_list(name, strain):
     cap1 = estimate_capacity(pos1, cell1, cutoffs=CUTOFFS)
     cap = Capacity(cap1.edges, cap1.angles, cap1.short_per_atom, cap0.images, skin, cap0.edges, *CUTOFFS)
     f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    edges = build_edges(f32(pos0), f32(cell0), jnp.ones(len(pos0), bool), CUTOFFS[0] + skin, cap.list_edges,
-                        cap.images)
+    edges = build_edges(f32(pos0), f32(cell0), jnp.ones(len(pos0), bool), cutoff=CUTOFFS[0] + skin, size=cap.list_edges,
+                        images=cap.images)
     g = jax.jit(refine_graph, static_argnums=3)(edges, f32(pos1), f32(cell1), cap)
     assert not bool(g.overflow)
     assert int(edges.n_edges) > int(g.n_edges)  # the list really is a superset
-    sizes = [int(x) for x in exact_sizes(edges, f32(pos1), f32(cell1), CUTOFFS)]  # what MD checks capacities with
+    sizes = [int(x) for x in exact_sizes(edges, f32(pos1), f32(cell1), cutoffs=CUTOFFS)]  # what MD checks with
     assert sizes == [int(g.n_edges), int(g.n_angles), int(g.max_short_per_atom)]
     assert_matches_ase(g, pos1, cell1)
 

@@ -255,7 +255,7 @@ def test_memory_plan_predicts_larger_batches_from_two_probes():
     model, atoms = lj_model(), argon(3)
     settings = IntegratorSettings("nvt", dt_fs=4.0)
     plan = plan_replicas(model, atoms, settings, device_bytes=2**30, probe=(1, 4), n_frames=10)
-    actual = chunk_bytes(model, atoms, 12, settings, n_frames=10)
+    actual = chunk_bytes(model, atoms, 12, settings=settings, n_frames=10)
     predicted = plan.bytes_fixed + 12 * plan.bytes_per_replica
     assert abs(predicted - actual) < 0.01 * actual
     assert plan.bytes_per_replica > 10 * len(atoms) * 3 * 4

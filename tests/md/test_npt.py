@@ -259,4 +259,4 @@ def test_cell_jump_strain_is_the_green_strain_and_warns_above_the_limit():
     np.testing.assert_allclose(strain, [0.0, (1.05**2 - 1) / 2], atol=1e-12)
     assert strain[1] > AVERAGE_CELL_STRAIN_LIMIT
     with pytest.warns(UserWarning, match=r"replica 1 \(700 K\): 5.1%"):
-        warn_cell_jump(last, avg, (600.0, 700.0), "npt")
+        warn_cell_jump(last, avg, (600.0, 700.0), stage="npt")

@@ -33,7 +33,7 @@ def test_streaming_equals_frame_based_msd_and_resumes(tmp_path):
     rng = np.random.default_rng(0)
     x = np.cumsum(rng.normal(0, 0.1, (1200, 6, 3)), axis=0) + 20.0
     levels, block = 3, 8
-    state = jax.jit(_scan)(streaming_init(6, levels, block, jax.numpy.float32), x)
+    state = jax.jit(_scan)(streaming_init(6, levels, block, dtype=jax.numpy.float32), x)
     lags, tr, col, pairs = streaming_finalize(state)
     assert lags.max() == block**3 and pairs[0] == 1199
     for lag, a, b in zip(lags, tr, col):
@@ -46,7 +46,7 @@ def test_streaming_equals_frame_based_msd_and_resumes(tmp_path):
     np.testing.assert_allclose(tr[:block], np.asarray(fft.tracer)[1 : block + 1], rtol=1e-4)
     np.testing.assert_allclose(col[:block], np.asarray(fft.collective)[1 : block + 1], rtol=1e-4)
     # kill after 500 frames: save the state, start a new process-like path from the file, finish
-    half = jax.jit(_scan)(streaming_init(6, levels, block, jax.numpy.float32), x[:500])
+    half = jax.jit(_scan)(streaming_init(6, levels, block, dtype=jax.numpy.float32), x[:500])
     np.savez(tmp_path / "msd_state.npz", **half._asdict())
     with np.load(tmp_path / "msd_state.npz") as f:
         resumed = StreamingMSD(**{k: jax.numpy.asarray(f[k]) for k in StreamingMSD._fields})

@@ -59,7 +59,7 @@ def _system(n=2, seed=1):
 def _sample(eps, temperature_K, n_saves, seed, save_every=5, dt_fs=10.0, gamma=5.0, burn=100):
     """Frames, their potential energies (eV) and the lattice sites of a Langevin run of the LJ crystal."""
     species, x0, cell, mask, masses, cap = _system()
-    v0 = maxwell_boltzmann(jax.random.PRNGKey(seed), masses, mask, temperature_K)
+    v0 = maxwell_boltzmann(jax.random.PRNGKey(seed), masses, mask, temperature_K=temperature_K)
     xs, es, *_ = langevin_checked({"epsilon": jnp.float64(eps)}, lj_model().module, species, positions=x0,
                                   velocities=v0, cell=cell, atom_mask=mask, masses=masses, temperature_K=temperature_K,
                                   dt_fs=dt_fs, gamma_per_ps=gamma, key=jax.random.PRNGKey(seed + 1000), capacity=cap,
@@ -125,8 +125,8 @@ def test_reweighting_gradient_equals_fluctuation_formula_and_finite_differences(
     beta = 1.0 / (KB * T_K)
     for fn in (potential_energy, virial_pressure):
         # per-frame U (eV) and A, numpy; the LJ energy and virial are linear in epsilon: dX/deps = X / eps
-        u0 = np.asarray(frame_map(potential_energy, model.module, p0, frames, graphs))
-        a0 = np.asarray(frame_map(fn, model.module, p0, frames, graphs))
+        u0 = np.asarray(frame_map(potential_energy, model.module, p0, frames=frames, graphs=graphs))
+        a0 = np.asarray(frame_map(fn, model.module, p0, frames=frames, graphs=graphs))
         for eps in (EPS, EPS1):
             u, a = u0 * eps / EPS, a0 * eps / EPS
             du, da = u / eps, a / eps
@@ -156,7 +156,7 @@ def test_volume_gradient_with_varying_cells_equals_fluctuation_formula(runs):
     model = lj_model()
     p0 = {"epsilon": jnp.float64(EPS)}
     graphs, _ = frame_graphs(frames, model.cutoffs)
-    u0 = np.asarray(frame_map(potential_energy, model.module, p0, frames, graphs))
+    u0 = np.asarray(frame_map(potential_energy, model.module, p0, frames=frames, graphs=graphs))
     v = np.abs(np.linalg.det(np.asarray(frames.cells)))
     beta = 1.0 / (KB * T_K)
     eps = 1.02 * EPS  # the strained frames spread U widely: a small step keeps n_eff > n / 2
@@ -259,7 +259,7 @@ def test_npt_response_on_gaussian_samples_with_known_answer():
         v, dh = rng.multivariate_normal([0, 0], cov, size=2000).T
         v = v + v0
         energy = dh - p_bar * BAR * v  # so that H = E + P V = dh
-        out = npt_response(v, energy, t, p_bar)
+        out = npt_response(v, energy, t, pressure_bar=p_bar)
         estimates.append([out["compressibility_per_GPa"][0], out["thermal_expansion_per_K"][0]])
         errors.append([out["compressibility_per_GPa"][1], out["thermal_expansion_per_K"][1]])
     estimates, errors = np.array(estimates), np.array(errors)
@@ -309,7 +309,7 @@ def test_heat_capacity_of_lj_crystal_is_harmonic_at_low_temperature():
 @pytest.mark.parametrize("gamma", [0.0, 1.0])  # 1/ps: velocity Verlet (NVE) and Langevin
 def test_short_time_msd_gradient_matches_finite_differences(gamma):
     species, x0, cell, mask, masses, cap = _system()
-    v0 = maxwell_boltzmann(jax.random.PRNGKey(0), masses, mask, T_K)
+    v0 = maxwell_boltzmann(jax.random.PRNGKey(0), masses, mask, temperature_K=T_K)
     key = jax.random.PRNGKey(3)  # the same random numbers at eps +- h
 
     def run(eps):
@@ -382,7 +382,8 @@ def test_stress_refinement_recovers_the_parameter_of_a_direct_run(runs):
     model = lj_model()
     p0 = {"epsilon": jnp.float64(EPS)}
     graphs1, _ = frame_graphs(frames1, model.cutoffs)
-    direct = np.asarray(frame_map(virial_stress, model.module, {"epsilon": jnp.float64(EPS1)}, frames1, graphs1))
+    direct = np.asarray(frame_map(virial_stress, model.module, {"epsilon": jnp.float64(EPS1)}, frames=frames1,
+                                  graphs=graphs1))
     probe = stress_target(model, _first(frames0, 2), T_K, params=p0)
     wanted = direct.mean(0) + np.asarray(probe.kinetic_stress)  # the same kinetic convention on both sides
     target = stress_target(model, frames0, T_K, params=p0, stress_gpa=wanted)
@@ -391,7 +392,7 @@ def test_stress_refinement_recovers_the_parameter_of_a_direct_run(runs):
     eps = float(res.params["epsilon"])
     # statistical error of eps: pressure errors of both runs over the slope d<P>/d eps at the answer
     graphs0, _ = frame_graphs(frames0, model.cutoffs)
-    sampled = np.asarray(frame_map(virial_pressure, model.module, p0, frames0, graphs0))
+    sampled = np.asarray(frame_map(virial_pressure, model.module, p0, frames=frames0, graphs=graphs0))
     slope = float(reweight(model, res.params, frames0, temperature_K=T_K, observable=virial_pressure, ref_params=p0,
                            graphs=graphs0, select=["pair"]).grad["epsilon"])
     direct_p = -np.trace(direct, axis1=1, axis2=2) / 3

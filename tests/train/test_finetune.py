@@ -80,7 +80,8 @@ def test_packed_evaluation_matches_predict(model, gpaw_set):
     packed = ft.pack_dataset(ds, [16], model.cutoffs)
     assert packed[0].arrays["g_edge_mask"].sum(1).min() > 0 and not packed[0].arrays["g_overflow"].any()
     eval_step = ft.make_eval_step(model.module, ft.loss_key(cfg))
-    energies = ft.predict_energies_packed(lambda p, b, _cap: eval_step(p, b), model.params, packed, 2, len(ds))
+    energies = ft.predict_energies_packed(lambda p, b, _cap: eval_step(p, b), model.params, packed, batch_size=2,
+                                          n=len(ds))
     preds = lycb_jax.predict(model, [ase.io.read(DATA, i) for i in range(5)])
     np.testing.assert_allclose(energies, [p.energy for p in preds], rtol=1e-5)
     metrics = ft.evaluate(model, ds, cfg)
@@ -101,7 +102,7 @@ def test_train_program_independent_of_learning_rate_and_epochs(model, gpaw_set):
                                                                                    scheduler="constant")):
         labels = layer_groups.param_labels(model.params, cfg.freeze, model.module.layer_groups())
         tx = ft.make_optimizer(cfg, labels)
-        train_step, _ = ft.make_steps(model.module, tx, labels, cfg)
+        train_step, _ = ft.make_steps(model.module, tx, labels, cfg=cfg)
         texts.append(train_step.lower(model.params, tx.init(model.params), batch, np.float32(0.0)).as_text())
     assert texts[0] == texts[1]
     lr = ft.learning_rates(ft.FinetuneConfig(learning_rate=1e-2, epochs=4, decay_fraction=0.01), 10)
@@ -154,8 +155,8 @@ def test_loss_gradient_matches_finite_differences(model, gpaw_set):
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), model.params)
         b64 = {k: jnp.asarray(v, jnp.float64) if v.dtype == np.float32 else jnp.asarray(v) for k, v in batch.items()}
-        loss = jax.jit(lambda p: ft.batch_loss(model.module, p, b64, cfg)[0])
-        grad = jax.jit(jax.grad(lambda p: ft.batch_loss(model.module, p, b64, cfg)[0]))(p64)
+        loss = jax.jit(lambda p: ft.batch_loss(model.module, p, b64, cfg=cfg)[0])
+        grad = jax.jit(jax.grad(lambda p: ft.batch_loss(model.module, p, b64, cfg=cfg)[0]))(p64)
         flat_g = traverse_util.flatten_dict(grad)
         for pick in picks:
             path, idx = pick[:-1], pick[-1]
@@ -248,8 +249,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, gpaw_set, monk
 
     save = loop.save_train_state
 
-    def save_then_kill(path, epoch, *args):
-        save(path, epoch, *args)
+    def save_then_kill(path, epoch, *args, **kwargs):
+        save(path, epoch, *args, **kwargs)
         if epoch == 2:
             raise KeyboardInterrupt("killed")
 
