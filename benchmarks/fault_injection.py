@@ -242,6 +242,13 @@ def base_env(work: Path, inp: Path, snap: Path | None) -> dict:
 
 # -- comparing ----------------------------------------------------------------------------------------------
 
+def _same(x, y) -> bool:
+    """Attribute equality; NaN equals NaN (e.g. hop_distance_A of a run without Li)."""
+    x, y = np.asarray(x), np.asarray(y)
+    numeric = x.dtype.kind in "fc" and y.dtype.kind in "fc"
+    return bool(np.array_equal(x, y, equal_nan=numeric))
+
+
 def _h5_equal(a: Path, b: Path) -> str | None:
     from lycb_jax.md.trajectory import read_trajectory
 
@@ -257,10 +264,10 @@ def _h5_equal(a: Path, b: Path) -> str | None:
                 if oa.shape != ob.shape or not np.array_equal(oa[()], ob[()], equal_nan=True):
                     return f"{a.name}:{name} differs"
             for k in set(oa.attrs) | set(ob.attrs):
-                if not np.array_equal(np.asarray(oa.attrs.get(k)), np.asarray(ob.attrs.get(k))):
+                if not _same(oa.attrs.get(k), ob.attrs.get(k)):
                     return f"{a.name}:{name} attribute {k} differs"
         for k in set(fa.attrs) | set(fb.attrs):
-            if not np.array_equal(np.asarray(fa.attrs.get(k)), np.asarray(fb.attrs.get(k))):
+            if not _same(fa.attrs.get(k), fb.attrs.get(k)):
                 return f"{a.name} attribute {k} differs"
     return None
 
