@@ -4,7 +4,8 @@ setups present, hardly on the geometry.) For every structure in labels.db with l
 (same k-point density), the stress difference HIGH - LOW: its isotropic part as a pressure shift dP (GPa) and its
 largest deviatoric component (GPa). Model: dP * V = sum over halide atoms of b_X (eV, per Cl or Br atom; Li and Y
 come in the fixed ratio Li3YX6, so their share is folded into b_X). b_Cl and b_Br are fitted on the pure
-structures (least squares) and the model is tested on every mixed Cl/Br structure (residual, GPa).
+structures (least squares) and the model is tested on every mixed Cl/Br structure (residual, GPa); the same for
+the energy shift (meV per halide atom; a composition-linear energy shift is absorbed by the composition refit).
 
     python basis_stress.py [--low 400] [--high 700] [--k 2.5]   # writes basis_stress.json beside it
 """
@@ -65,6 +66,10 @@ def main():
             pred = (coef[0] * r["n_Cl"] + coef[1] * r["n_Br"]) / r["volume_A3"] * EV_A3_TO_GPA
             r["dP_model_GPa"] = float(pred)
             r["residual_GPa"] = float(r["dP_GPa"] - pred)
+        ecoef = np.linalg.lstsq(A, [r["dE_meV_atom"] * r["natoms"] for r in pure], rcond=None)[0]  # meV per halide
+        fit.update(e_Cl_meV=float(ecoef[0]), e_Br_meV=float(ecoef[1]))
+        for r in rows:
+            r["dE_residual_meV_atom"] = float(r["dE_meV_atom"] - (ecoef[0] * r["n_Cl"] + ecoef[1] * r["n_Br"]) / r["natoms"])
     res = dict(low_eV=args.low, high_eV=args.high, k_density=args.k, fit_on=[r["formula"] for r in pure],
                tested_on=[r["formula"] for r in mixed], fit=fit, structures=rows)
     (here / "basis_stress.json").write_text(json.dumps(res, indent=1))
@@ -72,9 +77,10 @@ def main():
     if fit:
         print(f"fit on the pure ones: b_Cl {fit['b_Cl_eV']:.4f} eV, b_Br {fit['b_Br_eV']:.4f} eV per halide atom")
     for r in rows:
-        model = f"  model {r['dP_model_GPa']:+.3f}  residual {r['residual_GPa']:+.3f}" if fit else ""
+        model = (f"  model {r['dP_model_GPa']:+.3f}  residual {r['residual_GPa']:+.4f} GPa, dE residual "
+                 f"{r['dE_residual_meV_atom']:+.2f} meV/atom") if fit else ""
         print(f"{r['formula']:>16s} V {r['volume_A3']:7.1f}  dP {r['dP_GPa']:+.3f} GPa  deviatoric max "
-              f"{r['dev_max_GPa']:.3f}  dF max {1000 * r['dF_max_eV_A']:.1f} meV/A{model}")
+              f"{r['dev_max_GPa']:.4f}  dF max {1000 * r['dF_max_eV_A']:.1f} meV/A{model}")
 
 
 if __name__ == "__main__":

@@ -172,3 +172,53 @@ def label_structures(structures: Sequence[Atoms], labeller: ASELabeller, cache: 
                 bar.update(1)
     bar.close()
     return out  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class BasisCorrection:
+    """Labels at a low plane-wave cut-off shifted to a converged one: the energy and an isotropic (Pulay)
+    stress, each linear in the element counts; forces unchanged. Both are per-atom additive to 1e-4 GPa and
+    0.01 meV/atom on LYC, LYB and mixed LYCB between 400 and 700 eV (benchmarks/active_learning/basis_stress.py),
+    which makes 400 eV labels (2.3x cheaper) as good as 700 eV ones for the stress.
+
+    ``energy_eV``: element -> energy shift per atom (eV); ``pv_eV``: element -> pressure shift times volume per
+    atom (eV; the stress shift is -sum(n * pv) / V on the diagonal). Li and Y missing from the coefficients
+    count as folded into the anions (a Li3YX6 fit); any other missing element raises."""
+
+    energy_eV: dict
+    pv_eV: dict
+    note: str = ""
+
+    @classmethod
+    def fit(cls, low: Sequence[Atoms], high: Sequence[Atoms], *, elements: Sequence[str],
+            note: str = "") -> BasisCorrection:
+        """Least squares over pairs of labels of the same structures at the low and the high cut-off
+        (energies eV, stresses eV/A^3 in ASE's Voigt order). With a fixed cation ratio (Li3YX6) fit only the
+        anions: the cations' share is folded into them."""
+        counts = np.array([[a.get_chemical_symbols().count(e) for e in elements] for a in low], float)
+        if np.linalg.matrix_rank(counts) < len(elements):
+            raise ValueError(f"BasisCorrection.fit: the {len(low)} structures do not separate the elements "
+                             f"{list(elements)}; add structures of other compositions or fit fewer elements")
+        d_e = [b.get_potential_energy() - a.get_potential_energy() for a, b in zip(low, high, strict=True)]
+        d_pv = [-np.mean(b.get_stress()[:3] - a.get_stress()[:3]) * a.get_volume() for a, b in zip(low, high)]
+        e = np.linalg.lstsq(counts, d_e, rcond=None)[0]
+        pv = np.linalg.lstsq(counts, d_pv, rcond=None)[0]
+        return cls(dict(zip(elements, map(float, e))), dict(zip(elements, map(float, pv))), note)
+
+    def apply(self, atoms: Atoms) -> Atoms:
+        """A copy of the labelled ``atoms`` with the shifted energy and stress (the correction noted in ``info``)."""
+        symbols = atoms.get_chemical_symbols()
+        unknown = sorted(set(symbols) - set(self.pv_eV) - {"Li", "Y"})  # Li, Y: folded into the anions
+        if unknown:
+            raise ValueError(f"BasisCorrection.apply: no coefficient for {unknown}; fit with these elements")
+        de = sum(self.energy_eV.get(s, 0.0) for s in symbols)
+        dp = sum(self.pv_eV.get(s, 0.0) for s in symbols) / atoms.get_volume()  # eV/A^3, positive = compressive
+        stress = np.array(atoms.get_stress(), float)
+        stress[:3] -= dp
+        out = atoms.copy()
+        energy = atoms.get_potential_energy() + de
+        out.calc = SinglePointCalculator(out, energy=energy, free_energy=energy, forces=atoms.get_forces(),
+                                         stress=stress)
+        out.info["basis_correction"] = json.dumps(dict(energy_eV=self.energy_eV, pv_eV=self.pv_eV, note=self.note),
+                                                  sort_keys=True)
+        return out
