@@ -1,4 +1,4 @@
-"""BasisCorrection against DFT itself: GPAW PBE labels of LYB20, LYC30 and a mixed LYCB40 frame at 400 and at
+"""BasisCorrection against DFT itself: GPAW PBE labels of LYB20, two LYC30 frames and a mixed LYCB40 frame at 400 and at
 700 eV (k 2.5 per 2 pi/A; tests/data/gpaw_400_700_k2.5.extxyz, the rows of benchmarks/active_learning/labels.db
 that convergence.py computed). Fitted on the two pure halides only, the correction must turn the mixed frame's
 400 eV label into its 700 eV one."""
