@@ -354,7 +354,7 @@ def run_chunk_checked(model: Model, inputs: ChunkInputs, spec: ChunkSpec, *, ret
         x = _shard(mesh, x)
     chunk = run_chunk if mesh is None else _sharded_run_chunk(mesh)
     for _ in range(retries + 1):
-        out = chunk(model, x, spec)
+        out = chunk(model.bare(), x, spec)
         out = jax.tree.map(lambda a: a[:n_rep], out._replace(rebuilds=None))  # the padding replicas dropped
         ok, need = np.asarray(out.ok), Need.from_vector(np.asarray(out.need))
         if ok.all():

@@ -48,7 +48,7 @@ def chunk_bytes(model, atoms, replicas: int, *, settings: IntegratorSettings, n_
                                                           capacity=capacity)[0])
     states = jax.eval_shape(init, species, pos, cell, masses, kT, keys)  # shapes only
     alive = jax.ShapeDtypeStruct((r,), jnp.bool_)
-    lowered = run_chunk.lower(model, ChunkInputs(species, cell, states, kT, kT, alive),
+    lowered = run_chunk.lower(model.bare(), ChunkInputs(species, cell, states, kT, kT, alive),
                               ChunkSpec(settings, capacity, n_frames, stride))
     mem = lowered.compile().memory_analysis()
     if mem is None:

@@ -145,7 +145,7 @@ class Simulation:
         grown from exact host counts at this geometry where it is too small (a cell that NpT shrank)."""
         args = self._init_args(positions, cells, momenta, key)
         for _ in range(tries):
-            states, overflow = init_batch(self.model, **args, settings=self._settings(ensemble),
+            states, overflow = init_batch(self.model.bare(), **args, settings=self._settings(ensemble),
                                           capacity=capacity)
             if not bool(jnp.any(overflow)):
                 return states, capacity
@@ -236,7 +236,7 @@ class Simulation:
         # the states' tree structure only (no graph built): the saved capacity fits the saved geometry, not the
         # initial one, which NpT may have left far behind
         settings = self._settings(ensemble)
-        template = jax.eval_shape(lambda a: init_batch(self.model, **a, settings=settings, capacity=capacity),
+        template = jax.eval_shape(lambda a: init_batch(self.model.bare(), **a, settings=settings, capacity=capacity),
                                   self._init_args(positions, cells, None, jax.random.PRNGKey(0)))[0]
         print(f"{ck['path']}: the run is complete" if si >= len(stages) else
               f"resuming {ck['path']} at stage {si} ({name}), step {step}")

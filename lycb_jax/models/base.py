@@ -86,7 +86,8 @@ class Model:
     A pytree: ``params`` are the leaves; ``module``, ``name`` and ``metadata`` are static (compared by
     value; ``metadata`` by its canonical JSON). A jitted function that takes a Model therefore compiles
     once per (module, name, metadata, parameter shapes): new parameter arrays of the same shapes reuse
-    the program, while a model with another name or manifest (a fine-tuned one) compiles its own."""
+    the program. lycb_jax's own jitted programs take :meth:`bare` models, so that a fine-tuned model
+    shares its parent's programs."""
 
     module: Any  # a Potential
     params: Any
@@ -101,6 +102,12 @@ class Model:
     def tree_unflatten(cls, static, children) -> Model:
         module, name, metadata = static
         return cls(module, children[0], name, metadata.value)
+
+    def bare(self) -> Model:
+        """This model with no name and an empty manifest, to pass to jitted functions: one program per module
+        and parameter shapes. The module holds all of the physics (cutoffs, dispersion); name and manifest
+        are labels (static pytree data all the same, so that unflattening and jit outputs keep them)."""
+        return Model(self.module, self.params, "", {})
 
     @property
     def cutoffs(self) -> Cutoffs:

@@ -99,7 +99,7 @@ def predict_batch(model: Model, batch: Batch) -> list[Prediction]:
     """Evaluate one padded batch; raises if a graph capacity was exceeded (never truncates)."""
     dtype = jax.tree.leaves(model.params)[0].dtype  # float32, or float64 for x64 checks
     e, f, s, m, overflow = _predict_batched(
-        model, jnp.asarray(batch.species), jnp.asarray(batch.positions, dtype),
+        model.bare(), jnp.asarray(batch.species), jnp.asarray(batch.positions, dtype),
         jnp.asarray(batch.cells, dtype), jnp.asarray(batch.atom_mask), batch.capacity)
     if bool(np.any(np.asarray(overflow)[:len(batch.counts)])):
         raise RuntimeError(f"neighbour-list overflow with capacity {batch.capacity}: the host-side count "

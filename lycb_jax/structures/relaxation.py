@@ -181,7 +181,7 @@ class _Group:
     slot refill and capacity growth around the jit-compiled programs."""
 
     def __init__(self, model, systems: list[System], n_pad: int, n_slots: int):
-        self.model, self.systems, self.n_pad = model, systems, n_pad
+        self.model, self.systems, self.n_pad = model.bare(), systems, n_pad  # for the jitted programs
         self.batch = pack(systems, headroom=1.25, n_atoms=n_pad, n_systems=len(systems),  # cells change: 25% headroom
                           cutoffs=model.cutoffs)
         self.key = (n_pad, n_slots, tuple(model.cutoffs))

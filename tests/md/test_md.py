@@ -136,11 +136,13 @@ def test_vmapped_temperatures_equal_separate_runs():
 
 
 @pytest.mark.slow
-def test_an_equal_model_with_new_parameters_reuses_the_compiled_chunk():
-    """run_chunk takes the Model as a pytree (static module, name and metadata; parameters as leaves): a Model
-    equal but for new parameter arrays of the same shapes (another epsilon) reuses the compiled chunk, and its
-    frames follow the new parameters (potential energy of the last frame = the eager energy there)."""
+def test_a_fine_tuned_model_reuses_the_compiled_chunk():
+    """run_chunk takes the Model as a pytree (parameters as leaves) and run_chunk_checked passes it bare (no name or
+    manifest): a model that differs only in its parameter values (another epsilon), name and manifest, as a
+    fine-tuned one does, reuses the compiled chunk, and its frames follow the new parameters (potential energy of
+    the last frame = the eager energy there)."""
     from lycb_jax.graph import build_graph
+    from lycb_jax.md import run_chunk_checked
     from lycb_jax.models import Model, potential
 
     model = lj_model()
@@ -148,10 +150,11 @@ def test_an_equal_model_with_new_parameters_reuses_the_compiled_chunk():
     integ = IntegratorSettings("nvt", dt_fs=2.0)
     cap = _lj_capacity(atoms)
     species, cell, states, kT = _states(model, [atoms], [40.0], integ, cap)
-    _run(model, species, cell, states, kT, integ, cap, n_frames=2, stride=3)
+    inputs, spec = ChunkInputs(species, cell, states, kT, kT, jnp.ones(1, bool)), ChunkSpec(integ, cap, 2, 3)
+    run_chunk_checked(model, inputs, spec, mesh=None)
     compiled = run_chunk._cache_size()
-    stronger = Model(model.module, {"epsilon": 2 * model.params["epsilon"]}, model.name, dict(model.metadata))
-    _, fr, alive, ok = _run(stronger, species, cell, states, kT, integ, cap, n_frames=2, stride=3)
+    stronger = Model(model.module, {"epsilon": 2 * model.params["epsilon"]}, "lj-argon-ft", {"parent_model": model.name})
+    (_, fr, alive, ok, _), _ = run_chunk_checked(stronger, inputs, spec, mesh=None)
     assert run_chunk._cache_size() == compiled  # no new program
     assert bool(ok.all()) and bool(alive.all())
     x, c, mask = fr.positions[0, -1], fr.cell[0, -1], species[0] > 0

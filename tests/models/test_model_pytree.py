@@ -1,6 +1,6 @@
 """``Model`` is a pytree (parameters as leaves; module, name and metadata static): it round-trips through
 ``tree_flatten``, crosses ``jit``, ``vmap`` and ``grad`` as it is, and an equal Model with new parameter
-arrays reuses the compiled program."""
+arrays reuses the compiled program; lycb_jax's programs take ``Model.bare()``, so a renamed model reuses them too."""
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ def test_jit_vmap_grad_take_the_model_as_it_is():
     # The LJ energy is linear in epsilon, so the reference is eager * 0.02 / EPS.
     assert float(jitted(_model(0.02), pos)) == pytest.approx(eager * 0.02 / EPS, rel=1e-5)
     assert len(traces) == n_traces
-    # another name is other static data: a new trace
+    # another name is other static data: a new trace (lycb_jax's programs therefore take model.bare())
     jitted(_model(name="other"), pos)
     assert len(traces) == n_traces + 1
 
@@ -84,3 +84,20 @@ def test_a_reloaded_checkpoint_has_the_same_treedef():
     a, b = lycb_jax.load_model("chgnet-0.3.0"), lycb_jax.load_model("chgnet-0.3.0")
     assert a.metadata is not b.metadata and a.metadata
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+
+
+def test_predict_takes_the_bare_model_so_a_fine_tuned_one_reuses_its_program():
+    """bare() keeps module and parameters and drops name and manifest; predict of a model that differs only in
+    those and in its parameter values (a fine-tuned one) reuses the program compiled for its parent (MD:
+    tests/md/test_md.py; relax: benchmarks/bench_model_retrace.py)."""
+    from lycb_jax.models.predict import _predict_batched, predict
+
+    parent, tuned = _model(), _model(0.02, name="lj-argon-ft", metadata={**METADATA, "parent_model": "lj-argon"})
+    bare = tuned.bare()
+    assert (bare.module, bare.params, bare.name, bare.metadata) == (tuned.module, tuned.params, "", {})
+    assert jax.tree_util.tree_structure(bare) == jax.tree_util.tree_structure(parent.bare())
+    atoms = argon(2)
+    e_parent = predict(parent, [atoms])[0].energy
+    n_programs = _predict_batched._cache_size()
+    assert predict(tuned, [atoms])[0].energy == pytest.approx(e_parent * 0.02 / EPS, rel=1e-5)
+    assert _predict_batched._cache_size() == n_programs
