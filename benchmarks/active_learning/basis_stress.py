@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from ase.db import connect
 
+from lycb_jax.active import BasisCorrection
 from lycb_jax.units import EV_A3_TO_GPA
 
 here = Path(__file__).parent
@@ -41,9 +42,10 @@ def main():
     args = ap.parse_args()
     db = connect(args.db)
     low, high = labels_at(db, args.low, args.k), labels_at(db, args.high, args.k)
-    rows = []
+    rows, pairs = [], []
     for key in sorted(set(low) & set(high)):
         a, b = low[key], high[key]
+        pairs.append((a.toatoms(), b.toatoms()))
         d = (np.asarray(b.stress) - np.asarray(a.stress)) * EV_A3_TO_GPA  # Voigt, ASE sign (positive = tensile)
         dp = -d[:3].mean()
         dev = np.concatenate([d[:3] + dp, d[3:]])
@@ -54,22 +56,19 @@ def main():
                          dE_meV_atom=float(1000 * (b.energy - a.energy) / a.natoms)))
     if not rows:
         raise SystemExit(f"no structure with labels at both {args.low} and {args.high} eV (k {args.k}) in {args.db}")
-    pure = [r for r in rows if r["n_Cl"] == 0 or r["n_Br"] == 0]
+    pure = [i for i, r in enumerate(rows) if r["n_Cl"] == 0 or r["n_Br"] == 0]
     mixed = [r for r in rows if r["n_Cl"] and r["n_Br"]]
-    A = np.array([[r["n_Cl"], r["n_Br"]] for r in pure], float)
-    y = np.array([r["dP_GPa"] * r["volume_A3"] / EV_A3_TO_GPA for r in pure])  # eV
     fit = None
-    if np.linalg.matrix_rank(A) == 2:
-        coef = np.linalg.lstsq(A, y, rcond=None)[0]
-        fit = dict(b_Cl_eV=float(coef[0]), b_Br_eV=float(coef[1]))
-        for r in rows:
-            pred = (coef[0] * r["n_Cl"] + coef[1] * r["n_Br"]) / r["volume_A3"] * EV_A3_TO_GPA
-            r["dP_model_GPa"] = float(pred)
-            r["residual_GPa"] = float(r["dP_GPa"] - pred)
-        ecoef = np.linalg.lstsq(A, [r["dE_meV_atom"] * r["natoms"] for r in pure], rcond=None)[0]  # meV per halide
-        fit.update(e_Cl_meV=float(ecoef[0]), e_Br_meV=float(ecoef[1]))
-        for r in rows:
-            r["dE_residual_meV_atom"] = float(r["dE_meV_atom"] - (ecoef[0] * r["n_Cl"] + ecoef[1] * r["n_Br"]) / r["natoms"])
+    if len({(rows[i]["n_Cl"] > 0, rows[i]["n_Br"] > 0) for i in pure}) == 2:  # both pure halides present
+        corr = BasisCorrection.fit([pairs[i][0] for i in pure], [pairs[i][1] for i in pure], elements=("Cl", "Br"))
+        fit = dict(b_Cl_eV=corr.pv_eV["Cl"], b_Br_eV=corr.pv_eV["Br"], e_Cl_meV=1000 * corr.energy_eV["Cl"],
+                   e_Br_meV=1000 * corr.energy_eV["Br"])
+        for r, (a, b) in zip(rows, pairs):
+            got = corr.apply(a)
+            r["dP_model_GPa"] = float(-(got.get_stress()[:3] - a.get_stress()[:3]).mean() * EV_A3_TO_GPA)
+            r["residual_GPa"] = r["dP_GPa"] - r["dP_model_GPa"]
+            r["dE_residual_meV_atom"] = float(1000 * (b.get_potential_energy() - got.get_potential_energy()) / len(a))
+    pure = [rows[i] for i in pure]
     res = dict(low_eV=args.low, high_eV=args.high, k_density=args.k, fit_on=[r["formula"] for r in pure],
                tested_on=[r["formula"] for r in mixed], fit=fit, structures=rows)
     (here / "basis_stress.json").write_text(json.dumps(res, indent=1))
