@@ -182,11 +182,12 @@ class BasisCorrection:
     which makes 400 eV labels (2.3x cheaper) as good as 700 eV ones for the stress.
 
     ``energy_eV``: element -> energy shift per atom (eV); ``pv_eV``: element -> pressure shift times volume per
-    atom (eV; the stress shift is -sum(n * pv) / V on the diagonal). Li and Y missing from the coefficients
-    count as folded into the anions (a Li3YX6 fit); any other missing element raises."""
+    atom (eV; the stress shift is -sum(n * pv) / V on the diagonal). ``folded``: elements of the fitted
+    structures without a coefficient of their own (their share is in the others'); any other element raises."""
 
     energy_eV: dict
     pv_eV: dict
+    folded: tuple = ()
     note: str = ""
 
     @classmethod
@@ -203,12 +204,13 @@ class BasisCorrection:
         d_pv = [-np.mean(b.get_stress()[:3] - a.get_stress()[:3]) * a.get_volume() for a, b in zip(low, high)]
         e = np.linalg.lstsq(counts, d_e, rcond=None)[0]
         pv = np.linalg.lstsq(counts, d_pv, rcond=None)[0]
-        return cls(dict(zip(elements, map(float, e))), dict(zip(elements, map(float, pv))), note)
+        folded = tuple(sorted({s for a in low for s in a.get_chemical_symbols()} - set(elements)))
+        return cls(dict(zip(elements, map(float, e))), dict(zip(elements, map(float, pv))), folded, note)
 
     def apply(self, atoms: Atoms) -> Atoms:
         """A copy of the labelled ``atoms`` with the shifted energy and stress (the correction noted in ``info``)."""
         symbols = atoms.get_chemical_symbols()
-        unknown = sorted(set(symbols) - set(self.pv_eV) - {"Li", "Y"})  # Li, Y: folded into the anions
+        unknown = sorted(set(symbols) - set(self.pv_eV) - set(self.folded))
         if unknown:
             raise ValueError(f"BasisCorrection.apply: no coefficient for {unknown}; fit with these elements")
         de = sum(self.energy_eV.get(s, 0.0) for s in symbols)
@@ -219,6 +221,5 @@ class BasisCorrection:
         energy = atoms.get_potential_energy() + de
         out.calc = SinglePointCalculator(out, energy=energy, free_energy=energy, forces=atoms.get_forces(),
                                          stress=stress)
-        out.info["basis_correction"] = json.dumps(dict(energy_eV=self.energy_eV, pv_eV=self.pv_eV, note=self.note),
-                                                  sort_keys=True)
+        out.info["basis_correction"] = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return out

@@ -42,6 +42,6 @@ def test_underdetermined_fit_and_unknown_elements_are_refused():
     lyc = [i for i, a in enumerate(low) if "Br" not in a.get_chemical_symbols()]
     with pytest.raises(ValueError, match="do not separate the elements"):
         BasisCorrection.fit([low[i] for i in lyc], [high[i] for i in lyc], elements=("Cl", "Br"))
-    corr = BasisCorrection({"Cl": 0.0}, {"Cl": 0.0})
+    corr = BasisCorrection({"Cl": 0.0}, {"Cl": 0.0}, folded=("Li", "Y"))
     with pytest.raises(ValueError, match=r"no coefficient for \['Br'\]"):
         corr.apply(low[0] if "Br" in low[0].get_chemical_symbols() else low[-1])
