@@ -9,6 +9,9 @@
 #   profile_step.json     JAX profiler: top kernels of one MD step (8 x 427 atoms) with HLO bytes and GB/s (issue 31),
 #                         plus profile_step.log, profile_step.xplane.pb and the chunk's optimized HLO (.txt.gz)
 #   ncu_step.csv          Nsight Compute on about one MD step's kernels: time, DRAM bytes, bandwidth
+#   bench_md_before_r{R}.json  the same with the lycb_jax of BEFORE (a folder holding an older lycb_jax/, e.g.
+#                         mkdir -p .gpu/before && git archive REF lycb_jax | tar -x -C .gpu/before), timed right
+#                         after the current one on the same card: issue 31's before/after rule
 # Knobs: REPLICAS, N, STEPS, *_TIMEOUT; NO_TORCH, NO_BENCH, NO_PROFILE, NO_NCU skip a section;
 # PROFILE_ONLY=1: device.txt and the profile only (about 2-3 min).
 set -uo pipefail
@@ -16,6 +19,7 @@ job=${JOB:-/tmp/job}; out=$job/out/perf src=$job/src
 mkdir -p $out $src
 [ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_perf/*.whl
 cp -r lycb_jax checkpoints benchmarks $src/
+[ -n "${BEFORE:-}" ] && { mkdir -p $job/before && cp -r $BEFORE/lycb_jax $job/before/; }
 export PYTHONPATH=/tmp/site:$src MPLBACKEND=Agg PYTHONUNBUFFERED=1 OUT=$out
 cd $src
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no GPU"
@@ -32,6 +36,13 @@ for r in ${REPLICAS:-1 4 8 16 32}; do
   timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/bench_md.py --n ${N:-4} --replicas $r --steps ${STEPS:-200} --stride 50 > $out/bench_md_r$r.log 2>&1
   [ -f $out/bench_md.json ] && mv $out/bench_md.json $out/bench_md_r$r.json  # bench_md writes $OUT/bench_md.json
   tail -1 $out/bench_md_r$r.log
+  if [ -n "${BEFORE:-}" ]; then
+    echo "== bench_md replicas $r, before ($BEFORE)"
+    PYTHONPATH=/tmp/site:$job/before LYCB_JAX_CHECKPOINTS=$src/checkpoints timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/bench_md.py --n ${N:-4} --replicas $r \
+      --steps ${STEPS:-200} --stride 50 > $out/bench_md_before_r$r.log 2>&1
+    [ -f $out/bench_md.json ] && mv $out/bench_md.json $out/bench_md_before_r$r.json
+    tail -1 $out/bench_md_before_r$r.log
+  fi
 done
 if [ -z "${NO_PROFILE:-}" ]; then
   echo "== profile_step (top kernels, HLO bytes, GB/s)"

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from lycb_jax.graph.capacity import Capacity
 from lycb_jax.graph.cells import build_edges_binned
-from lycb_jax.graph.edges import EdgeList, build_edges, spread
+from lycb_jax.graph.edges import EdgeList, build_edges, first_true, spread
 
 
 @jax.tree_util.register_dataclass
@@ -92,7 +92,7 @@ def _with_angles(src, dst, shift, mask, n_edges, d2, n_atoms: int, bond_cut: flo
     valid = slot[None, :] < count[:, None]
     pair_valid = valid[:, :, None] & valid[:, None, :] & (slot[:, None] != slot[None, :])[None]
     n_angles = jnp.sum(count * (count - 1), dtype=jnp.int32)
-    (asel,) = jnp.nonzero(pair_valid.reshape(-1), size=capacity.angles, fill_value=0)
+    asel = first_true(pair_valid, capacity.angles)
     angle_mask = jnp.arange(capacity.angles) < n_angles
     a_atom = asel // (k * k)
     e1 = table[a_atom, (asel // k) % k]
@@ -174,7 +174,7 @@ def _refined(edges: EdgeList, positions, cell, atom_cut: float, bond_cut: float 
                             bond_cut, capacity, edges.images_needed, edges.overflow)
     keep = edges.mask & (d2 < atom_cut**2)
     n_edges = jnp.sum(keep, dtype=jnp.int32)
-    (sel,) = jnp.nonzero(keep, size=capacity.edges, fill_value=0)
+    sel = first_true(keep, capacity.edges)
     mask = jnp.arange(capacity.edges) < n_edges
     n = positions.shape[0]
     return _with_angles(spread(edges.src[sel], mask, n), spread(edges.dst[sel], mask, n),

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lycb_jax.graph.edges import EdgeList, images_needed, spread
+from lycb_jax.graph.edges import EdgeList, first_true, images_needed, spread
 
 _STENCIL = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)  # the 27 neighbour bins
 
@@ -51,7 +51,7 @@ def build_edges_binned(positions: jax.Array, cell: jax.Array, atom_mask: jax.Arr
     ok = (cand >= 0) & (i < cand) & atom_mask[:, None, None] & (d2 < cutoff**2)
     flat = ok.reshape(-1)
     n_edges = jnp.sum(flat, dtype=jnp.int32)
-    (sel,) = jnp.nonzero(flat, size=size, fill_value=0)
+    sel = first_true(flat, size)
     mask = jnp.arange(size) < n_edges
     m = 27 * per_bin
     src = (sel // m).astype(jnp.int32)

@@ -75,13 +75,24 @@ def build_edges(positions: jax.Array, cell: jax.Array, atom_mask: jax.Array, *, 
     d2 = jnp.sum(vec * vec, axis=-1)
     flat = (pair_ok & same[:, :, None] & (d2 < cutoff**2)).reshape(-1)
     n_edges = jnp.sum(flat, dtype=jnp.int32)
-    (sel,) = jnp.nonzero(flat, size=size, fill_value=0)
+    sel = first_true(flat, size)
     mask = jnp.arange(size) < n_edges
     src = (sel // (n * m)).astype(jnp.int32)
     dst = ((sel // m) % n).astype(jnp.int32)
     shift = shifts[sel % m] - wrapped_shift[dst] + wrapped_shift[src]
     return EdgeList(spread(src, mask, n), spread(dst, mask, n), jnp.where(mask[:, None], shift, 0.0), mask,
                     n_edges, needed, ~images_ok | (n_edges > size), jnp.zeros((), jnp.int32))
+
+
+def first_true(mask: jax.Array, size: int) -> jax.Array:
+    """Flat indices (int32) of the first ``size`` True entries of ``mask``, in order, padded with 0:
+    ``jnp.nonzero(mask.ravel(), size=size, fill_value=0)[0]``. Written here because jnp.nonzero counts
+    with a bincount: a scatter-add that sends every False entry after a True one to the same slot, which
+    serialises on GPU atomics (the list rebuild ran at 0.3% of HBM bandwidth, docs/performance.md).
+    Here each True entry is written once to its own slot and the rest are dropped."""
+    flat = mask.reshape(-1)
+    slot = jnp.where(flat, jnp.cumsum(flat, dtype=jnp.int32) - 1, size)  # slot >= size: dropped
+    return jnp.zeros((size,), jnp.int32).at[slot].set(jnp.arange(flat.shape[0], dtype=jnp.int32), mode="drop")
 
 
 def spread(index: jax.Array, mask: jax.Array, n: int) -> jax.Array:

@@ -207,3 +207,23 @@ def test_binned_edges_equal_ase_in_large_skewed_cells(name):
     widths = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
     f = 0.99 * cut / np.min(widths / np.asarray(grid))  # squeezed: the narrowest bins now 1% below the cutoff
     assert bool(build(args[0] * f, args[1] * f, args[2], cut, 4 * len(ref), grid, 4 * per_bin).overflow)
+
+
+@pytest.mark.parametrize("n_true, size", [(0, 7), (5, 7), (7, 7), (40, 7), (13, 50)])
+def test_first_true_is_numpys_flatnonzero_cut_and_padded(n_true, size):
+    """The compaction behind every list and graph build equals numpy's flatnonzero, cut to ``size`` and padded
+    with 0, for none, some, exactly ``size`` and more True entries than ``size``, also under vmap."""
+    from lycb_jax.graph.edges import first_true
+    rng = np.random.default_rng(n_true)
+    masks = np.zeros((3, 6, 11), bool)
+    for m in masks:
+        m.reshape(-1)[rng.choice(m.size, n_true, replace=False)] = True
+
+    def ref(m):
+        idx = np.flatnonzero(m)[:size]
+        return np.concatenate([idx, np.zeros(size - idx.size, int)])
+
+    for m in masks:
+        np.testing.assert_array_equal(np.asarray(jax.jit(first_true, static_argnums=1)(m, size)), ref(m))
+    batched = jax.vmap(lambda m: first_true(m, size))(masks)
+    np.testing.assert_array_equal(np.asarray(batched), np.stack([ref(m) for m in masks]))
