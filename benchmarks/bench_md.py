@@ -27,7 +27,7 @@ from lycb_jax.md import (ChunkInputs, ChunkSpec, IntegratorSettings, default_cap
                          masses_of, run_chunk, run_chunk_checked)
 from lycb_jax.graph import verlet_list  # noqa: E402
 from lycb_jax.models import energy_forces_stress, potential  # noqa: E402
-from lycb_jax.runtime.precision import with_precision  # noqa: E402
+from lycb_jax.runtime.precision import matmul_precision, with_precision  # noqa: E402
 
 
 def main():
@@ -116,6 +116,13 @@ def main():
     efs = jax.jit(with_precision(jax.vmap(
         lambda sp, p, c, m, gr: energy_forces_stress(model.module, model.params, sp, p, c, m, gr))))
     _, t_efs = time_call(efs, species, x, cell, mask, g)
+    res["matmul_precision"] = matmul_precision()  # $LYCB_JAX_MATMUL_PRECISION, else "highest"
+    if matmul_precision() != "highest":  # what the cheaper products cost in accuracy, on this card
+        e_p, f_p = ef(species, x, cell, mask, g)
+        with jax.default_matmul_precision("highest"):
+            e_h, f_h = jax.jit(jax.vmap(energy_forces))(species, x, cell, mask, g)
+        res["vs_highest_max_force_diff_eV_per_A"] = float(jnp.max(jnp.abs(f_p - f_h)))
+        res["vs_highest_max_energy_diff_meV_per_atom"] = float(jnp.max(jnp.abs(e_p - e_h))) / n * 1e3
     res["ms_verlet_list_rebuild"] = t_list * 1e3
     res["list_rebuilds_per_100_steps"] = 100 * rebuilds / (n_frames * args.stride)
     res["ms_exact_graph_from_list"] = t_refine * 1e3

@@ -12,6 +12,8 @@
 #   bench_md_before_r{R}.json  the same with the lycb_jax of BEFORE (a folder holding an older lycb_jax/, e.g.
 #                         mkdir -p .gpu/before && git archive REF lycb_jax | tar -x -C .gpu/before), timed right
 #                         after the current one on the same card: issue 31's before/after rule
+#   bench_md_{P}.json     8 replicas with matrix products at precision P of PRECISIONS (e.g. "TF32_TF32_F32_X3"),
+#                         with the largest force difference against "highest" on this card
 # Knobs: REPLICAS, N, STEPS, *_TIMEOUT; NO_TORCH, NO_BENCH, NO_PROFILE, NO_NCU skip a section;
 # PROFILE_ONLY=1: device.txt and the profile only (about 2-3 min).
 set -uo pipefail
@@ -43,6 +45,13 @@ for r in ${REPLICAS:-1 4 8 16 32}; do
     [ -f $out/bench_md.json ] && mv $out/bench_md.json $out/bench_md_before_r$r.json
     tail -1 $out/bench_md_before_r$r.log
   fi
+done
+for prec in ${PRECISIONS:-}; do   # cheaper matrix products, 8 replicas, with their force error against "highest"
+  echo "== bench_md replicas ${PREC_REPLICAS:-8}, matmul precision $prec"
+  LYCB_JAX_MATMUL_PRECISION=$prec timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/bench_md.py --n ${N:-4} --replicas ${PREC_REPLICAS:-8} \
+    --steps ${STEPS:-200} --stride 50 > $out/bench_md_$prec.log 2>&1
+  [ -f $out/bench_md.json ] && mv $out/bench_md.json $out/bench_md_$prec.json
+  tail -1 $out/bench_md_$prec.log; grep vs_highest $out/bench_md_$prec.log
 done
 if [ -z "${NO_PROFILE:-}" ]; then
   echo "== profile_step (top kernels, HLO bytes, GB/s)"
