@@ -30,6 +30,14 @@ from lycb_jax.models import energy_forces_stress, potential  # noqa: E402
 from lycb_jax.runtime.precision import matmul_precision, with_precision  # noqa: E402
 
 
+T_START = time.perf_counter()
+
+
+def phase(what: str) -> None:
+    """One line per phase with the seconds since start: a run cut by a time limit still shows how far it got."""
+    print(f"[{time.perf_counter() - T_START:6.1f} s] {what}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=4, help="supercell of the baseline's LYC-like cell (4: 427 atoms)")
@@ -56,6 +64,7 @@ def main():
     alive = jnp.ones(args.replicas, bool)
     n_frames = args.steps // args.stride
 
+    phase(f"{args.replicas} x {n} atoms: compiling and running the first chunk")
     t0 = time.perf_counter()  # first chunk: compilation, and capacity growth if the graph overflows
     out, cap = run_chunk_checked(model, ChunkInputs(species, cell, states, kT, kT, alive),
                                  ChunkSpec(integ, cap, n_frames, args.stride), fit=True,
@@ -70,6 +79,7 @@ def main():
         return run_chunk(model, ChunkInputs(species, cell, st, kT, kT, alive),
                          ChunkSpec(integ, cap, n_frames, args.stride))
 
+    phase(f"first chunk {first:.1f} s; timing 3 chunks of {args.steps} steps")
     walls, regrown = [], 0
     while len(walls) < 3:
         t = time.perf_counter()
@@ -97,6 +107,7 @@ def main():
         res["peak_device_memory_GB"] = stats.get("peak_bytes_in_use", 0) / 1e9
     except Exception:  # CPU backends have no memory stats
         pass
+    phase(f"chunks {walls} s; timing the pieces of one step")
     # where the time goes: the pieces of one step, vmapped over replicas
     x = jax.vmap(lambda st: st.position)(states)
     mask = species > 0
