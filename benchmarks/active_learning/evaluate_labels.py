@@ -19,7 +19,7 @@ from ase.io import read
 from ase.stress import full_3x3_to_voigt_6_stress
 
 import lycb_jax
-from lycb_jax.active.labellers import LabelCache, gpaw_labeller
+from lycb_jax.active.labellers import BasisCorrection, LabelCache, gpaw_labeller
 from lycb_jax.units import EV_A3_TO_GPA
 
 here = Path(__file__).parent
@@ -28,6 +28,8 @@ parser.add_argument("candidates")
 parser.add_argument("--ecut", type=float, default=700.0, help="plane-wave cutoff of the labels, eV")
 parser.add_argument("--kpoint-density", type=float, default=2.5, help="k-points per 2 pi/A of the labels")
 parser.add_argument("--db", default=str(here / "labels.db"))
+parser.add_argument("--basis-correction", metavar="JSON", help="shift the labels to the converged cut-off with the "
+                    "fit of basis_stress.py (its JSON), e.g. for 400 eV labels: basis_stress.json")
 parser.add_argument("--models", nargs="+", default=["chgnet-0.3.0-lycb-pbe", "sevennet-0-lycb-pbe"])
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
@@ -39,13 +41,20 @@ labelled = [(k, a) for k, a in enumerate(cache.get(c, settings) for c in candida
 if not labelled:
     raise SystemExit(f"no frame of {args.candidates} is labelled yet with {settings}")
 frames = [a for _, a in labelled]
+if args.basis_correction:
+    fit = json.loads(Path(args.basis_correction).read_text())
+    corr = BasisCorrection(energy_eV={x: fit["fit"][f"e_{x}_meV"] / 1e3 for x in ("Cl", "Br")},
+                           pv_eV={x: fit["fit"][f"b_{x}_eV"] for x in ("Cl", "Br")}, folded=("Li", "Y"),
+                           note=f"{args.basis_correction}: {fit['low_eV']:g} -> {fit['high_eV']:g} eV")
+    frames = [corr.apply(a) for a in frames]
 n = np.array([len(a) for a in frames])
 e_dft = np.array([a.get_potential_energy() for a in frames]) / n
 f_dft = [a.get_forces() for a in frames]
 s_dft = [a.get_stress(voigt=True) * EV_A3_TO_GPA for a in frames]  # ASE sign, 6 components
 
 out = {"candidates": args.candidates, "frames_labelled": [k for k, _ in labelled], "frames_total": len(candidates),
-       "label_settings": {"ecut_eV": args.ecut, "kpoint_density": args.kpoint_density},
+       "label_settings": {"ecut_eV": args.ecut, "kpoint_density": args.kpoint_density,
+                          "basis_correction": args.basis_correction},
        "date": datetime.date.today().isoformat(), "dft_pressure_GPa": [float(-s[:3].mean()) for s in s_dft],
        "models": {}}
 for name in args.models:
