@@ -75,8 +75,8 @@ def main():
                                  ChunkSpec(integ, cap, n_frames, args.stride), mesh=None)
     states = out.states
 
-    def chunk(st):
-        return run_chunk(model, ChunkInputs(species, cell, st, kT, kT, alive),
+    def chunk(st):  # model.bare(), as run_chunk_checked passes it: the program compiled above, not a second one
+        return run_chunk(model.bare(), ChunkInputs(species, cell, st, kT, kT, alive),
                          ChunkSpec(integ, cap, n_frames, args.stride))
 
     phase(f"first chunk {first:.1f} s; timing 3 chunks of {args.steps} steps")
