@@ -11,6 +11,7 @@ the energy shift (meV per halide atom; a composition-linear energy shift is abso
 """
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,11 +59,12 @@ def main():
         raise SystemExit(f"no structure with labels at both {args.low} and {args.high} eV (k {args.k}) in {args.db}")
     pure = [i for i, r in enumerate(rows) if r["n_Cl"] == 0 or r["n_Br"] == 0]
     mixed = [r for r in rows if r["n_Cl"] and r["n_Br"]]
-    fit = None
+    fit = correction = None
     if len({(rows[i]["n_Cl"] > 0, rows[i]["n_Br"] > 0) for i in pure}) == 2:  # both pure halides present
         corr = BasisCorrection.fit([pairs[i][0] for i in pure], [pairs[i][1] for i in pure], elements=("Cl", "Br"))
         fit = dict(b_Cl_eV=corr.pv_eV["Cl"], b_Br_eV=corr.pv_eV["Br"], e_Cl_meV=1000 * corr.energy_eV["Cl"],
                    e_Br_meV=1000 * corr.energy_eV["Br"])
+        correction = dataclasses.asdict(corr)  # BasisCorrection(**correction) applies it (evaluate_labels.py)
         for r, (a, b) in zip(rows, pairs):
             got = corr.apply(a)
             r["dP_model_GPa"] = float(-(got.get_stress()[:3] - a.get_stress()[:3]).mean() * EV_A3_TO_GPA)
@@ -70,7 +72,7 @@ def main():
             r["dE_residual_meV_atom"] = float(1000 * (b.get_potential_energy() - got.get_potential_energy()) / len(a))
     pure = [rows[i] for i in pure]
     res = dict(low_eV=args.low, high_eV=args.high, k_density=args.k, fit_on=[r["formula"] for r in pure],
-               tested_on=[r["formula"] for r in mixed], fit=fit, structures=rows)
+               tested_on=[r["formula"] for r in mixed], fit=fit, correction=correction, structures=rows)
     (here / "basis_stress.json").write_text(json.dumps(res, indent=1))
     print(f"{args.low:g} -> {args.high:g} eV at k {args.k}: {len(rows)} structures ({len(pure)} pure, {len(mixed)} mixed)")
     if fit:

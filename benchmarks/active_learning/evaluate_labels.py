@@ -42,10 +42,7 @@ if not labelled:
     raise SystemExit(f"no frame of {args.candidates} is labelled yet with {settings}")
 frames = [a for _, a in labelled]
 if args.basis_correction:
-    fit = json.loads(Path(args.basis_correction).read_text())
-    corr = BasisCorrection(energy_eV={x: fit["fit"][f"e_{x}_meV"] / 1e3 for x in ("Cl", "Br")},
-                           pv_eV={x: fit["fit"][f"b_{x}_eV"] for x in ("Cl", "Br")}, folded=("Li", "Y"),
-                           note=f"{args.basis_correction}: {fit['low_eV']:g} -> {fit['high_eV']:g} eV")
+    corr = BasisCorrection(**json.loads(Path(args.basis_correction).read_text())["correction"])
     frames = [corr.apply(a) for a in frames]
 n = np.array([len(a) for a in frames])
 e_dft = np.array([a.get_potential_energy() for a in frames]) / n
