@@ -32,6 +32,9 @@ def add_protocol_arguments(p, auto: bool = False) -> None:
     p.add_argument("--barostat", choices=("iso", "aniso", "tri"),
                    help="NpT cell motions (MTK): tri = every cell parameter (default, LAMMPS fix npt tri), "
                         "aniso = x, y, z separately, iso = shape kept")
+    p.add_argument("--max-replicas", type=int, metavar="N",
+                   help="run at most N replicas in one program, the rest in groups after it (default: all at once; "
+                        "a device out of memory splits them by XLA's memory analysis)")
     p.add_argument("--drift-bound", type=float, metavar="MEV",
                    help="flag replicas whose conserved quantity drifts faster than this, meV/atom/ps (default 1)")
     g = p.add_argument_group("several processes (hosts); srun, Open MPI's mpirun and JAX_COORDINATOR_ADDRESS "
@@ -100,7 +103,7 @@ def cmd_md(args) -> int:
     structure = read_structure_or_exit(args.structure)
     protocol = protocol_from_args(args)
     print(_or_exit(lambda: Simulation(_model(args), structure, protocol, args.out,
-                                      resume=args.resume).run()))
+                                      resume=args.resume, max_replicas=args.max_replicas).run()))
     return 0
 
 
@@ -130,7 +133,7 @@ def cmd_study(args) -> int:
                  else default_structure(large=args.config == "gpu"))
     protocol = protocol_from_args(args)
     summary = _or_exit(lambda: study(_model(args), structure, protocol, out=args.out, resume=args.resume,
-                                     species=args.species))
+                                     species=args.species, max_replicas=args.max_replicas))
     if summary is None:
         return _report_elsewhere(args.out)
     from lycb_jax.cli.analyze import print_summary
@@ -173,7 +176,7 @@ def cmd_sweep(args) -> int:
         raise SystemExit("error: structure files need distinct names")
     protocol = protocol_from_args(args)
     rows = _or_exit(lambda: sweep(_model(args), structures, protocol, out=args.out, resume=args.resume,
-                                  species=args.species))
+                                  species=args.species, max_replicas=args.max_replicas))
     if rows is None:
         return _report_elsewhere(args.out)
     for r in rows:

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lycb_jax.md.checkpoints as md_ck
+import lycb_jax.md.groups as groups
 import lycb_jax.md.trajectory as md_traj
 import lycb_jax.graph.capacity as caps
 from lycb_jax.runtime import distributed
@@ -76,11 +77,14 @@ class Simulation:
     """
 
     def __init__(self, model: Model, structures, protocol: Protocol, out_dir, resume: bool = False,
-                 progress: bool = True, names=None):
+                 progress: bool = True, names=None, *, max_replicas: int | None = None, _group=None):
         """``structures``: one structure (run at every temperature) or one per temperature
         (equal atom counts, e.g. a composition x temperature sweep). ``names``: the structure name of
         each replica (stored in the trajectory, attribute ``structure_names``; readers group replicas by
-        it); default the chemical formula of each replica."""
+        it); default the chemical formula of each replica. ``max_replicas``: the most replicas one
+        program runs (None: all; a device that runs out of memory with all splits them by
+        :func:`lycb_jax.md.plan_replicas`); more run in groups, one after another, joined into
+        ``trajectory.h5`` (``_group``: (replica indices, file tag) of one such group, set by the driver)."""
         protocol.validate()
         self.model, self.protocol, self.progress = model, protocol, progress
         self.out = Path(out_dir)
@@ -89,12 +93,17 @@ class Simulation:
         systems = _replica_systems(structures, len(temps))
         for s in systems:
             model.check_elements(s.numbers)
+        if max_replicas is not None and (int(max_replicas) != max_replicas or max_replicas < 1):
+            raise ValueError(f"max_replicas must be a positive integer, got {max_replicas!r}")
         # several processes: each runs its own block of replicas on its local devices, not one global array:
         # replicas never interact, so this is exact, and checkpoints, HDF5 and stage switches stay host-local
-        self.n_total, self.replicas = len(systems), distributed.local_replicas(len(systems))
+        self.n_total = len(systems)
+        self.replicas = distributed.local_replicas(len(systems)) if _group is None else np.asarray(_group[0])
         names = [formula(s.numbers) for s in systems] if names is None else [str(n) for n in names]
         if len(names) != len(systems):
             raise ValueError(f"{len(names)} structure names for {len(systems)} replicas: give one name per replica")
+        self.all_structures, self.all_names = systems, names  # what a group of replicas is built from
+        self.max_replicas = max_replicas
         self.names = [names[r] for r in self.replicas]
         self.first_system = systems[0]  # the initial graph capacity comes from replica 0 on every process
         self.systems, self.temps, self.all_temps = [systems[r] for r in self.replicas], temps[self.replicas], temps
@@ -112,7 +121,7 @@ class Simulation:
         self.masses = np.stack([masses_of(s.numbers) for s in self.systems])
         self.stride = int(round(protocol.save_every_fs / protocol.dt_fs))
         self.frames_per_chunk = max(1, int(round(protocol.chunk_ps * 1000 / protocol.save_every_fs)))
-        tag = distributed.file_tag()  # ".p{k}" with several processes
+        tag = distributed.file_tag() if _group is None else _group[1]  # ".p{k}" with several processes
         self.h5_path, self.ck_path = self.out / f"trajectory{tag}.h5", self.out / f"checkpoint{tag}.npz"
         self.prev_ck_path = self.out / f"checkpoint{tag}.prev.npz"
         (self.out / "protocol.json").write_text(json.dumps(dataclasses.asdict(protocol), indent=1))
@@ -253,21 +262,13 @@ class Simulation:
     def run(self) -> dict:
         """Run (or resume) every stage; returns a summary dict (all replicas, also with several
         processes). Raises RuntimeError if all replicas fail."""
-        summary = self._run()
-        if distributed.process_count() > 1:  # process 0 joins every process's file into trajectory.h5
-            for r in np.where(~np.asarray(summary["alive"]))[0]:
-                summary["failed"].setdefault(int(r), f"replica {r} failed on another process (see its output)")
-            distributed.barrier("lycb_jax.md: trajectories written")
-            if distributed.is_main():
-                try:
-                    md_traj.merge_trajectories(self.out, distributed.process_count())
-                except (OSError, ValueError) as err:
-                    print(f"WARNING: trajectory.h5 not written: {err}")
-            distributed.barrier("lycb_jax.md: trajectories joined")
-            merged = self.out / "trajectory.h5"
-            summary["trajectory"] = str(merged) if merged.exists() else None
-            summary["trajectory_of_this_process"] = str(self.h5_path)
-        return summary
+        size = groups.planned_size(self.out, self.resume, self.max_replicas, self.n_rep)
+        if size is None:
+            try:
+                return groups.join_processes(self, self._run())
+            except Exception as err:  # noqa: BLE001 - re-raised unless it is the device's out-of-memory error
+                size = groups.size_after_oom(self, err)
+        return groups.run_in_groups(self, size)
 
     def _run(self) -> dict:
         stages = self.protocol.stages()

@@ -155,22 +155,24 @@ and the accumulator's shape are attributes of ``streaming_msd_lag_fs``."""
                       "streaming_msd_drift": "positions relative to the framework's mass-weighted centre of mass"})
 
 
-def merge_trajectories(folder, n_processes: int | None = None, out_name: str = "trajectory.h5") -> Path:
+def merge_trajectories(folder, n_processes: int | None = None, out_name: str = "trajectory.h5", *,
+                       tag: str = "p") -> Path:
     """Join ``trajectory.p{k}.h5`` of every process in ``folder`` into ``out_name``: each [replica,
     frame, ...] dataset becomes an HDF5 virtual dataset over the files (no copy; they must stay
     next to it), per-replica attributes are concatenated. Process 0 does this at the end of a
     run; without a shared file system, copy the files into one folder and call it there
-    (``n_processes`` default: the number of such files in ``folder``)."""
+    (``n_processes`` default: the number of such files in ``folder``). ``tag="g"`` joins the replica
+    groups of one process (``trajectory.g{k}.h5``) instead."""
     import h5py
 
     folder = Path(folder)
     if n_processes is None:
-        n_processes = sum(bool(re.fullmatch(r"trajectory\.p\d+\.h5", p.name)) for p in folder.iterdir())
-    paths = [folder / f"trajectory.p{k}.h5" for k in range(n_processes)]
+        n_processes = sum(bool(re.fullmatch(rf"trajectory\.{tag}\d+\.h5", p.name)) for p in folder.iterdir())
+    paths = [folder / f"trajectory.{tag}{k}.h5" for k in range(n_processes)]
     missing = [p.name for p in paths if not p.exists()]
     if missing or not paths:
-        raise FileNotFoundError(f"{folder} lacks {missing or 'trajectory.p*.h5'}: without a shared file system, "
-                                "copy every process's file into one folder and merge there")
+        raise FileNotFoundError(f"{folder} lacks {missing or f'trajectory.{tag}*.h5'}: without a shared file "
+                                "system, copy every process's file into one folder and merge there")
     tmp = folder / (out_name + ".tmp")
     srcs = [h5py.File(p, "r") for p in paths]
     try:

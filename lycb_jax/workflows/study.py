@@ -57,11 +57,13 @@ def _write_json(summary: dict, out: Path) -> None:
     (out / "transport.json").write_text(json.dumps(analysis.json_safe(summary), indent=1, allow_nan=False))
 
 
-def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool, names=None) -> tuple[dict, str | None]:
+def _simulate(model, structures, protocol: Protocol, out: Path, *, resume: bool, names=None,
+              max_replicas: int | None = None) -> tuple[dict, str | None]:
     """Run the MD into ``out/md`` and plot its thermodynamics; returns (MD summary, trajectory of all
     replicas). The trajectory is None on processes other than 0 (several processes: each ran its block
-    of replicas, process 0 writes the report)."""
-    md = Simulation(model, structures, protocol, out / "md", resume=resume, names=names).run()
+    of replicas, process 0 writes the report). ``max_replicas``: see :class:`lycb_jax.md.Simulation`."""
+    md = Simulation(model, structures, protocol, out / "md", resume=resume, names=names,
+                    max_replicas=max_replicas).run()
     if not distributed.is_main():
         return md, None
     if md["trajectory"] is None:
@@ -72,14 +74,14 @@ def _simulate(model, structures, protocol: Protocol, out: Path, resume: bool, na
 
 
 def study(model, structure, protocol: Protocol, *, out, resume: bool = False, species: str = "Li",
-          window_fs=None) -> dict | None:
+          window_fs=None, max_replicas: int | None = None) -> dict | None:
     """Run the protocol at every temperature in one batched simulation, then analyse it (with
     several processes: each runs its share of the temperatures, process 0 analyses, the others return None).
     Refused before the MD (ValueError) when it cannot converge (``check_before_md``).  ``window_fs`` =
     (t0, t1) forces the fit window."""
     out = Path(out)
     feasibility = check_before_md(protocol, [structure], species)
-    md, h5 = _simulate(model, structure, protocol, out, resume)
+    md, h5 = _simulate(model, structure, protocol, out, resume=resume, max_replicas=max_replicas)
     if h5 is None:
         return None
     summary = analyse(h5, out, species=species, alive=md["alive"], window_fs=window_fs)
@@ -90,7 +92,7 @@ def study(model, structure, protocol: Protocol, *, out, resume: bool = False, sp
 
 
 def sweep(model, structures: dict, protocol: Protocol, *, out, resume: bool = False,
-          species: str = "Li", window_fs=None) -> list[dict] | None:
+          species: str = "Li", window_fs=None, max_replicas: int | None = None) -> list[dict] | None:
     """Structures x temperatures in one batched simulation (all structures of equal size), then
     one transport report per structure in ``out/<name>/`` and a table ``out/sweep.csv`` (with
     several processes by process 0; the others return None)."""
@@ -105,7 +107,8 @@ def sweep(model, structures: dict, protocol: Protocol, *, out, resume: bool = Fa
     temps = tuple(protocol.temperatures_K)
     replicas = [structures[n] for n in names for _ in temps]
     swept = dataclasses.replace(protocol, temperatures_K=temps * len(names))
-    md, h5 = _simulate(model, replicas, swept, out, resume, names=[n for n in names for _ in temps])
+    md, h5 = _simulate(model, replicas, swept, out, resume=resume, names=[n for n in names for _ in temps],
+                       max_replicas=max_replicas)
     if h5 is None:
         return None
     rows = []
