@@ -258,3 +258,13 @@ def nearest_distance(positions, cell, mask):
     _, d = get_distances(p, cell=np.asarray(cell, np.float64), pbc=True)
     np.fill_diagonal(d, np.inf)
     return float(np.median(d.min(axis=1)))
+
+
+def hop_distances(systems, species: str) -> list[float]:
+    """:func:`nearest_distance` (A) between the ``species`` atoms of each system (NaN with fewer than two):
+    the hop the diffusion analysis uses."""
+    from ase.data import atomic_numbers
+
+    z = atomic_numbers[species]
+    return [nearest_distance(s.positions, s.cell, s.numbers == z) if (s.numbers == z).sum() >= 2 else float("nan")
+            for s in systems]

@@ -93,6 +93,8 @@ class ChunkInputs(NamedTuple):
     total_steps: Any = 0  # () steps of the linear kT ramp (0: kT_end from the first step on)
     max_kT_factor: Any = 3.0  # () a replica hotter than this x the target kT is frozen
     msd: Any = None  # StreamingMSD [R, ...] (lycb_jax.md.observables), or None: off
+    n_active: Any = None  # () frames run of spec.n_frames (the rest skipped, their records blank), or None: all
+    msd_on: Any = None  # () bool, update ``msd`` (False: carried unchanged), or None: on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +229,8 @@ class _Chunk(NamedTuple):
                 mass = jnp.broadcast_to(jnp.reshape(st.mass, (-1,)), x.shape[:1])
                 return streaming_update(m_r, relative_to_framework(x, m_r.mobile, mass))
             return _select(live, jax.vmap(one)(m, states), m)
-        return jax.lax.cond(done % self.spec.msd_stride == 0, update, lambda m: m, msd)
+        due = done % self.spec.msd_stride == 0
+        return jax.lax.cond(due if self.x.msd_on is None else due & self.x.msd_on, update, lambda m: m, msd)
 
     def step(self, c: Carry, i) -> tuple[Carry, None]:
         """One MD step of every replica: rebuild the lists if needed, advance, check the graphs."""
@@ -256,6 +259,15 @@ class _Chunk(NamedTuple):
                      msd), None
 
     def frame(self, carry: Carry, f) -> tuple[Carry, Frame]:
+        """:meth:`active_frame` for the first ``n_active`` frames; after them the carry unchanged and a
+        blank (zero) record, so that chunks of any length up to ``n_frames`` share one program."""
+        if self.x.n_active is None:
+            return self.active_frame(carry, f)
+        blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                             jax.eval_shape(lambda c: self.active_frame(c, f)[1], carry))
+        return jax.lax.cond(f < self.x.n_active, lambda c: self.active_frame(c, f), lambda c: (c, blank), carry)
+
+    def active_frame(self, carry: Carry, f) -> tuple[Carry, Frame]:
         """``stride`` steps, then the Frame of every replica."""
         carry, _ = jax.lax.scan(self.step, carry, f * self.spec.stride + jnp.arange(self.spec.stride))
         kT = self.ramp(self.x.step0 + (f + 1) * self.spec.stride)
@@ -301,7 +313,7 @@ def _sharded_run_chunk(mesh: jax.sharding.Mesh):
     except that the rebuild count is per device [n_devices]."""
     rep, rest = jax.sharding.PartitionSpec("replica"), jax.sharding.PartitionSpec()
     input_specs = ChunkInputs(species=rep, cells=rep, states=rep, kT_start=rep, kT_end=rep, alive=rep,
-                              step0=rest, total_steps=rest, max_kT_factor=rest, msd=rep)
+                              step0=rest, total_steps=rest, max_kT_factor=rest, msd=rep, n_active=rest, msd_on=rest)
 
     @functools.partial(jax.jit, static_argnames=("spec",))
     @with_precision
@@ -358,7 +370,8 @@ def run_chunk_checked(model: Model, inputs: ChunkInputs, spec: ChunkSpec, *, ret
         out = jax.tree.map(lambda a: a[:n_rep], out._replace(rebuilds=None))  # the padding replicas dropped
         ok, need = np.asarray(out.ok), Need.from_vector(np.asarray(out.need))
         if ok.all():
-            result = ChunkResult(out.states, out.frames, np.asarray(out.alive), ok, out.msd)
+            frames = out.frames if x.n_active is None else jax.tree.map(lambda a: a[:, :int(x.n_active)], out.frames)
+            result = ChunkResult(out.states, frames, np.asarray(out.alive), ok, out.msd)
             return result, (caps.fit(spec.capacity, need) if fit else spec.capacity)
         spec = dataclasses.replace(spec, capacity=caps.grow(spec.capacity, need, cells=cells))
     raise RuntimeError(f"graph could not be kept valid for replicas {np.where(~ok)[0].tolist()} "

@@ -8,6 +8,7 @@ lengths in Angstrom.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 import types
@@ -25,7 +26,7 @@ import lycb_jax.graph.capacity as caps
 from lycb_jax.runtime import distributed
 from lycb_jax.md.observables import streaming_init
 from lycb_jax.graph.capacity import Capacity
-from lycb_jax.io.structures import formula, to_system
+from lycb_jax.io.structures import formula, hop_distances, to_system
 from lycb_jax.md.chunk import ChunkInputs, ChunkSpec, default_capacity, run_chunk_checked
 from lycb_jax.md.integrators import ensemble, init_batch, masses_of, real_positions, state_cell
 from lycb_jax.md.settings import IntegratorSettings
@@ -170,18 +171,8 @@ class Simulation:
         return md_traj.open_trajectory(self.h5_path, self.species, self.masses, temperatures=self.temps,
                                      replicas=self.replicas, replace_unreadable=not resumable, names=self.names,
                                      model=dict(name=self.model.name, dispersion=self.model.metadata.get("dispersion")),
-                                     hops=(self.protocol.streaming_msd_species, self._hops()))
-
-    def _hops(self) -> list[float]:
-        """Median nearest distance (A) between the streaming-MSD species' atoms of each input structure
-        (NaN with fewer than two): the hop the analysis uses."""
-        from ase.data import atomic_numbers
-
-        from lycb_jax.io.structures import nearest_distance
-
-        z = atomic_numbers[self.protocol.streaming_msd_species]
-        return [nearest_distance(s.positions, s.cell, s.numbers == z) if (s.numbers == z).sum() >= 2 else float("nan")
-                for s in self.systems]
+                                     hops=(self.protocol.streaming_msd_species,
+                                           hop_distances(self.systems, self.protocol.streaming_msd_species)))
 
     def _append(self, f, stage, frames, t0_fs):
         md_traj.append_frames(f, stage, frames, t0_fs=t0_fs, save_every_fs=self.protocol.save_every_fs)
@@ -293,9 +284,8 @@ class Simulation:
         from tqdm import tqdm
 
         dt_ps = self.protocol.dt_fs / 1000
-        total_ps = sum(s[2] for s in stages) * dt_ps
         done_ps = (sum(s[2] for s in stages[:run.stage]) + run.step) * dt_ps
-        return tqdm(total=round(total_ps, 3), initial=round(done_ps, 3), unit="ps",
+        return tqdm(total=round(sum(s[2] for s in stages) * dt_ps, 3), initial=round(done_ps, 3), unit="ps",
                     disable=not self.progress or not distributed.is_main(),
                     bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} ps [{elapsed}<{remaining}{postfix}]")
 
@@ -305,34 +295,45 @@ class Simulation:
         settings = self._settings(ensemble)
         run.last_checkpoint = run.step
         if self.msd_stride and name == "production" and run.msd is None:
-            p = self.protocol
-            run.msd = jax.vmap(lambda m: streaming_init(self.n_atoms, p.streaming_msd_levels, p.streaming_msd_block,
-                                                        mobile=m))(jnp.asarray(self.msd_mobile))
+            run.msd = self._fresh_msd()
+        # fitted to what the chunks needed only before production: a new capacity compiles a new program
+        refit = run.stage + 1 < len(stages) and stages[run.stage + 1][0] == "production"
         while run.step < n_steps:
-            self._chunk(f, run, name, settings, n_steps, heating, bar, summary)
+            self._chunk(f, run, name, settings, n_steps, heating, bar, summary, refit=refit)
             if run.step >= n_steps and run.stage + 1 < len(stages):
                 run.states, run.cells, run.capacity = self._switch(run.states, stages[run.stage],
                                                                    stages[run.stage + 1][1], run.cells, f,
                                                                    run.capacity)
             self._checkpoint(f, stages, run, n_steps)
 
+    def _fresh_msd(self):
+        """An empty streaming-MSD state [R, ...] of the streaming species."""
+        return jax.vmap(functools.partial(streaming_init, self.n_atoms, self.protocol.streaming_msd_levels,
+                                          self.protocol.streaming_msd_block))(mobile=jnp.asarray(self.msd_mobile))
+
     def _chunk(self, f, run: _Run, name: str, settings: IntegratorSettings, n_steps: int, heating: bool, bar,
-               summary: dict) -> None:
+               summary: dict, *, refit: bool) -> None:
         """One chunk of stage ``name`` and its bookkeeping: frames written, replicas that stopped
-        reported (into ``summary``), progress shown; RuntimeError when no replica is left anywhere."""
+        reported (into ``summary``), progress shown; RuntimeError when no replica is left anywhere.
+        Every chunk of ``frames_per_chunk`` frames or fewer runs one program per ensemble (``n_active``),
+        the NVT one with the streaming MSD switched off outside production (``msd_on``)."""
         p = self.protocol
         n_frames = min(self.frames_per_chunk, (n_steps - run.step) // self.stride)
         stride = self.stride if n_frames else n_steps - run.step  # a tail shorter than one frame
         n_frames = max(n_frames, 1)
         t_wall = time.perf_counter()
         kT_start, kT_end = self._kT(name)
+        production, nvt = name == "production", settings.ensemble == "nvt"
+        msd = (run.msd if production else self._fresh_msd() if nvt else None) if self.msd_stride else None
         inputs = ChunkInputs(self.species, run.cells, run.states, kT_start, kT_end, run.alive, step0=run.step,
                              total_steps=n_steps if heating else 0, max_kT_factor=p.max_temperature_factor,
-                             msd=run.msd)
-        spec = ChunkSpec(settings, run.capacity, n_frames, stride, msd_stride=self.msd_stride)
-        out, run.capacity = run_chunk_checked(self.model, inputs, spec, fit=True)
+                             msd=msd, msd_on=None if msd is None else np.bool_(production),
+                             n_active=np.int32(n_frames) if stride == self.stride else None)
+        spec = ChunkSpec(settings, run.capacity, self.frames_per_chunk if stride == self.stride else 1, stride,
+                         msd_stride=self.msd_stride)
+        out, run.capacity = run_chunk_checked(self.model, inputs, spec, fit=refit and run.step + n_frames * stride >= n_steps)
         new_states, frames, new_alive = out.states, out.frames, out.alive
-        run.msd = out.msd
+        run.msd = out.msd if production else run.msd
         wall = time.perf_counter() - t_wall
         self._report_stopped(run.alive & ~new_alive, name, (run.step + n_frames * stride) * p.dt_fs, summary)
         run.states, run.alive = new_states, new_alive
@@ -376,10 +377,9 @@ class Simulation:
     def _report_stopped(self, stopped, name: str, t_fs: float, summary: dict) -> None:
         """Warn about the replicas that stopped in this chunk (ending at ``t_fs`` of stage ``name``)."""
         for r in np.where(stopped)[0]:
-            msg = (f"replica {self.replicas[r]} (T = {self.temps[r]:.0f} K) stopped in stage '{name}' "
-                   f"before {t_fs / 1000:.2f} ps: temperature ran away or "
-                   "positions became non-finite (time step too long, or the model is unstable here); its state is "
-                   "frozen, the other replicas go on")
+            msg = (f"replica {self.replicas[r]} (T = {self.temps[r]:.0f} K) stopped in stage '{name}' before "
+                   f"{t_fs / 1000:.2f} ps: temperature ran away or positions became non-finite (time step too long, "
+                   "or the model is unstable here); its state is frozen, the other replicas go on")
             print("WARNING:", msg)
             summary["failed"][int(self.replicas[r])] = msg
 
