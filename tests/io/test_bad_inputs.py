@@ -267,6 +267,11 @@ CASES = [
         r"command line: setting 'temperatures_K' must be > 0 K, got -300\.0",
     ),
     Case(
+        "--max-replicas 0",
+        lambda t: ["md", str(ORDERED_CIF), "-T", "600", "--max-replicas", "0", "--out", str(t / "md")],
+        r"max_replicas must be a positive integer, got 0",
+    ),
+    Case(
         "time step of 0 fs",
         lambda t: ["md", str(ORDERED_CIF), "--config", toml(t, "dt_fs = 0.0")],
         r"setting 'dt_fs' must be > 0 fs, got 0\.0",

@@ -265,3 +265,16 @@ def test_memory_plan_predicts_larger_batches_from_two_probes():
     assert plan.max_replicas == int((0.8 * 2**30 - plan.bytes_fixed) // plan.bytes_per_replica)
     with pytest.raises(ValueError, match="no memory limit"):
         plan_replicas(model, atoms, settings)  # the CPU reports no limit: the caller must give one
+
+
+def test_heat_nvt_and_production_share_one_compiled_program(tmp_path):
+    """A run through heat, NVT, NpT and production (with the streaming MSD) compiles two MD programs, one per
+    ensemble: chunks of any length up to a chunk run one program (``n_active``), and the streaming MSD is
+    switched by an input (``msd_on``). The older code compiled one per stage (4 here)."""
+    from lycb_jax.md.chunk import run_chunk
+
+    proto = _protocol(dt_fs=3.5, heat_ps=0.14, nvt_ps=0.28, npt_ps=0.56, npt_average_ps=0.28, production_ps=0.84,
+                      save_every_fs=35.0, chunk_ps=0.28, streaming_msd_every_fs=35.0, streaming_msd_species="Ar")
+    before = run_chunk._cache_size()
+    Simulation(lj_model(), argon(2), proto, tmp_path, progress=False).run()
+    assert run_chunk._cache_size() - before == 2
