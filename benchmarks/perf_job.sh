@@ -14,6 +14,8 @@
 #                         after the current one on the same card: issue 31's before/after rule
 #   bench_md_{P}.json     8 replicas with matrix products at precision P of PRECISIONS (e.g. "TF32_TF32_F32_X3"),
 #                         with the largest force difference against "highest" on this card
+#   sweep_programs{,_before}.json  with PROGRAMS=1 (PROGRAMS_BEFORE=folder with an older lycb_jax/): the XLA programs
+#                         a short sweep compiles and their compile seconds (benchmarks/sweep_programs.py)
 # Knobs: REPLICAS, N, STEPS, *_TIMEOUT; NO_TORCH, NO_BENCH, NO_PROFILE, NO_NCU skip a section;
 # PROFILE_ONLY=1: device.txt and the profile only (about 2-3 min).
 set -uo pipefail
@@ -22,6 +24,8 @@ mkdir -p $out $src
 [ -n "${NO_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_perf/*.whl
 cp -r lycb_jax checkpoints benchmarks $src/
 [ -n "${BEFORE:-}" ] && { mkdir -p $job/before && cp -r $BEFORE/lycb_jax $job/before/; }
+# PROGRAMS_BEFORE: a folder holding the lycb_jax/ from before the chunk change (git archive f8b5f46 lycb_jax)
+[ -n "${PROGRAMS_BEFORE:-}" ] && { mkdir -p $job/programs_before && cp -r $PROGRAMS_BEFORE/lycb_jax $job/programs_before/; }
 export PYTHONPATH=/tmp/site:$src MPLBACKEND=Agg PYTHONUNBUFFERED=1 OUT=$out
 cd $src
 { date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no GPU"
@@ -46,6 +50,16 @@ for r in ${REPLICAS:-1 4 8 16 32}; do
     tail -1 $out/bench_md_before_r$r.log
   fi
 done
+if [ -n "${PROGRAMS:-}" ]; then   # issue 31 step 5: programs a short sweep compiles, and their compile time
+  echo "== sweep_programs"
+  timeout ${PROGRAMS_TIMEOUT:-400} python3 benchmarks/sweep_programs.py --model $src/checkpoints/chgnet-0.3.0-lycb-pbe \
+    --out $out/sweep_programs.json > $out/sweep_programs.log 2>&1; tail -4 $out/sweep_programs.log
+  if [ -n "${PROGRAMS_BEFORE:-}" ]; then   # copied above, before the cd
+    PYTHONPATH=/tmp/site:$job/programs_before timeout ${PROGRAMS_TIMEOUT:-400} python3 benchmarks/sweep_programs.py \
+      --model $src/checkpoints/chgnet-0.3.0-lycb-pbe --out $out/sweep_programs_before.json > $out/sweep_programs_before.log 2>&1
+    tail -4 $out/sweep_programs_before.log
+  fi
+fi
 for prec in ${PRECISIONS:-}; do   # cheaper matrix products, 8 replicas, with their force error against "highest"
   echo "== bench_md replicas ${PREC_REPLICAS:-8}, matmul precision $prec"
   LYCB_JAX_MATMUL_PRECISION=$prec timeout ${BENCH_TIMEOUT:-300} python3 benchmarks/bench_md.py --n ${N:-4} --replicas ${PREC_REPLICAS:-8} \
