@@ -295,19 +295,19 @@ class Simulation:
         settings = self._settings(ensemble)
         run.last_checkpoint = run.step
         if self.msd_stride and name == "production" and run.msd is None:
-            run.msd = self._fresh_msd()
+            run.msd = self._empty_msd
         # fitted to what the chunks needed only before production: a new capacity compiles a new program
         refit = run.stage + 1 < len(stages) and stages[run.stage + 1][0] == "production"
         while run.step < n_steps:
             self._chunk(f, run, name, settings, n_steps, heating, bar, summary, refit=refit)
             if run.step >= n_steps and run.stage + 1 < len(stages):
-                run.states, run.cells, run.capacity = self._switch(run.states, stages[run.stage],
-                                                                   stages[run.stage + 1][1], run.cells, f,
-                                                                   run.capacity)
+                run.states, run.cells, run.capacity = self._switch(run.states, stages[run.stage], stages[run.stage + 1][1],
+                                                                   run.cells, f, run.capacity)
             self._checkpoint(f, stages, run, n_steps)
 
-    def _fresh_msd(self):
-        """An empty streaming-MSD state [R, ...] of the streaming species."""
+    @functools.cached_property
+    def _empty_msd(self):
+        """An empty streaming-MSD state [R, ...] of the streaming species (immutable: built once, shared)."""
         return jax.vmap(functools.partial(streaming_init, self.n_atoms, self.protocol.streaming_msd_levels,
                                           self.protocol.streaming_msd_block))(mobile=jnp.asarray(self.msd_mobile))
 
@@ -324,7 +324,7 @@ class Simulation:
         t_wall = time.perf_counter()
         kT_start, kT_end = self._kT(name)
         production, nvt = name == "production", settings.ensemble == "nvt"
-        msd = (run.msd if production else self._fresh_msd() if nvt else None) if self.msd_stride else None
+        msd = (run.msd if production else self._empty_msd if nvt else None) if self.msd_stride else None
         inputs = ChunkInputs(self.species, run.cells, run.states, kT_start, kT_end, run.alive, step0=run.step,
                              total_steps=n_steps if heating else 0, max_kT_factor=p.max_temperature_factor,
                              msd=msd, msd_on=None if msd is None else np.bool_(production),
