@@ -70,13 +70,19 @@ def test_nve_energy_drift_with_chgnet(model):
 def test_nvt_kinetic_energy_is_canonical():
     """Mean and variance of KE under the NH chain match <K> = ((3N-3)/2) kT, var = ((3N-3)/2) kT^2
     (canonical, with the total momentum fixed at zero: 3N - 3 degrees of freedom); the reported
-    temperature averages to the target."""
+    temperature averages to the target.
+
+    The 8 replicas start from differently rattled cells: from one shared cell their thermostats ring in phase for
+    tens of ps, and the spread over replicas then understates the error of a 20-ps window ~2.5x (measured: var/ref
+    0.870 +- 0.019 from one cell; 1.014 +- 0.053, 0.954 +- 0.045, 0.965 +- 0.063 from distinct cells for three
+    seeds, and 1.03 +- 0.015 over 80 ps; ASE's NoseHooverChainNVT on the same system 0.96-1.00)."""
     model = lj_model()
-    atoms = argon(2)
+    replicas = [argon(2, seed=r) for r in range(8)]
+    atoms = replicas[0]
     integ = IntegratorSettings("nvt", dt_fs=4.0, tau_t_fs=200.0)
     cap = _lj_capacity(atoms)
     temps = [60.0] * 8
-    species, cell, states, kT = _states(model, [atoms] * 8, temps, integ, cap, seed=1)
+    species, cell, states, kT = _states(model, replicas, temps, integ, cap, seed=1)
     st, fr, alive, ok = _run(model, species, cell, states, kT, integ, cap, n_frames=100, stride=10)  # 4 ps equilibrate
     st, fr, alive, ok = _run(model, species, cell, st, kT, integ, cap, n_frames=1000, stride=5)  # 20 ps sample
     assert bool(ok.all())
