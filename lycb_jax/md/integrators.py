@@ -205,6 +205,20 @@ def init_replica(model: Model, species, positions, *, cell, masses, kT, key, set
     return dyn.init(key, positions, cell, masses, kT, edges, momenta), overflow
 
 
+@jax.jit
+def thermal_momenta(keys, masses, kT):
+    """Momenta [R, N, 3] (amu Angstrom per jax-md time unit) drawn from Maxwell-Boltzmann at kT [R] (eV), total
+    momentum zero per replica; keys [R], masses [R, N] (amu). The numbers of jax-md's ``initialize_momenta`` (same
+    key split, same centring), drawn outside :func:`init_batch` so that a first start and a restart with momenta
+    share one compiled program (each holds a force call of the model: ~12 s of compile on an H100)."""
+
+    def one(key, m, t):
+        p = jnp.sqrt(m[:, None] * t) * jax.random.normal(jax.random.split(key, 1)[0], (m.shape[0], 3), jnp.float32)
+        return p - jnp.mean(p, axis=0, keepdims=True)
+
+    return jax.vmap(one)(keys, masses, kT)
+
+
 @functools.partial(jax.jit, static_argnames=("settings", "capacity"))
 @with_precision
 def init_batch(model: Model, species, positions, *, cells, masses, keys, kT, momenta,

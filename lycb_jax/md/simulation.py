@@ -28,7 +28,7 @@ from lycb_jax.md.observables import streaming_init
 from lycb_jax.graph.capacity import Capacity
 from lycb_jax.io.structures import formula, hop_distances, to_system
 from lycb_jax.md.chunk import ChunkInputs, ChunkSpec, default_capacity, run_chunk_checked
-from lycb_jax.md.integrators import ensemble, init_batch, masses_of, real_positions, state_cell
+from lycb_jax.md.integrators import ensemble, init_batch, masses_of, thermal_momenta, real_positions, state_cell
 from lycb_jax.md.settings import IntegratorSettings
 from lycb_jax.md.protocol import Protocol
 from lycb_jax.md.stages import stage_drift, to_average_cell
@@ -145,10 +145,10 @@ class Simulation:
     def _init_args(self, positions, cells, momenta, key):
         """:func:`init_batch`'s arrays by name (kT: the start of heating when momenta are drawn, else the target)."""
         kT = self._kT("heat")[0] if momenta is None else self._kT("nvt")[1]
-        keys = jax.random.split(key, self.n_total)[self.replicas]
+        keys, masses = jax.random.split(key, self.n_total)[self.replicas], jnp.asarray(self.masses)
+        momenta = thermal_momenta(keys, masses, kT) if momenta is None else jnp.asarray(momenta, jnp.float32)
         return dict(species=jnp.asarray(self.species), positions=jnp.asarray(positions, jnp.float32),
-                    cells=jnp.asarray(cells, jnp.float32), masses=jnp.asarray(self.masses), keys=keys, kT=kT,
-                    momenta=None if momenta is None else jnp.asarray(momenta, jnp.float32))
+                    cells=jnp.asarray(cells, jnp.float32), masses=masses, keys=keys, kT=kT, momenta=momenta)
 
     def _init_states(self, ensemble, positions, cells, momenta, key, capacity: Capacity, tries: int = 3):
         """(states, capacity) at ``positions`` [R, N, 3] and ``cells`` [R, 3, 3] (Angstrom); the capacity

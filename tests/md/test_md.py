@@ -11,6 +11,7 @@ from ase import units
 
 from lycb_jax.md import (ChunkInputs, ChunkSpec, IntegratorSettings, Protocol, Simulation, default_capacity,
                          init_replica, masses_of, run_chunk)
+from lycb_jax.md.integrators import init_batch, thermal_momenta
 from potentials import argon, lj_model
 from cells import lyc_trigonal
 
@@ -281,6 +282,22 @@ def test_heat_nvt_and_production_share_one_compiled_program(tmp_path):
 
     proto = _protocol(dt_fs=3.5, heat_ps=0.14, nvt_ps=0.28, npt_ps=0.56, npt_average_ps=0.28, production_ps=0.84,
                       save_every_fs=35.0, chunk_ps=0.28, streaming_msd_every_fs=35.0, streaming_msd_species="Ar")
-    before = run_chunk._cache_size()
+    before, before_init = run_chunk._cache_size(), init_batch._cache_size()
     Simulation(lj_model(), argon(2), proto, tmp_path, progress=False).run()
     assert run_chunk._cache_size() - before == 2
+    # and two start-up programs, NVT and NpT: the first start draws its momenta outside (thermal_momenta)
+    assert init_batch._cache_size() - before_init == 2
+
+
+def test_thermal_momenta_are_jax_mds_draw():
+    """The momenta drawn outside the start-up program equal those jax-md's own NVT init draws from the same key,
+    bit for bit (so a run's trajectory did not change when the draw moved), with zero total momentum."""
+    atoms = [argon(2, seed=r) for r in range(3)]
+    integ = IntegratorSettings("nvt")
+    cap = _lj_capacity(atoms[0])
+    species, cell, drawn, kT = _states(lj_model(), atoms, [100.0, 300.0, 600.0], integ, cap, seed=3)
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    masses = jnp.asarray(np.stack([masses_of(a.numbers) for a in atoms]))
+    p = thermal_momenta(keys, masses, kT)
+    np.testing.assert_array_equal(np.asarray(p), np.asarray(drawn.momentum))
+    assert np.abs(np.asarray(p).sum(axis=1)).max() < 1e-5 * np.abs(np.asarray(p)).max() * len(atoms[0])
